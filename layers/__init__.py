@@ -1,0 +1,1 @@
+"""The data: layer schemas, stores, import, rules. May import geo/, never webmap/ or scripts/."""

@@ -1,0 +1,223 @@
+"""The layers zonemap keeps: their columns, types and geometry types, in one place.
+
+`docs/layers.md` is generated from this module (`scripts/zonemap layers --schema --markdown`)
+and a test fails when the two differ. Every layer is stored in EPSG:4326 (WGS 84 / CGCS2000
+longitude–latitude); lengths and areas are computed in a metric CRS (see geo.crs).
+Every layer also has `source` (where the row came from: file and row, or "osm") and `attrs`
+(a JSON object holding the source file's other fields under their own names, Chinese ones
+included), so nothing a planner imports is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STORAGE_CRS = "EPSG:4326"
+
+# Column types, with their GeoPackage and PostgreSQL spellings.
+TYPES = {
+    "text": ("TEXT", "text"),
+    "integer": ("INTEGER", "bigint"),
+    "real": ("REAL", "double precision"),
+    "boolean": ("BOOLEAN", "boolean"),
+    "date": ("DATE", "date"),
+    "datetime": ("DATETIME", "timestamptz"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    doc: str
+    required: bool = False
+    unique: bool = False
+    aliases: tuple[str, ...] = ()  # other names a source file may use (Chinese ones among them)
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    title_zh: str
+    geometry_type: str | None  # "Point", "MultiLineString", "MultiPolygon"
+    geometry_required: bool
+    doc: str
+    columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def _c(name, type_, doc, **kw):
+    return Column(name, type_, doc, **kw)
+
+
+_NAME = _c("name", "text", "name as the source gives it", aliases=("名称", "名字", "NAME", "Name"))
+_NAME_EN = _c("name_en", "text", "English name, where known")
+_OSM_ID = _c("osm_id", "text", "OpenStreetMap id, for OSM rows")
+_ADDR = (_c("addr_street", "text", "street of the address", aliases=("街道名", "路名")),
+         _c("addr_housenumber", "text", "house number", aliases=("门牌号",)))
+_RAW = (_c("raw_x", "real", "x (longitude) exactly as received, before conversion"),
+        _c("raw_y", "real", "y (latitude) exactly as received, before conversion"),
+        _c("raw_crs", "text", "the system of raw_x/raw_y: EPSG code, or wgs84/gcj02/bd09/cgcs2000"))
+_TAIL = (_c("source", "text", "origin of the row: file name and row number, or osm"),
+         _c("attrs", "text", "JSON object of the source's other fields, under their own names"))
+
+LAYERS: dict[str, Layer] = {
+    layer.name: layer
+    for layer in [
+        Layer("buildings", "建筑物", "MultiPolygon", True,
+              "building footprints; their street-facing sides bound 门前三包 zones",
+              (_OSM_ID, _NAME, _NAME_EN,
+               _c("building", "text", "building type (OSM building=*: yes, residential, school…)",
+                  aliases=("类型", "建筑类型")),
+               _c("levels", "real", "number of storeys", aliases=("层数", "building_levels")),
+               _c("height", "real", "height in metres", aliases=("高度",)),
+               *_ADDR,
+               _c("shop", "text", "OSM shop=* on the building"),
+               _c("amenity", "text", "OSM amenity=* on the building"),
+               _c("office", "text", "OSM office=* on the building"),
+               *_TAIL)),
+        Layer("roads", "道路", "MultiLineString", True,
+              "road centrelines; carriageway edges (curbs) are modelled from them",
+              (_OSM_ID, _NAME, _NAME_EN,
+               _c("highway", "text", "road class (OSM highway=*: primary, residential, footway…)",
+                  aliases=("道路等级", "等级")),
+               _c("ref", "text", "road number"),
+               _c("lanes", "real", "number of lanes", aliases=("车道数",)),
+               _c("width", "real", "carriageway width in metres", aliases=("宽度", "路宽")),
+               _c("curb_offset_m", "real", "planner's override: centreline to curb, metres"),
+               _c("oneway", "text", "yes / no / -1"),
+               _c("sidewalk", "text", "OSM sidewalk=* (both, left, right, no, separate)"),
+               _c("bridge", "text", "OSM bridge=*"),
+               _c("tunnel", "text", "OSM tunnel=*"),
+               _c("layer", "text", "OSM layer=*"),
+               _c("maxspeed", "text", "OSM maxspeed=*"),
+               _c("service", "text", "OSM service=*"),
+               *_TAIL)),
+        Layer("pois", "兴趣点", "Point", True,
+              "shops, amenities and offices: the candidates for 责任单位",
+              (_OSM_ID, _NAME, _NAME_EN,
+               _c("shop", "text", "OSM shop=*"),
+               _c("amenity", "text", "OSM amenity=*"),
+               _c("office", "text", "OSM office=*"),
+               _c("craft", "text", "OSM craft=*"),
+               _c("tourism", "text", "OSM tourism=*"),
+               _c("leisure", "text", "OSM leisure=*"),
+               _c("healthcare", "text", "OSM healthcare=*"),
+               _c("brand", "text", "brand"),
+               *_ADDR,
+               _c("opening_hours", "text", "opening hours"),
+               *_RAW, *_TAIL)),
+        Layer("areas", "地块", "MultiPolygon", True,
+              "parcels and land use (schools, markets, offices, parks…): 单位卫生责任区 candidates",
+              (_OSM_ID, _c("osm_type", "text", "way or relation"), _NAME, _NAME_EN,
+               _c("landuse", "text", "OSM landuse=*", aliases=("用地性质",)),
+               _c("amenity", "text", "OSM amenity=*"),
+               _c("leisure", "text", "OSM leisure=*"),
+               _c("tourism", "text", "OSM tourism=*"),
+               _c("shop", "text", "OSM shop=*"),
+               _c("office", "text", "OSM office=*"),
+               _c("construction", "text", "OSM construction=*"),
+               _c("operator", "text", "operator: the unit that answers for the parcel",
+                  aliases=("管理单位", "权属单位")),
+               *_TAIL)),
+        Layer("sites", "施工现场", "MultiPolygon", True,
+              "construction sites inside their hoarding (围挡); the contractor answers for them",
+              (_c("code", "text", "site code or permit number", aliases=("编号", "许可证号")),
+               _NAME,
+               _c("contractor", "text", "施工单位, the primary responsible unit",
+                  aliases=("施工单位",)),
+               _c("developer", "text", "建设单位, co-responsible", aliases=("建设单位",)),
+               _c("start_date", "date", "works start", aliases=("开工日期",)),
+               _c("end_date", "date", "works end", aliases=("竣工日期",)),
+               *_TAIL)),
+        Layer("units", "责任单位", "Point", False,
+              "responsible units (责任单位) and their persons; location optional",
+              (_c("unit_id", "text", "stable zonemap id of the unit", required=True, unique=True,
+                  aliases=("单位编号",)),
+               _c("name", "text", "unit name", required=True, aliases=("单位名称", "名称", "NAME")),
+               _c("type", "text", "shop, company, school, site contractor, property manager…",
+                  aliases=("单位类型",)),
+               _c("credit_code", "text", "统一社会信用代码 (18 characters), unique", unique=True,
+                  aliases=("统一社会信用代码", "信用代码")),
+               _c("address", "text", "address", aliases=("地址",)),
+               _c("person", "text", "责任人, the named person", aliases=("责任人", "负责人")),
+               _c("phone", "text", "the person's phone", aliases=("电话", "联系电话")),
+               _c("placeholder", "boolean", "true when named from an address or id, not a real name"),
+               *_RAW, *_TAIL)),
+        Layer("zones", "责任区", "MultiPolygon", True,
+              "responsibility zones: 门前三包 frontage, 单位卫生责任区, 施工现场, public (属地兜底)",
+              (_c("code", "text", "stable zone code", required=True, aliases=("编号", "责任区编号")),
+               _c("kind", "text", "frontage / unit / site / public", required=True,
+                  aliases=("类型",)),
+               _c("primary_unit", "text", "unit_id of the primary responsible unit (主责)",
+                  aliases=("责任单位",)),
+               _c("co_unit", "text", "unit_id of a co-responsible unit (协同)"),
+               _c("duties", "text", "duties, e.g. 卫生,容貌,秩序", aliases=("责任内容",)),
+               _c("profile", "text", "rule profile the zone was drawn under"),
+               _c("area_m2", "real", "area in square metres (metric CRS)"),
+               _c("frontage_len_m", "real", "street-facing length in metres"),
+               _c("depth_m", "real", "depth from building line to curb in metres"),
+               _c("bounds_text", "text", "四至: 东至… 西至… 南至… 北至…", aliases=("四至",)),
+               _c("street", "text", "street name(s)", aliases=("所属街道", "路段")),
+               _c("valid_from", "date", "first day this version is in force"),
+               _c("valid_to", "date", "first day it is no longer in force (empty: current)"),
+               _c("version", "integer", "version number of this zone code"),
+               *_TAIL)),
+        Layer("grid", "单元网格", "MultiPolygon", True,
+              "unit grid cells (万米网格) with their 15-digit codes",
+              (_c("code", "text", "15 digits: 6 county + 3 street + 3 community + 3 sequence",
+                  required=True, unique=True, aliases=("网格编码", "编码")),
+               _c("street", "text", "street office (街道)", aliases=("街道",)),
+               _c("community", "text", "community (社区)", aliases=("社区",)),
+               _NAME,
+               *_TAIL)),
+        Layer("problems", "问题", "Point", True,
+              "reported problems (points), before they become cases",
+              (_c("problem_id", "text", "id given by the source or by zonemap",
+                  aliases=("编号", "case_id")),
+               _c("category", "text", "5-digit national category code, or the source's type",
+                  aliases=("类别", "问题类型", "case_type")),
+               _c("description", "text", "what was seen", aliases=("描述", "问题描述")),
+               _c("reported_at", "datetime", "when it was reported", aliases=("上报时间", "open_dt")),
+               _c("status", "text", "status as the source gives it", aliases=("状态", "case_status")),
+               _c("reporter", "text", "who reported it (contact kept private)", aliases=("上报人",)),
+               *_RAW, *_TAIL)),
+    ]
+}
+
+
+def get_layer(name: str) -> Layer:
+    """The layer called `name`, or an error that lists the layers there are."""
+    try:
+        return LAYERS[name]
+    except KeyError:
+        raise KeyError(f"unknown layer {name!r}; the layers are: {', '.join(LAYERS)}") from None
+
+
+def schema_markdown() -> str:
+    """The layer reference as Markdown (what docs/layers.md holds)."""
+    out = ["# Layers", "",
+           "Generated from `layers/schema.py` by `scripts/zonemap layers --schema --markdown`;",
+           "a test fails when this file and the code differ.",
+           f"Every layer is stored in {STORAGE_CRS}; each has an `fid` key added by the store.", ""]
+    for layer in LAYERS.values():
+        geom = layer.geometry_type or "none"
+        if layer.geometry_type and not layer.geometry_required:
+            geom += " (optional)"
+        out += [f"## `{layer.name}` {layer.title_zh}", "", f"{layer.doc}. Geometry: {geom}.", "",
+                "| column | type | required | unique | meaning | also read from |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for c in layer.columns:
+            out.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else ''} | "
+                       f"{'yes' if c.unique else ''} | {c.doc} | {', '.join(c.aliases)} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,186 @@
+"""The Store interface and the value conversions both backends share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Iterator
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from ..errors import StoreError
+from ..schema import LAYERS, STORAGE_CRS, Layer, get_layer
+
+
+class Transaction(ABC):
+    """Writes that land together or not at all (see `Store.transaction`)."""
+
+    @abstractmethod
+    def append(self, layer: str, frame: gpd.GeoDataFrame) -> int:
+        """Append rows of `frame` (EPSG:4326, columns named as in the schema) to `layer`."""
+
+
+class Store(ABC):
+    """Where the layers live. Subclasses: GeoPackageStore, PostGISStore."""
+
+    url: str
+    kind: str
+
+    @abstractmethod
+    def init(self) -> None:
+        """Create every missing layer with its columns and spatial index."""
+
+    @abstractmethod
+    def count(self, layer: str) -> int:
+        """Number of rows in `layer`."""
+
+    @abstractmethod
+    def read(self, layer: str, bbox: tuple[float, float, float, float] | None = None
+             ) -> gpd.GeoDataFrame:
+        """Rows of `layer` (EPSG:4326), optionally only those whose box meets `bbox`
+        (W, S, E, N in degrees), found through the spatial index. Has an `fid` column."""
+
+    @abstractmethod
+    def _begin(self) -> Transaction: ...
+
+    @abstractmethod
+    def _commit(self, tx: Transaction) -> None: ...
+
+    @abstractmethod
+    def _rollback(self, tx: Transaction) -> None: ...
+
+    @abstractmethod
+    def has_spatial_index(self, layer: str) -> bool:
+        """True when `layer`'s geometry column has a spatial index."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without connections
+        """Release connections."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """All appends inside the block land together; any exception undoes them all."""
+        tx = self._begin()
+        try:
+            yield tx
+        except BaseException:
+            self._rollback(tx)
+            raise
+        self._commit(tx)
+
+    def append(self, layer: str, frame: gpd.GeoDataFrame) -> int:
+        with self.transaction() as tx:
+            return tx.append(layer, frame)
+
+    def is_empty(self) -> bool:
+        return all(self.count(name) == 0 for name in LAYERS)
+
+    def layer_info(self) -> list[dict]:
+        """One dict per layer: name, title, geometry type, feature count, CRS."""
+        return [{"name": layer.name, "title_zh": layer.title_zh,
+                 "geometry_type": layer.geometry_type, "count": self.count(layer.name),
+                 "crs": STORAGE_CRS} for layer in LAYERS.values()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---- conversions shared by the backends -------------------------------------------------
+
+_MULTI = {"Point": None, "MultiLineString": shapely.multilinestrings,
+          "MultiPolygon": shapely.multipolygons}
+
+
+def promote(geoms: np.ndarray, geometry_type: str | None) -> np.ndarray:
+    """Single parts made multi where the layer stores Multi* (None stays None)."""
+    make = _MULTI.get(geometry_type or "Point")
+    if make is None:
+        return geoms
+    single = shapely.get_type_id(geoms) == (1 if geometry_type == "MultiLineString" else 3)
+    out = geoms.copy()
+    if single.any():
+        out[single] = [make([g]) for g in geoms[single]]
+    return out
+
+
+def _cell(value, type_: str, column: str, row: int):
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        if type_ == "text":
+            return str(value)
+        if type_ == "real":
+            return float(value)
+        if type_ == "integer":
+            return int(value)
+        if type_ == "boolean":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "y", "是")
+            return bool(value)
+        if type_ == "date":
+            return pd.Timestamp(value).date()
+        if type_ == "datetime":
+            ts = pd.Timestamp(value)
+            return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+                    ).to_pydatetime()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"row {row}: column {column!r} value {value!r} is not a {type_} ({exc})"
+                         ) from None
+    raise StoreError(f"unknown column type {type_!r}")
+
+
+def rows_for(layer: Layer, frame: gpd.GeoDataFrame) -> tuple[list[str], list[list], np.ndarray]:
+    """Column names, Python row values and geometries (EPSG:4326, promoted to the layer's
+    geometry type) of `frame`, ready for either backend."""
+    if frame.crs is not None and not frame.crs.equals(STORAGE_CRS):
+        frame = frame.to_crs(STORAGE_CRS)
+    unknown = [c for c in frame.columns if c != frame.geometry.name and c not in layer.column_names]
+    if unknown:
+        raise StoreError(f"layer {layer.name!r} has no column(s) {unknown}")
+    cols = [c.name for c in layer.columns if c.name in frame.columns]
+    types = [layer.column(c).type for c in cols]
+    data = frame[cols].astype(object).to_numpy()
+    rows = [[_cell(v, t, c, i + 1) for v, t, c in zip(r, types, cols)] for i, r in enumerate(data)]
+    geoms = promote(np.asarray(frame.geometry.values, dtype=object), layer.geometry_type)
+    return cols, rows, geoms
+
+
+def empty_frame(layer: Layer) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({c: pd.Series([], dtype=object) for c in ["fid", *layer.column_names]},
+                            geometry=gpd.GeoSeries([], crs=STORAGE_CRS))
+
+
+def frame_from_rows(layer: Layer, cols: list[str], rows: list[tuple], wkb: list) -> gpd.GeoDataFrame:
+    """Build a GeoDataFrame from backend rows (fid first) and WKB geometries."""
+    if not rows:
+        return empty_frame(layer)
+    df = pd.DataFrame.from_records(rows, columns=["fid", *cols])
+    geoms = shapely.from_wkb(np.array(wkb, dtype=object))
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=STORAGE_CRS))
+
+
+def check_layer(name: str) -> Layer:
+    try:
+        return get_layer(name)
+    except KeyError as exc:
+        raise StoreError(exc.args[0]) from None
+
+
+def to_date_text(value) -> str | None:
+    """ISO text for the GeoPackage's DATE / DATETIME columns."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
