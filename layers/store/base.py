@@ -24,6 +24,10 @@ class Transaction(ABC):
     def append(self, layer: str, frame: gpd.GeoDataFrame) -> int:
         """Append rows of `frame` (EPSG:4326, columns named as in the schema) to `layer`."""
 
+    @abstractmethod
+    def delete_source(self, layer: str, source: str) -> int:
+        """Delete the rows of `layer` whose `source` is `source` (re-imports of base data)."""
+
 
 class Store(ABC):
     """Where the layers live. Subclasses: GeoPackageStore, PostGISStore."""
@@ -57,6 +61,10 @@ class Store(ABC):
     @abstractmethod
     def has_spatial_index(self, layer: str) -> bool:
         """True when `layer`'s geometry column has a spatial index."""
+
+    @abstractmethod
+    def extent(self) -> tuple[float, float, float, float] | None:
+        """(W, S, E, N) of everything stored, from the spatial indexes; None when empty."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections."""

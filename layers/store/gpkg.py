@@ -83,6 +83,10 @@ class _GpkgTransaction(Transaction):
                                  "nothing was written") from None
         return len(rows)
 
+    def delete_source(self, layer, source):
+        check_layer(layer)
+        return self.con.execute(f'DELETE FROM "{layer}" WHERE source = ?', (source,)).rowcount
+
 
 class GeoPackageStore(Store):
     kind = "geopackage"
@@ -153,6 +157,19 @@ class GeoPackageStore(Store):
         df = df.reset_index()
         df = df.rename_geometry("geometry") if df.geometry.name != "geometry" else df
         return df[["fid", *spec.column_names, "geometry"]]
+
+    def extent(self):
+        con = self._connect()
+        try:
+            boxes = [con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) '
+                                 f'FROM "rtree_{name}_geom"').fetchone() for name in LAYERS]
+        finally:
+            con.close()
+        boxes = [b for b in boxes if b[0] is not None]
+        if not boxes:
+            return None
+        return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                max(b[2] for b in boxes), max(b[3] for b in boxes))
 
     def has_spatial_index(self, layer: str) -> bool:
         con = self._connect()

@@ -40,6 +40,10 @@ class _PgTransaction(Transaction):
                              ) from None
         return len(rows)
 
+    def delete_source(self, layer, source):
+        check_layer(layer)
+        return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
+
 
 class PostGISStore(Store):
     kind = "postgis"
@@ -100,6 +104,12 @@ class PostGISStore(Store):
         rows = self.con.execute(sql + " ORDER BY fid", params).fetchall()
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
+
+    def extent(self):
+        union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"' for n in LAYERS)
+        row = self.con.execute(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                               f"(SELECT ST_Extent(g) AS e FROM ({union}) u) x").fetchone()
+        return None if row[0] is None else tuple(row)
 
     def has_spatial_index(self, layer):
         row = self.con.execute(

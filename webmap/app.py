@@ -1,0 +1,105 @@
+"""`create_app(config)`: the Flask app. Routes parse the request, call layers/, serialise."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from layers.errors import ZonemapError
+from layers.schema import LAYERS
+from layers.store import open_store
+
+from .i18n import labels
+from .maps import layers_page
+
+LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
+MAX_LIMIT = 20000
+
+log = logging.getLogger("zonemap.web")
+
+
+def _bbox_arg(text: str | None):
+    if not text:
+        return None
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        abort(400, "bbox must be W,S,E,N in degrees, e.g. bbox=118.76,32.03,118.80,32.05")
+    if not all(map(math.isfinite, (w, s, e, n))) or w > e or s > n:
+        abort(400, "bbox must be W,S,E,N with W ≤ E and S ≤ N")
+    return w, s, e, n
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update({"DB": None, "JSON_AS_ASCII": False})
+    app.config.update(config or {})
+    app.json.ensure_ascii = False
+
+    def store():
+        if "store" not in app.extensions:
+            app.extensions["store"] = open_store(app.config["DB"])
+        return app.extensions["store"]
+
+    @app.get("/")
+    def index():
+        lang = request.args.get("lang", "zh")
+        lang = lang if lang in ("zh", "en") else "zh"
+        leaflet = "vendor/leaflet" if (LEAFLET_DIST / "leaflet.js").exists() else None
+        if leaflet is None:
+            log.warning("Leaflet is not installed under webmap/node_modules (run scripts/run); "
+                        "the page falls back to Folium's CDN and needs the internet")
+        html = layers_page(store().extent(), labels(lang), lang, leaflet)
+        return Response(html, mimetype="text/html")
+
+    @app.get("/vendor/leaflet/<path:name>")
+    def leaflet_asset(name):
+        return send_from_directory(LEAFLET_DIST, name, max_age=86400)
+
+    @app.get("/api/layers")
+    def api_layers():
+        st = store()
+        return jsonify({"store": st.kind, "extent": st.extent(), "layers": st.layer_info()})
+
+    @app.get("/api/layers/<name>.geojson")
+    def api_layer(name):
+        if name not in LAYERS:
+            abort(404, f"no layer {name!r}; the layers are: {', '.join(LAYERS)}")
+        bbox = _bbox_arg(request.args.get("bbox"))
+        try:
+            limit = min(int(request.args.get("limit", 5000)), MAX_LIMIT)
+        except ValueError:
+            abort(400, "limit must be a whole number")
+        frame = store().read(name, bbox=bbox)
+        truncated = len(frame) > limit
+        frame = frame.iloc[:limit].drop(columns=["attrs"])
+        geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
+        body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
+        return Response(body, mimetype="application/geo+json")
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status=204)
+
+    @app.get("/health")
+    def health():
+        return jsonify({"ok": True})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return jsonify({"error": exc.description, "status": exc.code}), exc.code
+
+    @app.errorhandler(ZonemapError)
+    def zonemap_error(exc):
+        return jsonify({"error": str(exc), "status": 400}), 400
+
+    @app.errorhandler(Exception)
+    def server_error(exc):  # never crash the server; say what happened
+        log.exception("unhandled error")
+        return jsonify({"error": f"internal error: {type(exc).__name__}", "status": 500}), 500
+
+    return app

@@ -1,0 +1,139 @@
+"""Folium map pages. The page carries no data: the browser fetches each layer for the view
+from /api/layers/<name>.geojson?bbox=… and redraws on every move. Leaflet comes from our own
+server (installed from npm), so the map works on an intranet with no internet; our own roads
+and buildings are the base, OpenStreetMap tiles an optional layer."""
+
+from __future__ import annotations
+
+import json
+
+import folium
+from branca.element import Element, MacroElement
+from jinja2 import Template
+
+ATTRIBUTION = "© OpenStreetMap contributors"
+
+# Style per layer: drawn bottom to top.
+STYLES = {
+    "areas": {"color": "#7b9e5a", "weight": 1, "fillOpacity": 0.15},
+    "zones": {"color": "#d9480f", "weight": 1.5, "fillOpacity": 0.25},
+    "grid": {"color": "#868e96", "weight": 1, "dashArray": "4", "fillOpacity": 0},
+    "sites": {"color": "#f08c00", "weight": 2, "fillOpacity": 0.2},
+    "roads": {"color": "#495057", "weight": 2},
+    "buildings": {"color": "#364fc7", "weight": 1, "fillOpacity": 0.35},
+    "pois": {"color": "#c2255c", "radius": 4, "fillOpacity": 0.9},
+    "units": {"color": "#5f3dc4", "radius": 4, "fillOpacity": 0.9},
+    "problems": {"color": "#e03131", "radius": 5, "fillOpacity": 0.9},
+}
+SHOWN = ("areas", "roads", "buildings", "pois")
+
+
+class BBoxLayers(MacroElement):
+    """Leaflet GeoJSON layers that load from the API for the current view."""
+
+    _template = Template("""
+{% macro script(this, kwargs) %}
+(function () {
+  var map = {{ this._parent.get_name() }};
+  var cfg = {{ this.config }};
+  map.attributionControl.addAttribution(cfg.attribution);
+  var overlays = {};
+  function popup(props) {
+    // untrusted text: built with textContent, never as HTML
+    var box = document.createElement("div");
+    box.className = "zm-popup";
+    cfg.fields.forEach(function (f) {
+      if (props[f[0]] === null || props[f[0]] === undefined || props[f[0]] === "") return;
+      var row = document.createElement("div");
+      var k = document.createElement("b"); k.textContent = f[1] + ": ";
+      var v = document.createElement("span"); v.textContent = String(props[f[0]]);
+      row.appendChild(k); row.appendChild(v); box.appendChild(row);
+    });
+    return box;
+  }
+  cfg.layers.forEach(function (spec) {
+    var style = spec.style;
+    var layer = L.geoJSON(null, {
+      style: function () { return style; },
+      pointToLayer: function (f, latlng) { return L.circleMarker(latlng, style); },
+      onEachFeature: function (f, l) { l.bindPopup(function () { return popup(f.properties); }); }
+    });
+    layer.zmName = spec.name;
+    overlays[spec.label] = layer;
+    if (spec.shown) layer.addTo(map);
+  });
+  if (cfg.tiles) overlays[cfg.tiles_label] = L.tileLayer(cfg.tiles, {maxZoom: 19, attribution: cfg.attribution});
+  L.control.layers(null, overlays, {collapsed: false}).addTo(map);
+  var note = document.getElementById("zm-note");
+  var pending = 0, timer = null;
+  function load() {
+    var b = map.getBounds();
+    var bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (v) { return v.toFixed(6); }).join(",");
+    var truncated = false;
+    Object.keys(overlays).forEach(function (label) {
+      var layer = overlays[label];
+      if (!layer.zmName || !map.hasLayer(layer)) return;
+      pending++;
+      fetch(cfg.api + layer.zmName + ".geojson?bbox=" + bbox + "&limit=" + cfg.limit)
+        .then(function (r) { return r.json(); })
+        .then(function (fc) {
+          layer.clearLayers();
+          if (fc.features) layer.addData(fc);
+          if (fc.truncated) truncated = true;
+        })
+        .catch(function (e) { console.error("zonemap: layer " + layer.zmName, e); })
+        .finally(function () {
+          pending--;
+          if (pending === 0) {
+            note.textContent = truncated ? cfg.truncated : "";
+            document.body.setAttribute("data-zm-loaded", "1");
+          }
+        });
+    });
+  }
+  function later() { clearTimeout(timer); timer = setTimeout(load, 150); }
+  map.on("moveend overlayadd", later);
+  load();
+})();
+{% endmacro %}
+""")
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self._name = "BBoxLayers"
+        self.config = json.dumps(config, ensure_ascii=False)
+
+
+def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
+    """HTML of the layers map for a store whose extent is (W, S, E, N) or None."""
+    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=False)
+    if leaflet_base:
+        m.default_js = [("leaflet", f"{leaflet_base}/leaflet.js")]
+        m.default_css = [("leaflet_css", f"{leaflet_base}/leaflet.css")]
+    if extent:
+        w, s, e, n = extent
+        m.fit_bounds([[s, w], [n, e]])
+    else:
+        m.location, m.zoom_start = [32.05, 118.78], 12
+    cfg = {"api": "api/layers/", "limit": 5000, "attribution": ATTRIBUTION,
+           "tiles": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+           "tiles_label": lab["osm_tiles"], "truncated": lab["truncated"],
+           "fields": [[k, v] for k, v in lab["fields"].items()],
+           "layers": [{"name": n, "label": lab["layers"][n], "style": STYLES[n], "shown": n in SHOWN}
+                      for n in STYLES]}
+    BBoxLayers(cfg).add_to(m)
+    root = m.get_root()
+    root.title = lab["title"]
+    root.header.add_child(Element(
+        "<style>#zm-bar{position:absolute;z-index:1000;top:8px;left:50px;background:#fff;"
+        "padding:4px 10px;border-radius:4px;font:14px sans-serif;box-shadow:0 1px 4px #0004}"
+        "#zm-note{color:#c92a2a;margin-left:8px}</style>"))
+    from markupsafe import escape
+
+    empty = "" if extent else f' — {escape(lab["empty"])}'
+    root.html.add_child(Element(
+        f'<div id="zm-bar"><b>{escape(lab["title"])}</b>{empty} · '
+        f'<a id="zm-lang" href="?lang={lab["other"]}">{escape(lab["switch"])}</a>'
+        f'<span id="zm-note"></span></div>'))
+    html = root.render()
+    return html.replace('<html>', f'<html lang="{"zh-CN" if lang == "zh" else "en"}">', 1)
