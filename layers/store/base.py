@@ -173,7 +173,17 @@ def frame_from_rows(layer: Layer, cols: list[str], rows: list[tuple], wkb: list)
         return empty_frame(layer)
     df = pd.DataFrame.from_records(rows, columns=["fid", *cols])
     geoms = shapely.from_wkb(np.array(wkb, dtype=object))
-    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=STORAGE_CRS))
+    return nulls_as_none(layer, gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=STORAGE_CRS)))
+
+
+def nulls_as_none(layer: Layer, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Text and yes/no columns as Python objects with None for null, on both backends
+    (pandas would otherwise pick NaN or its own string dtype depending on the values)."""
+    for c in layer.columns:
+        if c.type in ("text", "boolean"):
+            col = frame[c.name].astype(object)
+            frame[c.name] = col.where(col.notna(), None)
+    return frame
 
 
 def check_layer(name: str) -> Layer:

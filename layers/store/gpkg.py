@@ -19,7 +19,8 @@ import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, STORAGE_CRS, TYPES
-from .base import Store, Transaction, check_layer, empty_frame, rows_for, to_date_text
+from .base import (Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for,
+                   to_date_text)
 
 _SRS_ID = 4326
 # GeoPackage binary header: "GP", version 0, flags = little-endian + [minx,maxx,miny,maxy] envelope.
@@ -156,7 +157,7 @@ class GeoPackageStore(Store):
         df.index.name = "fid"
         df = df.reset_index()
         df = df.rename_geometry("geometry") if df.geometry.name != "geometry" else df
-        return df[["fid", *spec.column_names, "geometry"]]
+        return nulls_as_none(spec, df[["fid", *spec.column_names, "geometry"]])
 
     def extent(self):
         con = self._connect()

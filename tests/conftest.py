@@ -1,0 +1,107 @@
+"""Fixtures: a store of each kind, the shared real data, the command line.
+
+PostGIS tests use the server scripts/test starts (ZONEMAP_TEST_PG); without one they skip,
+except under CI (CI=true), where a missing server is a failure, not a skip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from layers.store import open_store  # noqa: E402
+
+
+def _need(what: str, why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required under CI but is missing: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    url = os.environ.get("ZONEMAP_TEST_PG")
+    if not url:
+        _need("PostGIS", "ZONEMAP_TEST_PG is not set (scripts/test starts a server and sets it)")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        _need("PostGIS", f"cannot connect to {url}: {exc}")
+    return url
+
+
+def _pg_schema_url(pg_url: str):
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_url else "?"
+    return schema, f"{pg_url}{sep}options=-csearch_path%3D{schema},public"
+
+
+def _drop_schema(pg_url: str, schema: str):
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["gpkg", "postgis"])
+def store_url(request, tmp_path):
+    """The URL of an empty store of each kind (the same tests run on both)."""
+    if request.param == "gpkg":
+        yield str(tmp_path / "store.gpkg")
+        return
+    pg = request.getfixturevalue("pg_url")
+    schema, url = _pg_schema_url(pg)
+    yield url
+    _drop_schema(pg, schema)
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def gpkg_store(tmp_path):
+    s = open_store(str(tmp_path / "store.gpkg"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def nanjing_osm(shared_data):
+    return shared_data / "nanjing_xinjiekou_osm" / "nanjing_xinjiekou_2021-06.osm.gz"
+
+
+NANJING_BBOX = ("118.7620", "32.0347", "118.7968", "32.0522")
+
+
+def run_cli(*args, db: str | None = None, check: bool = False, env: dict | None = None):
+    """Run `scripts/zonemap` the way a user does (a separate process)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "cli.py")]
+    if db is not None:
+        cmd += ["--db", db]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("ZONEMAP_DB", None) if db is not None else None
+    done = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=full_env,
+                          timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"zonemap {' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
+    return done

@@ -1,0 +1,125 @@
+"""The same store tests on GeoPackage and PostGIS."""
+
+import datetime as dt
+import json
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from layers.errors import StoreError
+from layers.importer import import_file
+from layers.schema import LAYERS
+from layers.store import open_store
+
+
+def test_new_store_has_every_layer_empty_with_a_spatial_index(store):
+    info = {i["name"]: i for i in store.layer_info()}
+    assert set(info) == set(LAYERS)
+    assert all(i["count"] == 0 and i["crs"] == "EPSG:4326" for i in info.values())
+    assert all(store.has_spatial_index(name) for name in LAYERS)
+    assert store.is_empty() and store.extent() is None
+
+
+def test_rows_round_trip_with_chinese_text_types_and_multi_geometry(store):
+    zones = gpd.GeoDataFrame(
+        {"code": ["XJK-001"], "kind": ["frontage"], "primary_unit": ["中央商场"],
+         "bounds_text": ["东至中山路，西至王府大街，南至淮海路，北至中央商场"],
+         "area_m2": [412.5], "valid_from": [dt.date(2026, 1, 1)], "version": [1]},
+        geometry=[shapely.box(118.780, 32.040, 118.781, 32.041)], crs="EPSG:4326")
+    assert store.append("zones", zones) == 1
+    back = store.read("zones")
+    row = back.iloc[0]
+    assert row["primary_unit"] == "中央商场" and row["bounds_text"].startswith("东至中山路")
+    assert row["area_m2"] == 412.5 and int(row["version"]) == 1
+    assert str(row["valid_from"])[:10] == "2026-01-01"
+    assert row.geometry.geom_type == "MultiPolygon"
+    assert row.geometry.equals(shapely.multipolygons([zones.geometry[0]]))
+
+
+def test_input_in_another_crs_is_stored_in_wgs84(store):
+    pt = gpd.GeoDataFrame({"name": ["p"]}, geometry=[shapely.Point(118.78, 32.04)], crs=4326)
+    store.append("pois", pt.to_crs(4549))
+    got = store.read("pois").geometry.iloc[0]
+    assert got.x == pytest.approx(118.78, abs=1e-9) and got.y == pytest.approx(32.04, abs=1e-9)
+
+
+def test_bbox_read_uses_the_index_and_returns_only_what_meets_the_box(store):
+    frame = gpd.GeoDataFrame({"name": ["a", "b", "c"]}, crs=4326, geometry=[
+        shapely.Point(118.78, 32.04), shapely.Point(118.79, 32.05), shapely.Point(10, 10)])
+    store.append("pois", frame)
+    assert sorted(store.read("pois", bbox=(118.7, 32.0, 118.8, 32.1))["name"]) == ["a", "b"]
+    assert list(store.read("pois", bbox=(9, 9, 11, 11))["name"]) == ["c"]
+    assert store.read("pois", bbox=(0, 0, 1, 1)).empty
+    w, s, e, n = store.extent()
+    assert w <= 10 and s <= 10 and e >= 118.79 and n >= 32.05
+
+
+def test_a_failure_inside_a_transaction_undoes_every_layer(store):
+    store.append("pois", gpd.GeoDataFrame({"name": ["kept"]}, geometry=[shapely.Point(1, 1)], crs=4326))
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.append("pois", gpd.GeoDataFrame({"name": ["x"]}, geometry=[shapely.Point(2, 2)], crs=4326))
+            tx.append("roads", gpd.GeoDataFrame(
+                {"name": ["长江路"]}, geometry=[shapely.LineString([(0, 0), (1, 1)])], crs=4326))
+            raise RuntimeError("power cut")
+    assert list(store.read("pois")["name"]) == ["kept"]
+    assert store.count("roads") == 0
+
+
+def test_a_real_import_failing_at_row_n_leaves_the_store_as_it_was(store, tmp_path):
+    # rows 1-3 are fine; the 4th repeats a 统一社会信用代码, which the store's unique
+    # index refuses while the import is half-way through writing
+    (tmp_path / "ok.csv").write_text("名称,统一社会信用代码,责任人\n先来的,91320100MA0000000A,王一\n", "utf-8")
+    import_file(store, tmp_path / "ok.csv", "units")
+    before = store.read("units")
+    csv = ("单位名称,统一社会信用代码,责任人,电话\n"
+           "中央商场,91320100134885688X,张三,025-84418888\n"
+           "东方商城,91320100134884467L,李四,025-84418889\n"
+           "金鹰国际,913201006083311234,王五,025-84418890\n"
+           "假冒中央商场,91320100134885688X,赵六,025-84418891\n"
+           "南京图书馆,12320000466000148E,钱七,025-84356000\n")
+    bad = tmp_path / "units.csv"
+    bad.write_text(csv, "utf-8")
+    with pytest.raises(StoreError, match="nothing was written"):
+        import_file(store, bad, "units")
+    after = store.read("units")
+    assert len(after) == len(before) == 1
+    assert list(after["name"]) == ["先来的"]
+
+
+def test_store_reopens_with_its_data(store_url):
+    s = open_store(store_url)
+    s.append("grid", gpd.GeoDataFrame({"code": ["320102003001001"], "street": ["新街口街道"]},
+                                      geometry=[shapely.box(0, 0, 1, 1)], crs=4326))
+    s.close()
+    s2 = open_store(store_url)
+    assert list(s2.read("grid")["street"]) == ["新街口街道"]
+    s2.close()
+
+
+def test_unique_codes_are_enforced(store):
+    g = gpd.GeoDataFrame({"code": ["320102003001001"] * 2}, geometry=[shapely.box(0, 0, 1, 1)] * 2,
+                         crs=4326)
+    with pytest.raises(StoreError):
+        store.append("grid", g)
+    assert store.count("grid") == 0
+
+
+def test_attrs_keep_other_fields_as_json(store):
+    g = gpd.GeoDataFrame({"name": ["x"], "attrs": [json.dumps({"备注": "示范街"}, ensure_ascii=False)]},
+                         geometry=[shapely.Point(1, 1)], crs=4326)
+    store.append("pois", g)
+    assert json.loads(store.read("pois")["attrs"][0]) == {"备注": "示范街"}
+
+
+def test_a_file_that_is_not_a_geopackage_is_refused(tmp_path):
+    bad = tmp_path / "x.gpkg"
+    bad.write_text("hello")
+    with pytest.raises(StoreError, match="not a GeoPackage"):
+        open_store(str(bad))
+
+
+def test_unreachable_postgis_says_so():
+    with pytest.raises(StoreError, match="cannot connect"):
+        open_store("postgresql://nobody@127.0.0.1:1/none")
