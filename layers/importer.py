@@ -75,8 +75,7 @@ def parse_crs(text: str) -> tuple[pyproj.CRS, str | None]:
     returned for them is WGS 84 and the name says which offset to remove."""
     key = text.strip().lower()
     if key in NAMED_CRS:
-        return pyproj.CRS("EPSG:4490" if key == "cgcs2000" else "EPSG:4326"), (
-            key if key in ("gcj02", "bd09") else None)
+        return pyproj.CRS("EPSG:4490" if key == "cgcs2000" else "EPSG:4326"), key
     try:
         return pyproj.CRS.from_user_input(int(key) if key.isdigit() else text), None
     except pyproj.exceptions.CRSError:
@@ -191,9 +190,9 @@ def _geometry_problem(g, geographic: bool) -> str | None:
     if not all(map(math.isfinite, (x0, y0, x1, y1))):
         return "coordinates are not finite numbers"
     if geographic:
-        if -180 <= x0 and x1 <= 180 and -90 <= y0 and y1 <= 90:
+        if x0 >= -180 and x1 <= 180 and y0 >= -90 and y1 <= 90:
             return None
-        if -90 <= x0 and x1 <= 90 and -180 <= y0 and y1 <= 180:
+        if x0 >= -90 and x1 <= 90 and y0 >= -180 and y1 <= 180:
             return (f"latitude {y1 if abs(y1) > 90 else y0:g} is outside −90…90 but would be a "
                     "valid longitude: did you swap lat/lon? (name the columns with --x/--y)")
         return (f"coordinates ({x0:g}, {y0:g}) are outside longitude −180…180 / latitude −90…90; "
@@ -202,7 +201,7 @@ def _geometry_problem(g, geographic: bool) -> str | None:
 
 
 def _fit_type(g, geometry_type: str):
-    """(geometry of the layer's type, was_repaired) or (None, reason)."""
+    """(geometry of the layer's type, was_repaired); _Rejected when none can be had."""
     repaired = False
     if not shapely.is_valid(g):
         g = shapely.make_valid(g)
@@ -212,12 +211,12 @@ def _fit_type(g, geometry_type: str):
         parts = [p for p in shapely.get_parts(g) if shapely.get_dimensions(p) == want and not p.is_empty]
         if not parts:
             what = "repairing it left no " if repaired else "it is a " + g.geom_type + ", not a "
-            return None, f"{what}{geometry_type.replace('Multi', '').lower()} geometry"
+            raise _Rejected(f"{what}{geometry_type.replace('Multi', '').lower()} geometry")
         g = shapely.union_all(parts) if len(parts) > 1 else parts[0]
         repaired = True
     if geometry_type == "Point" and g.geom_type == "MultiPoint":
         if len(g.geoms) != 1:
-            return None, "a multipoint with several points; one point per row is needed"
+            raise _Rejected("a multipoint with several points; one point per row is needed")
         g = g.geoms[0]
     return g, repaired
 
@@ -227,6 +226,38 @@ def _unit_id(row: dict) -> str:
         return str(row["credit_code"])
     key = f"{row.get('name') or ''}|{row.get('address') or ''}"
     return "U" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+
+
+class _Rejected(Exception):
+    """A row that cannot be imported; the message says why."""
+
+
+def _check_row(layer: Layer, mapping: dict[str, str], rec: dict, g, geographic: bool, bad_xy):
+    """(typed row, geometry of the layer's type, repaired?) for one source row, or _Rejected."""
+    if bad_xy is not None:
+        xv, yv = bad_xy
+        raise _Rejected(f"coordinates {xv!r}, {yv!r} are not numbers" if (xv or yv)
+                        else "empty geometry (no coordinates)")
+    row = {}
+    for src, dst in mapping.items():
+        try:
+            row[dst] = _convert(rec[src], layer.column(dst).type)
+        except ValueError as exc:
+            raise _Rejected(f"field {src!r}: {exc}") from None
+    if layer.name == "units" and not row.get("unit_id"):
+        row["unit_id"] = _unit_id(row)
+    missing = [c.name for c in layer.columns if c.required and row.get(c.name) in (None, "")]
+    if missing:
+        hint = "" if missing[0] in mapping.values() else \
+            f" (no column maps to it; use --map SOURCE={missing[0]})"
+        raise _Rejected(f"required field {missing[0]!r} is empty{hint}")
+    if g is None and not layer.geometry_required:
+        return row, None, False
+    problem = _geometry_problem(g, geographic)
+    if problem:
+        raise _Rejected(problem)
+    fitted, repaired = _fit_type(g, layer.geometry_type)
+    return row, fitted, repaired
 
 
 def prepare(source: Source, layer: Layer, crs_option: str | None,
@@ -250,48 +281,14 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     good_rows, good_geoms, raw = [], [], []
     geographic = bool(crs is not None and crs.is_geographic)
     bad_xy = {int(r): (xv, yv) for r, xv, yv in frame.attrs.get("bad_xy", [])}
-    for i, (label, rec, g) in enumerate(zip(source.row_numbers, frame[columns].to_dict("records"),
-                                            frame.geometry.values)):
-        where = f"{source.row_word} {label}"
-
-        def reject(reason, _where=where):
-            report.rejected.append({"row": int(label), "reason": f"{_where}: {reason}"})
-
-        if int(label) in bad_xy:
-            xv, yv = bad_xy[int(label)]
-            reject(f"coordinates {xv!r}, {yv!r} are not numbers" if (xv or yv) else "empty geometry"
-                   " (no coordinates)")
+    for label, rec, g in zip(source.row_numbers, frame[columns].to_dict("records"),
+                             frame.geometry.values):
+        try:
+            row, g, repaired = _check_row(layer, mapping, rec, g, geographic, bad_xy.get(int(label)))
+        except _Rejected as why:
+            report.rejected.append({"row": int(label), "reason": f"{source.row_word} {label}: {why}"})
             continue
-        row, problem = {}, None
-        for src, dst in mapping.items():
-            try:
-                row[dst] = _convert(rec[src], layer.column(dst).type)
-            except ValueError as exc:
-                problem = f"field {src!r}: {exc}"
-                break
-        if problem:
-            reject(problem)
-            continue
-        if layer.name == "units" and not row.get("unit_id"):
-            row["unit_id"] = _unit_id(row)
-        missing = [c.name for c in layer.columns if c.required and row.get(c.name) in (None, "")]
-        if missing:
-            reject(f"required field {missing[0]!r} is empty"
-                   + ("" if missing[0] in mapping.values() else
-                      f" (no column maps to it; use --map SOURCE={missing[0]})"))
-            continue
-        if g is None and not layer.geometry_required:
-            pass
-        else:
-            problem = _geometry_problem(g, geographic)
-            if problem:
-                reject(problem)
-                continue
-            g, repaired = _fit_type(g, layer.geometry_type)
-            if g is None:
-                reject(repaired)
-                continue
-            report.repaired += bool(repaired)
+        report.repaired += repaired
         extras = {c: _plain(rec[c]) for c in report.kept_in_attrs if _plain(rec[c]) is not None}
         row["attrs"] = json.dumps(extras, ensure_ascii=False) if extras else None
         row["source"] = f"{source.path.name}#{label}"
@@ -309,7 +306,7 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
             out["raw_x"] = [r[0] for r in raw]
             out["raw_y"] = [r[1] for r in raw]
             out["raw_crs"] = [report.crs if r[0] is not None else None for r in raw]
-        if named:
+        if named in ("gcj02", "bd09"):
             out.geometry = shapely.transform(out.geometry.values,
                                              lambda xy: np.column_stack(to_wgs84(xy[:, 0], xy[:, 1], named)))
         out = out.to_crs(STORAGE_CRS)

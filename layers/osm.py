@@ -133,7 +133,7 @@ def read_osm(path: str | Path, bbox: tuple[float, float, float, float] | None = 
         bbox = file_bounds(path)
     if bbox is not None:
         w, s, e, n = bbox
-        if not (w < e and s < n and -180 <= w and e <= 180 and -90 <= s and n <= 90):
+        if not (w < e and s < n and w >= -180 and e <= 180 and s >= -90 and n <= 90):
             raise InputError(f"--bbox {w} {s} {e} {n} is not W S E N in degrees (W<E, S<N)")
     for k, df in read.items():
         read[k] = df[df.geometry.notna() & ~df.geometry.is_empty]

@@ -71,10 +71,13 @@ def _looks_utf8(raw: bytes) -> bool:
 def _decoder(path: Path, encoding: str, how: str):
     """A function turning raw bytes into text, failing with a message naming field and row."""
 
-    def decode(raw: bytes, where: str) -> str:
+    def decode(raw: bytes, where: str, cut_tail: bool = False) -> str:
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
+            if cut_tail and exc.reason == "unexpected end of data":
+                # DBF field names are at most 10 bytes: a long UTF-8 name is cut mid-character
+                return decode(raw[:exc.start], where)
             hint = ""
             if encoding != "utf-8" and _looks_utf8(raw):
                 hint = "; the text is valid UTF-8: try --encoding utf-8"
@@ -206,18 +209,21 @@ def _check_shapefile_complete(path: Path, expected: int | None) -> None:
 
 def _decode_frame(path: Path, frame: gpd.GeoDataFrame, encoding: str | None):
     """Decode a shapefile read as latin-1 (raw bytes) with the right encoding."""
-    text_cols = [c for c in frame.columns if c != frame.geometry.name and frame[c].dtype == object]
+    text_cols = [c for c in frame.columns if c != frame.geometry.name
+                 and (frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]))]
     sample = [str(c).encode("latin1") for c in frame.columns]
     for c in text_cols:
         sample += [v.encode("latin1") for v in frame[c].dropna().head(500) if isinstance(v, str)]
     enc, how = _shapefile_encoding(path, encoding, sample)
     decode = _decoder(path, enc, how)
-    names = {c: decode(str(c).encode("latin1"), f"field name {c!r}") if c != frame.geometry.name
+    names = {c: decode(str(c).encode("latin1"), f"field name {c!r}", cut_tail=True)
+             if c != frame.geometry.name
              else c for c in frame.columns}
     for c in text_cols:
         col = frame[c]
-        frame[c] = [decode(v.encode("latin1"), f"row {i + 1}, field {names[c]!r}")
-                    if isinstance(v, str) else v for i, v in enumerate(col)]
+        frame[c] = pd.Series([decode(v.encode("latin1"), f"feature {i + 1}, field {names[c]!r}")
+                              if isinstance(v, str) else None for i, v in enumerate(col)],
+                             index=frame.index, dtype=object)
     return frame.rename(columns=names), f"{enc} ({how})"
 
 

@@ -68,7 +68,8 @@ class BBoxLayers(MacroElement):
   var pending = 0, timer = null;
   function load() {
     var b = map.getBounds();
-    var bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (v) { return v.toFixed(6); }).join(",");
+    var bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]
+      .map(function (v) { return v.toFixed(6); }).join(",");
     var truncated = false;
     Object.keys(overlays).forEach(function (label) {
       var layer = overlays[label];

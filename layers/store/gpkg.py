@@ -19,8 +19,7 @@ import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, STORAGE_CRS, TYPES
-from .base import (Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for,
-                   to_date_text)
+from .base import Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for, to_date_text
 
 _SRS_ID = 4326
 # GeoPackage binary header: "GP", version 0, flags = little-endian + [minx,maxx,miny,maxy] envelope.

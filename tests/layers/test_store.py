@@ -57,12 +57,11 @@ def test_bbox_read_uses_the_index_and_returns_only_what_meets_the_box(store):
 
 def test_a_failure_inside_a_transaction_undoes_every_layer(store):
     store.append("pois", gpd.GeoDataFrame({"name": ["kept"]}, geometry=[shapely.Point(1, 1)], crs=4326))
-    with pytest.raises(RuntimeError):
-        with store.transaction() as tx:
-            tx.append("pois", gpd.GeoDataFrame({"name": ["x"]}, geometry=[shapely.Point(2, 2)], crs=4326))
-            tx.append("roads", gpd.GeoDataFrame(
-                {"name": ["长江路"]}, geometry=[shapely.LineString([(0, 0), (1, 1)])], crs=4326))
-            raise RuntimeError("power cut")
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.append("pois", gpd.GeoDataFrame({"name": ["x"]}, geometry=[shapely.Point(2, 2)], crs=4326))
+        tx.append("roads", gpd.GeoDataFrame(
+            {"name": ["长江路"]}, geometry=[shapely.LineString([(0, 0), (1, 1)])], crs=4326))
+        raise RuntimeError("power cut")
     assert list(store.read("pois")["name"]) == ["kept"]
     assert store.count("roads") == 0
 
