@@ -1,0 +1,106 @@
+"""The map page in real headless Chromium (Debian's), against `zonemap serve` in its own
+process: the layers draw, the attribution shows, and untrusted names stay text."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from layers.importer import import_osm
+from layers.store import open_store
+from tests.conftest import ROOT
+
+CHROMIUM = os.environ.get("ZONEMAP_CHROMIUM", "/usr/bin/chromium")
+EVIL = '<img src=x onerror="window.__zm_xss=1">恶意商户'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is required under CI but {CHROMIUM} is missing")
+        pytest.skip(f"Chromium not available at {CHROMIUM} (scripts/test installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, shared_data):
+    db = str(tmp_path_factory.mktemp("browser") / "z.gpkg")
+    with open_store(db) as s:
+        import_osm(s, shared_data / "nanjing_xinjiekou_osm" / "nanjing_xinjiekou_2021-06.osm.gz",
+                   bbox=(118.7620, 32.0347, 118.7968, 32.0522))
+        s.append("buildings", gpd.GeoDataFrame(
+            {"name": [EVIL]}, geometry=[shapely.box(118.7790, 32.0410, 118.7792, 32.0412)], crs=4326))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", db, "serve",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"zonemap serve did not start: {proc.stdout.read().decode()}")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def open_map(browser, url):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
+    return page, errors
+
+
+def test_layers_draw_with_attribution_and_no_errors(browser, server):
+    page, errors = open_map(browser, server)
+    assert page.locator("path.leaflet-interactive").count() > 1000  # buildings, roads, areas, pois
+    assert "© OpenStreetMap contributors" in page.locator(".leaflet-control-attribution").inner_text()
+    assert "建筑物" in page.locator(".leaflet-control-layers").inner_text()
+    assert errors == []
+    page.close()
+
+
+def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
+    page, errors = open_map(browser, server)
+    page.evaluate("""(name) => {
+        const map = Object.values(window).find(v => v && v._container && v.getZoom);
+        map.eachLayer(l => { if (l.feature && l.feature.properties.name === name) l.openPopup(); });
+    }""", EVIL)
+    popup = page.locator(".zm-popup")
+    popup.wait_for(timeout=5000)
+    assert EVIL in popup.inner_text()
+    assert popup.locator("img").count() == 0
+    assert page.evaluate("window.__zm_xss") is None
+    assert errors == []
+    page.close()
+
+
+def test_language_switch(browser, server):
+    page, _ = open_map(browser, server)
+    page.click("#zm-lang")
+    page.wait_for_selector("body[data-zm-loaded='1']")
+    assert "Buildings" in page.locator(".leaflet-control-layers").inner_text()
+    assert page.locator("html").get_attribute("lang") == "en"
+    page.close()

