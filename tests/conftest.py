@@ -105,3 +105,26 @@ def run_cli(*args, db: str | None = None, check: bool = False, env: dict | None 
     if check and done.returncode != 0:
         raise AssertionError(f"zonemap {' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+NANJING_BBOX_F = tuple(float(v) for v in NANJING_BBOX)
+
+
+@pytest.fixture(scope="session")
+def _nanjing_master(tmp_path_factory, nanjing_osm):
+    from layers.importer import import_osm
+
+    path = tmp_path_factory.mktemp("nanjing") / "master.gpkg"
+    with open_store(str(path)) as s:
+        import_osm(s, nanjing_osm, bbox=NANJING_BBOX_F)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nanjing_gpkg(_nanjing_master, tmp_path_factory):
+    """A GeoPackage store holding the real Nanjing extract (a fresh copy per test module)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("nanjing_copy") / "z.gpkg"
+    shutil.copy(_nanjing_master, copy)
+    return str(copy)

@@ -12,7 +12,6 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from layers.importer import import_osm
 from layers.store import open_store
 from tests.conftest import ROOT
 
@@ -37,11 +36,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, shared_data):
-    db = str(tmp_path_factory.mktemp("browser") / "z.gpkg")
+def server(nanjing_gpkg):
+    db = nanjing_gpkg
     with open_store(db) as s:
-        import_osm(s, shared_data / "nanjing_xinjiekou_osm" / "nanjing_xinjiekou_2021-06.osm.gz",
-                   bbox=(118.7620, 32.0347, 118.7968, 32.0522))
         s.append("buildings", gpd.GeoDataFrame(
             {"name": [EVIL]}, geometry=[shapely.box(118.7790, 32.0410, 118.7792, 32.0412)], crs=4326))
     with socket.socket() as sock:

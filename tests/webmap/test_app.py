@@ -2,23 +2,12 @@
 
 import pytest
 
-from layers.importer import import_osm
-from layers.store import open_store
 from webmap.app import LEAFLET_DIST, create_app
 
 
-@pytest.fixture(scope="module")
-def nanjing_db(tmp_path_factory, shared_data):
-    db = str(tmp_path_factory.mktemp("web") / "z.gpkg")
-    with open_store(db) as s:
-        import_osm(s, shared_data / "nanjing_xinjiekou_osm" / "nanjing_xinjiekou_2021-06.osm.gz",
-                   bbox=(118.7620, 32.0347, 118.7968, 32.0522))
-    return db
-
-
 @pytest.fixture
-def client(nanjing_db):
-    return create_app({"DB": nanjing_db}).test_client()
+def client(nanjing_gpkg):
+    return create_app({"DB": nanjing_gpkg}).test_client()
 
 
 def test_page_shows_attribution_local_leaflet_and_chinese_labels(client):
