@@ -326,18 +326,66 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     return out, report
 
 
+MATCH_KEYS = {"name": "name", "code": "credit_code"}
+UNIT_FIELDS = ("type", "credit_code", "address", "person", "phone")
+
+
+def _unit_updates(store: Store, frame: gpd.GeoDataFrame, report: Report, match: str) -> list:
+    """(fid, values) for each row of a units table matched to an existing unit by name or
+    统一社会信用代码; rows that match none, or several, are rejected."""
+    key = MATCH_KEYS[match]
+    units = store.read("units")
+    index: dict[str, list[int]] = {}
+    for fid, value in zip(units["fid"], units[key]):
+        if value:
+            index.setdefault(str(value).strip(), []).append(int(fid))
+    updates = []
+    for row in frame.to_dict("records"):
+        label = row["source"].rsplit("#", 1)[1]
+        value = row.get(key)
+        hits = index.get(str(value).strip(), []) if value else []
+        if len(hits) != 1:
+            why = (f"no unit with {key} {value!r} in the store" if not hits
+                   else f"{len(hits)} units have {key} {value!r}; match by code instead")
+            report.rejected.append({"row": int(label), "reason": f"row {label}: {why}"})
+            continue
+        values = {c: row[c] for c in UNIT_FIELDS if c != key and row.get(c) not in (None, "")}
+        updates.append((hits[0], values | {"placeholder": False} if match == "name" else values))
+    report.accepted = len(updates)
+    return updates
+
+
 def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: str | None = None,
                 layer: str | None = None, encoding: str | None = None, x: str | None = None,
                 y: str | None = None, column_map: dict[str, str] | None = None,
-                dry_run: bool = False, skip_invalid: bool = False) -> Report:
-    """Import one file into one layer of `store` (None only with dry_run)."""
+                dry_run: bool = False, skip_invalid: bool = False, match: str | None = None) -> Report:
+    """Import one file into one layer of `store` (None only with dry_run). With `match`
+    ("name" or "code", units only) the rows update the units already in the store instead of
+    adding new ones: person, phone, credit code, address and type are filled in."""
     try:
         spec = get_layer(layer_name)
     except KeyError as exc:
         raise InputError(exc.args[0]) from None
+    if match is not None and (spec.name != "units" or match not in MATCH_KEYS):
+        raise InputError("--match name|code updates existing units: use it with --as units")
     source = read_file(path, layer=layer, encoding=encoding, x=x, y=y)
     frame, report = prepare(source, spec, crs, column_map)
     report.dry_run = dry_run
+    if match is not None:
+        if store is None:
+            raise InputError("--match needs the store to match against")
+        updates = _unit_updates(store, frame, report, match)
+        report.rejected.sort(key=lambda r: r["row"])
+        if report.rejected and not skip_invalid:
+            report.error = (f"{len(report.rejected)} of {report.rows} rows match no single unit, so "
+                            "nothing was written; fix them, or pass --skip-invalid to update the others")
+            return report
+        if not dry_run:
+            with store.transaction() as tx:
+                for fid, values in updates:
+                    tx.update("units", fid, values)
+            report.written = len(updates)
+        return report
     if report.rejected and not skip_invalid:
         report.error = (f"{len(report.rejected)} of {report.rows} rows are unusable, so nothing was "
                         "written; fix them, or pass --skip-invalid to import the others")

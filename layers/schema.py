@@ -94,6 +94,8 @@ LAYERS: dict[str, Layer] = {
                _c("lanes", "real", "number of lanes", aliases=("车道数",)),
                _c("width", "real", "carriageway width in metres", aliases=("宽度", "路宽")),
                _c("curb_offset_m", "real", "planner's override: centreline to curb, metres"),
+               _c("red_line_width", "real", "道路红线 width in metres (red line to red line)",
+                  aliases=("红线宽度",)),
                _c("oneway", "text", "yes / no / -1"),
                _c("sidewalk", "text", "OSM sidewalk=* (both, left, right, no, separate)"),
                _c("bridge", "text", "OSM bridge=*"),

@@ -131,19 +131,22 @@ def _parse_map(values):
 @click.option("--y", "y_col", help="Column with y / latitude (CSV/XLSX).")
 @click.option("--map", "mapping", multiple=True, metavar="SOURCE=COLUMN",
               help="Read a layer column from a differently named source column (repeatable).")
+@click.option("--match", type=click.Choice(["name", "code"]),
+              help="With --as units: update the units already in the store, matched by name or "
+                   "统一社会信用代码, instead of adding rows.")
 @click.option("--skip-invalid", is_flag=True, help="Import the usable rows even if some are not.")
 @click.option("--dry-run", is_flag=True, help="Validate and report, write nothing.")
 @json_option
 @click.pass_context
-def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, skip_invalid,
+def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, match, skip_invalid,
             dry_run, as_json):
     """Import a GeoPackage, Shapefile, GeoJSON, KML, DXF, CSV or XLSX file into a layer."""
-    store = None if dry_run else _store(ctx)
+    store = None if dry_run and not match else _store(ctx)
     try:
         report = importer.import_file(store, file, layer_name, crs=crs, layer=layer,
                                       encoding=encoding, x=x_col, y=y_col,
                                       column_map=_parse_map(mapping), dry_run=dry_run,
-                                      skip_invalid=skip_invalid)
+                                      skip_invalid=skip_invalid, match=match)
     except ZonemapError as exc:
         _fail(as_json, str(exc), {"file": file, "layer": layer_name})
     finally:
@@ -152,6 +155,104 @@ def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, 
     _emit(as_json, report.to_dict(), report.text())
     if report.error:
         sys.exit(1)
+
+
+@main.group()
+def zones():
+    """Generate, check and trace responsibility zones (门前三包, 卫生责任区, public)."""
+
+
+def _date(value):
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+@zones.command("generate")
+@click.option("--profile", default="beijing-2022", show_default=True,
+              help="Rule profile: beijing-1999, beijing-2022, red-line, nonmotor-curb, or a .toml path.")
+@click.option("--kinds", default="frontage,unit,site,public", show_default=True,
+              help="Comma-separated zone kinds to write.")
+@click.option("--bbox", nargs=4, type=float, metavar="W S E N", help="Only this box (degrees).")
+@click.option("--valid-from", help="First day the new zones are in force (YYYY-MM-DD, default today).")
+@click.option("--dry-run", is_flag=True, help="Generate and report, write nothing.")
+@json_option
+@click.pass_context
+def zones_generate(ctx, profile, kinds, bbox, valid_from, dry_run, as_json):
+    """Draw zones from the base layers under a city's rules and store them as a new version."""
+    from layers import zones as zones_mod
+
+    with _store(ctx) as store:
+        try:
+            report = zones_mod.generate(store, profile, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+                                        bbox=tuple(bbox) if bbox else None, valid_from=_date(valid_from),
+                                        dry_run=dry_run)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    _emit(as_json, report.to_dict(), report.text())
+
+
+@zones.command("check")
+@click.option("--as-of", help="Check the zones in force on this date (YYYY-MM-DD).")
+@json_option
+@click.pass_context
+def zones_check(ctx, as_of, as_json):
+    """Overlaps, gaps, slivers, invalid geometries, zones without unit; exit 1 on overlaps or
+    invalid geometries."""
+    from layers import zones as zones_mod
+
+    with _store(ctx) as store:
+        res = zones_mod.check(store, _date(as_of))
+    text = (f"{res['zones']} zones: {res['overlaps']} overlaps ({res['overlap_m2']:.2f} m²), "
+            f"{res['gaps']} gaps ({res['gap_m2']:.2f} m²), {res['slivers']} slivers, "
+            f"{res['invalid']} invalid, {res['without_unit']} without unit")
+    _emit(as_json, res, text)
+    if res["overlaps"] or res["invalid"]:
+        sys.exit(1)
+
+
+@zones.command("history")
+@click.argument("code")
+@json_option
+@click.pass_context
+def zones_history(ctx, code, as_json):
+    """Every version of one zone, oldest first."""
+    from layers import zones as zones_mod
+
+    with _store(ctx) as store:
+        try:
+            rows = zones_mod.history(store, code)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    text = "\n".join(f"{r['code']} v{r['version']}  {r['valid_from']} → {r['valid_to'] or 'now'}  "
+                     f"{r['kind']}  {r['primary_unit']}  {r['area_m2']} m²  {r['profile']}" for r in rows)
+    _emit(as_json, rows, text)
+
+
+@zones.command("list")
+@click.option("--as-of", help="The zones in force on this date (YYYY-MM-DD); default: now.")
+@click.option("--kind", type=click.Choice(["frontage", "unit", "site", "public"]))
+@json_option
+@click.pass_context
+def zones_list(ctx, as_of, kind, as_json):
+    """The zones in force, with their units (the ledger's core columns)."""
+    from layers import zones as zones_mod
+
+    with _store(ctx) as store:
+        z = zones_mod.current(store.read("zones"), _date(as_of))
+        units = store.read("units").set_index("unit_id")["name"].to_dict()
+    if kind:
+        z = z[z["kind"] == kind]
+    rows = [{"code": r.code, "kind": r.kind, "version": int(r.version), "unit": units.get(r.primary_unit),
+             "unit_id": r.primary_unit, "area_m2": r.area_m2, "street": r.street, "bounds_text": r.bounds_text}
+            for r in z.sort_values("code").itertuples()]
+    _emit(as_json, rows, "\n".join(f"{r['code']}  {r['kind']:<8} {r['unit']}  {r['area_m2']} m²  {r['street'] or ''}"
+                                   for r in rows))
 
 
 @main.command()

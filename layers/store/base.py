@@ -25,6 +25,10 @@ class Transaction(ABC):
         """Append rows of `frame` (EPSG:4326, columns named as in the schema) to `layer`."""
 
     @abstractmethod
+    def update(self, layer: str, fid: int, values: dict) -> None:
+        """Set columns of one row (closing a zone version, a unit's new phone…)."""
+
+    @abstractmethod
     def delete_source(self, layer: str, source: str) -> int:
         """Delete the rows of `layer` whose `source` is `source` (re-imports of base data)."""
 
@@ -160,6 +164,15 @@ def rows_for(layer: Layer, frame: gpd.GeoDataFrame) -> tuple[list[str], list[lis
     rows = [[_cell(v, t, c, i + 1) for v, t, c in zip(r, types, cols)] for i, r in enumerate(data)]
     geoms = promote(np.asarray(frame.geometry.values, dtype=object), layer.geometry_type)
     return cols, rows, geoms
+
+
+def update_values(layer: Layer, values: dict) -> tuple[list[str], list]:
+    """Column names and converted values for an update of `layer`."""
+    cols = list(values)
+    bad = [c for c in cols if c not in layer.column_names]
+    if bad:
+        raise StoreError(f"layer {layer.name!r} has no column(s) {bad}")
+    return cols, [_cell(values[c], layer.column(c).type, c, 1) for c in cols]
 
 
 def empty_frame(layer: Layer) -> gpd.GeoDataFrame:

@@ -19,7 +19,7 @@ import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, STORAGE_CRS, TYPES
-from .base import Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for, to_date_text
+from .base import Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for, to_date_text, update_values
 
 _SRS_ID = 4326
 # GeoPackage binary header: "GP", version 0, flags = little-endian + [minx,maxx,miny,maxy] envelope.
@@ -83,6 +83,11 @@ class _GpkgTransaction(Transaction):
                                  "nothing was written") from None
         return len(rows)
 
+    def update(self, layer, fid, values):
+        cols, vals = update_values(check_layer(layer), values)
+        sets = ", ".join(f'"{c}" = ?' for c in cols)
+        self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = ?', [*map(to_date_text, vals), int(fid)])
+
     def delete_source(self, layer, source):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = ?', (source,)).rowcount
@@ -121,7 +126,9 @@ class GeoPackageStore(Store):
 
     def init(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        missing = [n for n in LAYERS if n not in self._existing()]
+        existing = self._existing()
+        missing = [n for n in LAYERS if n not in existing]
+        self._add_new_columns([n for n in LAYERS if n in existing])
         for name in missing:
             spec = LAYERS[name]
             empty = gpd.GeoDataFrame(geometry=gpd.GeoSeries([], crs=STORAGE_CRS))
@@ -138,6 +145,18 @@ class GeoPackageStore(Store):
                 con.execute("COMMIT")
             finally:
                 con.close()
+
+    def _add_new_columns(self, names: list[str]) -> None:
+        """Columns added to the schema since the file was made (nullable, so always safe)."""
+        con = self._connect()
+        try:
+            for name in names:
+                have = {r[1] for r in con.execute(f'PRAGMA table_info("{name}")')}
+                for c in LAYERS[name].columns:
+                    if c.name not in have:
+                        con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {TYPES[c.type][0]}')
+        finally:
+            con.close()
 
     # -- reading ------------------------------------------------------------------------
     def count(self, layer: str) -> int:

@@ -13,7 +13,7 @@ import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, TYPES
-from .base import Store, Transaction, check_layer, frame_from_rows, rows_for
+from .base import Store, Transaction, check_layer, frame_from_rows, rows_for, update_values
 
 
 class _PgTransaction(Transaction):
@@ -39,6 +39,11 @@ class _PgTransaction(Transaction):
             raise StoreError(f"layer {layer!r}: {exc.diag.message_primary}; nothing was written"
                              ) from None
         return len(rows)
+
+    def update(self, layer, fid, values):
+        cols, vals = update_values(check_layer(layer), values)
+        sets = ", ".join(f'"{c}" = %s' for c in cols)
+        self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = %s', [*vals, int(fid)])
 
     def delete_source(self, layer, source):
         check_layer(layer)
@@ -77,6 +82,10 @@ class PostGISStore(Store):
         existing = self._tables()
         for name, spec in LAYERS.items():
             if name in existing:
+                with self.con.transaction():  # columns added to the schema since (nullable)
+                    for c in spec.columns:
+                        self.con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{c.name}" '
+                                         f"{TYPES[c.type][1]}")
                 continue
             cols = ", ".join(f'"{c.name}" {TYPES[c.type][1]}' for c in spec.columns)
             with self.con.transaction():

@@ -1,0 +1,86 @@
+"""四至 (the four bounds of a zone in words) and the street names of zones. Metric CRS.
+
+For each side (东/西/南/北) the probe is the zone's outermost boundary point on that side moved
+`probe_m` outward; what lies there names the side: a carriageway (the nearest road's name), a
+neighbouring zone (its unit), a building (its name), else the nearest road within reach, else
+open ground (空地)."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+
+SIDES = (("东", 0, 1.0), ("西", 0, -1.0), ("南", 1, -1.0), ("北", 1, 1.0))  # name, axis, sign
+UNNAMED_ROAD = "无名道路"
+OPEN = "空地"
+
+
+def _extremes(zones: np.ndarray):
+    xy, idx = shapely.get_coordinates(zones, return_index=True)
+    n = len(zones)
+    out = []
+    for _, axis, sign in SIDES:
+        val = xy[:, axis] * sign
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, idx, val)
+        pick = np.full(n, -1)
+        hit = np.flatnonzero(val == best[idx])
+        pick[idx[hit]] = hit  # any one of the extreme vertices
+        out.append(xy[pick])
+    return out
+
+
+def _road_names(points, centrelines, names, reach):
+    """The nearest named road within `reach` of each point, else 无名道路 if any road is there."""
+    res = np.full(len(points), None, dtype=object)
+    (p, _c), _ = shapely.STRtree(centrelines).query_nearest(points, max_distance=reach,
+                                                           return_distance=True, all_matches=False)
+    res[p] = UNNAMED_ROAD
+    named = np.flatnonzero(names != None)  # noqa: E711
+    if len(named):
+        (p, c), _ = shapely.STRtree(centrelines[named]).query_nearest(
+            points, max_distance=reach, return_distance=True, all_matches=False)
+        res[p] = names[named[c]]
+    return res
+
+
+def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndarray,
+                centrelines: np.ndarray, road_names: np.ndarray, buildings: np.ndarray,
+                building_labels: np.ndarray, probe_m: float = 1.5, reach_m: float = 25.0):
+    """(四至 text, streets) for each zone: "东至长江路；西至中央商场；南至…；北至…" and the road
+    names found on any side, joined with 、. A neighbouring zone is named by its label; one whose
+    label is None (public space) is named by the road there instead."""
+    zones = np.asarray(zones, dtype=object)
+    ztree = shapely.STRtree(zones)
+    ctree = shapely.STRtree(carriageway)
+    btree = shapely.STRtree(buildings)
+    n = len(zones)
+    labels = np.empty((n, 4), dtype=object)
+    is_road = np.zeros((n, 4), dtype=bool)
+    for k, ((_, axis, sign), xy) in enumerate(zip(SIDES, _extremes(zones))):
+        step = np.zeros(2)
+        step[axis] = sign * probe_m
+        probes = shapely.points(xy + step)
+        names = _road_names(probes, centrelines, road_names, reach_m)
+        side = np.full(n, OPEN, dtype=object)
+        roadish = names != None  # noqa: E711 - elementwise on an object array
+        side[roadish] = names[roadish]
+        is_road[roadish, k] = True
+        b = btree.query(probes, predicate="intersects")
+        side[b[0]] = [building_labels[j] for j in b[1]]
+        is_road[b[0], k] = False
+        zz = ztree.query(probes, predicate="intersects")
+        other = (zz[0] != zz[1]) & (zone_labels[zz[1]] != None)  # noqa: E711 - public: say the road
+        side[zz[0][other]] = zone_labels[zz[1][other]]
+        is_road[zz[0][other], k] = False
+        cw = ctree.query(probes, predicate="intersects")
+        on_cw = np.unique(cw[0])
+        side[on_cw] = [names[i] or UNNAMED_ROAD for i in on_cw]
+        is_road[on_cw, k] = True
+        labels[:, k] = side
+    texts, streets = [], []
+    for row, road in zip(labels, is_road):
+        texts.append("；".join(f"{s}至{lab}" for (s, _, _), lab in zip(SIDES, row)))
+        streets.append("、".join(dict.fromkeys(lab for lab, r in zip(row, road) if r and lab != UNNAMED_ROAD))
+                       or None)
+    return texts, streets

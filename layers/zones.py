@@ -1,0 +1,428 @@
+"""Zone generation, checking and history over a store (the flow of architecture.md §2):
+base layers → owners and units → geo.frontage under a rule profile → public remainder →
+四至 and measures → stable codes → a new zone version, written in one transaction.
+
+Nothing is hard-deleted: a zone that changes or disappears gets `valid_to`, and its new shape
+is a new row with the next version. A zone whose shape, unit and profile are unchanged keeps
+its row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geo._tiles import polygonal, snap_valid
+from geo.carriageway import build_streets
+from geo.coverage import check as check_geometry
+from geo.coverage import facade_coverage, public_zones
+from geo.crs import metric_crs
+from geo.describe import four_bounds
+from geo.frontage import frontage_zones
+
+from .errors import InputError
+from .rules import load_curb_rules, load_profile
+from .schema import STORAGE_CRS
+from .store import Store
+
+KINDS = ("frontage", "unit", "site", "public")
+STORAGE_GRID_DEG = 1e-10
+PREFIX = {"frontage": "F", "unit": "U", "site": "S", "public": "P"}
+OWNER_TO_ZONE = {"building": "frontage", "unit": "unit", "site": "site"}
+
+# Fallback parties (属地兜底): carriageways to the professional cleaning unit, the rest to the
+# street office of the place.
+FALLBACK = {
+    "street": {"unit_id": "FALLBACK-JD", "name": "属地街道办事处", "type": "街道办 (属地兜底)"},
+    "cleaning": {"unit_id": "FALLBACK-HW", "name": "环卫专业作业单位", "type": "环卫专业单位"},
+}
+
+# Which parcels are a unit's own ground (卫生责任区), by OSM tag; see domain.md "who answers".
+UNIT_AMENITY = {"school", "university", "college", "kindergarten", "hospital", "clinic", "marketplace",
+                "townhall", "courthouse", "police", "fire_station", "library", "community_centre",
+                "place_of_worship", "public_building", "bus_station", "parking", "prison", "embassy"}
+UNIT_LEISURE = {"park", "sports_centre", "stadium", "pitch", "garden"}
+UNIT_TOURISM = {"museum", "zoo", "theme_park", "attraction", "hotel"}
+# building=* values that are not anyone's frontage (roofs over a pavement, bridges, ruins)
+NOT_OWNER_BUILDINGS = {"roof", "bridge", "carport", "canopy", "ruins", "construction",
+                       "transformer_tower", "no"}
+TYPE_ZH = {"school": "学校", "university": "高校", "college": "学院", "kindergarten": "幼儿园",
+           "hospital": "医院", "clinic": "诊所", "marketplace": "市场", "townhall": "政府机关",
+           "courthouse": "法院", "police": "公安", "library": "图书馆", "park": "公园",
+           "parking": "停车场", "hotel": "宾馆", "museum": "博物馆", "residential": "物业小区"}
+
+
+@dataclass
+class GenerateReport:
+    profile: str
+    crs: str
+    study_area_m2: float = 0.0
+    counts: dict = field(default_factory=dict)
+    unchanged: int = 0
+    new_versions: int = 0
+    retired: int = 0
+    new_units: int = 0
+    facade: dict = field(default_factory=dict)
+    set_back: int = 0
+    buildings_in_parcels: int = 0
+    check: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def to_dict(self):
+        return self.__dict__.copy()
+
+    def text(self) -> str:
+        c = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        f = self.facade
+        ck = self.check
+        verb = "would write" if self.dry_run else "wrote"
+        return "\n".join([
+            f"profile {self.profile} in {self.crs}: {c} zones ({self.seconds:.1f} s)",
+            f"{verb}: {self.new_versions} new or changed, {self.unchanged} unchanged, "
+            f"{self.retired} retired; {self.new_units} new units",
+            f"street-facing facade covered by its own zone: {100 * f.get('share', 0):.1f} % "
+            f"({f.get('covered_m', 0):.0f} of {f.get('facing_m', 0):.0f} m)",
+            f"{self.set_back} buildings set back beyond the profile's depth (no frontage zone); "
+            f"{self.buildings_in_parcels} buildings answered for by their parcel",
+            f"check: {ck.get('overlaps')} overlaps ({ck.get('overlap_m2', 0):.2f} m²), {ck.get('gaps')} gaps "
+            f"({ck.get('gap_m2', 0):.2f} m²), {ck.get('slivers')} slivers, {ck.get('invalid')} invalid, "
+            f"{ck.get('without_unit')} without unit"])
+
+
+def _attrs(frame: pd.DataFrame) -> list[dict]:
+    return [json.loads(a) if isinstance(a, str) and a else {} for a in frame.get("attrs", [None] * len(frame))]
+
+
+def _val(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) or v == "" else v
+
+
+def _uid(*parts) -> str:
+    return "U-" + hashlib.sha1("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:10]
+
+
+def select_owners(buildings, areas, sites, metric: str):
+    """Owners (kind building/unit/site, metric geometry) and the unit of each, from base layers."""
+    rows = []
+    battrs = _attrs(buildings)
+    for i, (b, a) in enumerate(zip(buildings.itertuples(), battrs)):
+        layer = str(a.get("layer", "0")).split(";")[0]
+        underground = a.get("location") == "underground" or (layer.lstrip("-").isdigit() and int(layer) < 0)
+        if underground or (b.building or "").lower() in NOT_OWNER_BUILDINGS:
+            continue
+        rows.append(("building", i, "buildings"))
+    owners = []
+    for kind, i, src in rows:
+        owners.append({"kind": kind, "src": src, "row": i, "geometry": buildings.geometry.iloc[i]})
+    for i, a in enumerate(areas.itertuples()):
+        named = _val(a.name) or _val(a.operator)
+        if a.landuse == "construction":
+            owners.append({"kind": "site", "src": "areas", "row": i, "geometry": areas.geometry.iloc[i]})
+        elif (a.amenity in UNIT_AMENITY or a.leisure in UNIT_LEISURE or a.tourism in UNIT_TOURISM
+              or (a.landuse == "residential" and named)) and (named or a.amenity != "parking"):
+            owners.append({"kind": "unit", "src": "areas", "row": i, "geometry": areas.geometry.iloc[i]})
+    for i in range(len(sites)):
+        owners.append({"kind": "site", "src": "sites", "row": i, "geometry": sites.geometry.iloc[i]})
+    frame = gpd.GeoDataFrame(owners, geometry="geometry", crs=STORAGE_CRS) if owners else \
+        gpd.GeoDataFrame({"kind": [], "src": [], "row": []}, geometry=[], crs=STORAGE_CRS)
+    return frame.to_crs(metric)
+
+
+def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
+    """The responsible unit of an owner, derived from the data (placeholder when unnamed)."""
+    if owner.src == "buildings":
+        b = buildings.iloc[owner.row]
+        key = b.osm_id or f"fid{b.fid}"
+        poi = pois_in_building.get(owner.row)
+        if _val(b["name"]):
+            return {"unit_id": _uid("building", key), "name": b["name"], "type": b.shop or b.amenity
+                    or b.office or b.building or "building", "placeholder": False,
+                    "address": " ".join(filter(None, [_val(b.addr_street), _val(b.addr_housenumber)])) or None}
+        if poi is not None:
+            return {"unit_id": _uid("poi", poi.osm_id or poi.fid), "name": poi["name"],
+                    "type": poi.shop or poi.amenity or poi.office or "shop", "placeholder": False,
+                    "address": " ".join(filter(None, [_val(poi.addr_street), _val(poi.addr_housenumber)]))
+                    or None}
+        addr = " ".join(filter(None, [_val(b.addr_street), _val(b.addr_housenumber)]))
+        return {"unit_id": _uid("building", key), "name": addr or f"建筑 {key}", "type": "待核实",
+                "placeholder": True, "address": addr or None}
+    if owner.src == "areas":
+        a = areas.iloc[owner.row]
+        name = _val(a["name"]) or _val(a.operator)
+        kind = a.amenity or a.leisure or a.tourism or a.landuse
+        label = TYPE_ZH.get(kind, kind)
+        unit_name = name or f"{label or '地块'} {a.osm_id}"
+        if owner.kind == "site":
+            unit_name = _val(a.operator) or name or f"施工工地 {a.osm_id}"
+        return {"unit_id": _uid("area", a.osm_id or a.fid), "name": unit_name,
+                "type": "施工单位" if owner.kind == "site" else label, "placeholder": not name}
+    s = sites.iloc[owner.row]
+    contractor = _val(s.contractor)
+    return {"unit_id": _uid("site", s.code or s.fid), "name": contractor or _val(s["name"]) or f"工地 {s.fid}",
+            "type": "施工单位", "placeholder": not contractor}
+
+
+def _pois_by_building(buildings, pois) -> dict:
+    named = pois[pois["name"].notna()]
+    if named.empty or buildings.empty:
+        return {}
+    tree = shapely.STRtree(buildings.geometry.to_numpy())
+    pairs = tree.query(named.geometry.to_numpy(), predicate="within")
+    out = {}
+    for p, b in zip(*pairs):
+        out.setdefault(int(b), named.iloc[int(p)])
+    return out
+
+
+def current(zones: gpd.GeoDataFrame, as_of: dt.date | None = None) -> gpd.GeoDataFrame:
+    """The zone versions in force on `as_of` (today's current set when None)."""
+    if zones.empty:
+        return zones
+    vf = pd.to_datetime(zones["valid_from"]).dt.date
+    vt = pd.to_datetime(zones["valid_to"]).dt.date
+    if as_of is None:
+        return zones[vt.isna()]
+    return zones[(vf <= as_of) & (vt.isna() | (vt > as_of))]
+
+
+def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, metric: str) -> tuple[list, list]:
+    """A code per new zone (the old zone's, where they overlap by IoU ≥ 0.5 and are of the same
+    kind; else the next free number of its kind, west→east within north→south bands) and the
+    matched old row for each (or None)."""
+    codes = [None] * len(new)
+    matched: list = [None] * len(new)
+    if not old.empty:
+        og = polygonal(old.to_crs(metric).geometry.to_numpy())
+        ng = new.geometry.to_numpy()
+        tree = shapely.STRtree(og)
+        pairs = tree.query(ng, predicate="intersects")
+        if pairs.size:
+            inter = shapely.area(shapely.intersection(ng[pairs[0]], og[pairs[1]]))
+            union = shapely.area(ng[pairs[0]]) + shapely.area(og[pairs[1]]) - inter
+            iou = inter / np.maximum(union, 1e-9)
+            same_kind = new["kind"].to_numpy()[pairs[0]] == old["kind"].to_numpy()[pairs[1]]
+            order = np.argsort(-iou)
+            used_old = set()
+            for k in order:
+                if iou[k] < 0.5 or not same_kind[k]:
+                    continue
+                ni, oi = int(pairs[0][k]), int(pairs[1][k])
+                if codes[ni] is None and oi not in used_old:
+                    codes[ni] = old["code"].iloc[oi]
+                    matched[ni] = oi
+                    used_old.add(oi)
+    taken: dict[str, int] = {}
+    for c in old["code"] if not old.empty else []:
+        prefix, num = c[:1], c[1:]
+        if num.isdigit():
+            taken[prefix] = max(taken.get(prefix, 0), int(num))
+    rep = shapely.get_coordinates(shapely.point_on_surface(new.geometry.to_numpy()))
+    order = np.lexsort((rep[:, 0], -np.floor(rep[:, 1] / 100.0)))
+    for i in order:
+        if codes[i] is None:
+            prefix = PREFIX[new["kind"].iloc[i]]
+            taken[prefix] = taken.get(prefix, 0) + 1
+            codes[i] = f"{prefix}{taken[prefix]:06d}"
+    return codes, matched
+
+
+def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox=None,
+             valid_from: dt.date | None = None, dry_run: bool = False) -> GenerateReport:
+    """Generate zones from the store's base layers under a profile and write a new version."""
+    t0 = time.time()
+    kinds = tuple(kinds)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise InputError(f"unknown zone kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
+    profile = load_profile(profile_name)
+    rules = load_curb_rules()
+    valid_from = valid_from or dt.date.today()
+    buildings = store.read("buildings", bbox=bbox)
+    roads = store.read("roads", bbox=None if bbox is None else _grow(bbox, 0.003))
+    if buildings.empty or roads.empty:
+        raise InputError("zones need buildings and roads in the store: run `zonemap import-osm` "
+                         "or `zonemap import … --as buildings/roads` first")
+    areas = store.read("areas", bbox=bbox)
+    sites = store.read("sites", bbox=bbox)
+    pois = store.read("pois", bbox=bbox)
+    x0, y0, x1, y1 = bbox or buildings.total_bounds
+    metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
+    report = GenerateReport(profile=profile.name, crs=metric, dry_run=dry_run)
+
+    study = _degree_cells((x0, y0, x1, y1), metric, whole=True)[0]
+    report.study_area_m2 = float(study.area)
+    roads_m = roads.to_crs(metric)
+    streets = build_streets(roads_m, rules, profile.depth_to, profile.no_sidewalk)
+    owners = select_owners(buildings, areas, sites, metric)
+    result = frontage_zones(owners, streets, profile, study)
+    report.set_back = len(result.set_back)
+    report.buildings_in_parcels = len(result.in_parcels)
+
+    pib = _pois_by_building(buildings, pois)
+    units: dict[str, dict] = {}
+    rows = []
+    for z in result.zones.itertuples():
+        o = owners.loc[z.owner]
+        u = owner_unit(o, buildings, areas, sites, pib)
+        units.setdefault(u["unit_id"], u)
+        rows.append({"owner": z.owner, "kind": OWNER_TO_ZONE[o.kind], "primary_unit": u["unit_id"],
+                     "unit_name": u["name"],
+                     "frontage_len_m": round(float(z.frontage_len_m), 2), "geometry": z.geometry})
+    # the owners' own ground: a parcel's zone is the parcel plus its strip (already in z)
+    claimed = np.array([r["geometry"] for r in rows], dtype=object)
+    footprints = owners[owners["kind"] == "building"].geometry.to_numpy()
+    cells = _degree_cells((x0, y0, x1, y1), metric)
+    for geom, on_cw in public_zones(study, claimed, footprints, streets.carriageway, cells):
+        u = FALLBACK["cleaning" if on_cw else "street"]
+        units.setdefault(u["unit_id"], {**u, "placeholder": False})
+        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "unit_name": u["name"],
+                     "frontage_len_m": None, "geometry": geom})
+    new = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)
+    new = new[new["kind"].isin(kinds)].reset_index(drop=True)
+
+
+    # measures and 四至 in metres
+    new["area_m2"] = shapely.area(new.geometry.to_numpy()).round(2)
+    # depth: median distance from a street-facing piece of the outline to its depth target
+    med = result.facing.groupby("owner")["depth_m"].median()
+    new["depth_m"] = [round(float(med[o]), 2) if o in med.index else None for o in new["owner"]]
+    b_labels = np.array([n or "建筑物" for n in buildings["name"].to_numpy()], dtype=object)
+    labels = np.where(new["kind"] == "public", None, new["unit_name"].to_numpy())
+    texts, streets_named = four_bounds(new.geometry.to_numpy(), labels,
+                                       streets.carriageway, streets.centrelines, streets.names,
+                                       buildings.to_crs(metric).geometry.to_numpy(), b_labels)
+    new["bounds_text"], new["street"] = texts, streets_named
+
+    # facade coverage: how much street-facing facade has its own building's zone in front
+    zone_of = np.full(len(owners), None, dtype=object)
+    pos = {label: k for k, label in enumerate(owners.index)}
+    for z in result.zones.itertuples():
+        zone_of[pos[z.owner]] = z.geometry
+    is_b = (owners["kind"] == "building").to_numpy() & ~owners.index.isin(result.in_parcels)
+    report.facade = facade_coverage(owners.geometry.to_numpy()[is_b], zone_of[is_b], streets.carriageway)
+    report.facade.pop("uncovered_points", None)
+
+    report.check = check_geometry(new.geometry.to_numpy(), footprints, new["primary_unit"].notna().to_numpy(),
+                                  extent=study)
+    report.counts = new["kind"].value_counts().reindex(list(KINDS), fill_value=0).to_dict()
+
+    old_all = store.read("zones", bbox=bbox)
+    old = current(old_all)
+    old = old[old["kind"].isin(kinds)]
+    codes, matched = _codes(new, old, metric)
+    og_metric = polygonal(old.to_crs(metric).geometry.to_numpy()) if len(old) else []
+    new["code"] = codes
+    new_wgs = new.to_crs(STORAGE_CRS)
+    # snap-rounding to 1e-10° (~0.01 mm): reprojection can push a vertex that sat 1e-10 m beside
+    # an edge across it; the snapped result is valid, and the mismatch it may leave between
+    # neighbours is below 0.01 mm × edge length, far under the 0.01 m² the check tolerates
+    new_wgs["geometry"] = snap_valid(new_wgs.geometry.to_numpy(), STORAGE_GRID_DEG)
+    write_rows, close = [], []
+    seen_old = set()
+    for i, m in enumerate(matched):
+        g = new_wgs.geometry.iloc[i]
+        if m is not None:
+            o = old.iloc[m]
+            seen_old.add(m)
+            same = (o["primary_unit"] == new["primary_unit"].iloc[i] and o["profile"] == profile.name
+                    and shapely.area(shapely.symmetric_difference(og_metric[m], new.geometry.iloc[i]))
+                    < 0.005 * max(new["area_m2"].iloc[i], 1.0))
+            if same:
+                report.unchanged += 1
+                continue
+            close.append(int(o["fid"]))
+            version = int(o["version"] or 1) + 1
+        else:
+            version = 1
+        write_rows.append({"code": codes[i], "kind": new["kind"].iloc[i],
+                           "primary_unit": new["primary_unit"].iloc[i], "duties": profile.duties,
+                           "profile": profile.name, "area_m2": float(new["area_m2"].iloc[i]),
+                           "frontage_len_m": _val(new["frontage_len_m"].iloc[i]),
+                           "depth_m": _val(new["depth_m"].iloc[i]),
+                           "bounds_text": new["bounds_text"].iloc[i], "street": new["street"].iloc[i],
+                           "valid_from": valid_from, "version": version, "source": "generated",
+                           "geometry": g})
+    retire = [int(old["fid"].iloc[k]) for k in range(len(old)) if k not in seen_old]
+    report.new_versions = len(write_rows)
+    report.retired = len(retire)
+    have_units = set(store.read("units")["unit_id"])
+    new_units = [u for uid, u in units.items() if uid not in have_units]
+    report.new_units = len(new_units)
+    if not dry_run:
+        with store.transaction() as tx:
+            for fid in close + retire:
+                tx.update("zones", fid, {"valid_to": valid_from})
+            if write_rows:
+                tx.append("zones", gpd.GeoDataFrame(write_rows, geometry="geometry", crs=STORAGE_CRS))
+            if new_units:
+                tx.append("units", gpd.GeoDataFrame(
+                    [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
+                     | {"source": "derived"} for u in new_units],
+                    geometry=[None] * len(new_units), crs=STORAGE_CRS))
+    report.seconds = round(time.time() - t0, 2)
+    return report
+
+
+def _degree_cells(bbox, metric: str, step_deg: float = 0.0025, whole: bool = False) -> np.ndarray:
+    """Cells of a lon/lat grid (about 250 m) over `bbox`, densified and projected to `metric`;
+    or, with whole=True, the bbox itself. Their edges stay straight lines when stored in degrees."""
+    w, s, e, n = bbox
+    if whole:
+        boxes = np.array([shapely.box(w, s, e, n)])
+    else:
+        xs = np.r_[np.arange(w, e, step_deg), e]
+        ys = np.r_[np.arange(s, n, step_deg), n]
+        gx0, gy0 = np.meshgrid(xs[:-1], ys[:-1])
+        gx1, gy1 = np.meshgrid(xs[1:], ys[1:])
+        boxes = shapely.box(gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel())
+    boxes = shapely.segmentize(boxes, step_deg / 50)
+    return gpd.GeoSeries(boxes, crs=STORAGE_CRS).to_crs(metric).to_numpy()
+
+
+def _grow(bbox, d):
+    w, s, e, n = bbox
+    return (w - d, s - d, e + d, n + d)
+
+
+def check(store: Store, as_of: dt.date | None = None) -> dict:
+    """`zones check`: overlaps, gaps, slivers, invalid geometries, zones without a unit."""
+    zones = current(store.read("zones"), as_of)
+    if zones.empty:
+        return {"zones": 0, "overlaps": 0, "overlap_m2": 0.0, "gaps": 0, "gap_m2": 0.0,
+                "slivers": 0, "invalid": 0, "without_unit": 0, "by_kind": {}}
+    x0, y0, x1, y1 = zones.total_bounds
+    metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
+    buildings = store.read("buildings", bbox=(x0, y0, x1, y1)).to_crs(metric)
+    z = zones.to_crs(metric)
+    # the study area is the hull of the zones in degrees (a lon/lat rectangle), projected densified
+    hull = shapely.convex_hull(shapely.multipoints(shapely.get_coordinates(zones.geometry.to_numpy())))
+    extent = gpd.GeoSeries([shapely.segmentize(hull, 1e-5)], crs=STORAGE_CRS).to_crs(metric).iloc[0]
+    res = check_geometry(polygonal(z.geometry.to_numpy()), buildings.geometry.to_numpy(),
+                         z["primary_unit"].notna().to_numpy(), extent=extent)
+    res["overlap_pairs"] = [[zones["code"].iloc[a], zones["code"].iloc[b]] for a, b in res["overlap_pairs"]]
+    res["by_kind"] = zones["kind"].value_counts().to_dict()
+    res["crs"] = metric
+    return res
+
+
+def history(store: Store, code: str) -> list[dict]:
+    zones = store.read("zones")
+    rows = zones[zones["code"] == code].sort_values("version")
+    if rows.empty:
+        raise InputError(f"no zone with code {code!r}")
+    out = []
+    for r in rows.itertuples():
+        out.append({"code": r.code, "version": int(r.version), "kind": r.kind, "primary_unit": r.primary_unit,
+                    "profile": r.profile, "area_m2": r.area_m2, "valid_from": str(r.valid_from)[:10],
+                    "valid_to": None if pd.isna(r.valid_to) else str(r.valid_to)[:10],
+                    "bounds_text": r.bounds_text})
+    return out
