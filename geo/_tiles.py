@@ -47,21 +47,6 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def snap_valid(geoms: np.ndarray, grid: float) -> np.ndarray:
-    """Valid (Multi)Polygons snap-rounded to `grid` (in the geometries' units)."""
-    geoms = polygonal(geoms)
-    try:
-        return polygonal(shapely.set_precision(geoms, grid))
-    except shapely.errors.GEOSException:
-        out = geoms.copy()
-        for i, g in enumerate(geoms):
-            try:
-                out[i] = shapely.set_precision(g, grid)
-            except shapely.errors.GEOSException:
-                out[i] = g  # already valid; left unsnapped
-        return polygonal(out)
-
-
 def subtract(geom, pieces):
     """`geom` minus all `pieces`. GEOS was seen (shapely 2.2, on Nanjing zones) to return a
     valid union of a few dozen touching polygons that silently leaves one of them out, and a

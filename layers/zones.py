@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geo._tiles import polygonal, snap_valid
+from geo._tiles import polygonal
 from geo.carriageway import build_streets
 from geo.coverage import check as check_geometry
 from geo.coverage import facade_coverage, public_zones
@@ -34,7 +34,6 @@ from .schema import STORAGE_CRS
 from .store import Store
 
 KINDS = ("frontage", "unit", "site", "public")
-STORAGE_GRID_DEG = 1e-10
 PREFIX = {"frontage": "F", "unit": "U", "site": "S", "public": "P"}
 OWNER_TO_ZONE = {"building": "frontage", "unit": "unit", "site": "site"}
 
@@ -322,10 +321,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     og_metric = polygonal(old.to_crs(metric).geometry.to_numpy()) if len(old) else []
     new["code"] = codes
     new_wgs = new.to_crs(STORAGE_CRS)
-    # snap-rounding to 1e-10° (~0.01 mm): reprojection can push a vertex that sat 1e-10 m beside
-    # an edge across it; the snapped result is valid, and the mismatch it may leave between
-    # neighbours is below 0.01 mm × edge length, far under the 0.01 m² the check tolerates
-    new_wgs["geometry"] = snap_valid(new_wgs.geometry.to_numpy(), STORAGE_GRID_DEG)
+    new_wgs["geometry"] = to_storage(new.geometry.to_numpy(), metric)
     write_rows, close = [], []
     seen_old = set()
     for i, m in enumerate(matched):
@@ -386,6 +382,19 @@ def _degree_cells(bbox, metric: str, step_deg: float = 0.0025, whole: bool = Fal
         boxes = shapely.box(gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel())
     boxes = shapely.segmentize(boxes, step_deg / 50)
     return gpd.GeoSeries(boxes, crs=STORAGE_CRS).to_crs(metric).to_numpy()
+
+
+def to_storage(geoms: np.ndarray, metric: str) -> np.ndarray:
+    """Metric zones → EPSG:4326 for storage. Overlay results can hold a vertex 1e-10 m beside
+    an edge, which reprojection may push across it; for the zones that come out invalid, such
+    vertices are removed in metres first (topology-preserving simplify by 0.1 mm, so no edge
+    moves more than that), and only what is still invalid is repaired with make_valid."""
+    out = gpd.GeoSeries(geoms, crs=metric).to_crs(STORAGE_CRS).to_numpy()
+    bad = ~shapely.is_valid(out)
+    if bad.any():
+        cleaned = shapely.simplify(geoms[bad], 1e-4, preserve_topology=True)
+        out[bad] = gpd.GeoSeries(cleaned, crs=metric).to_crs(STORAGE_CRS).to_numpy()
+    return polygonal(out)
 
 
 def _grow(bbox, d):
