@@ -41,7 +41,9 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     bad = ~shapely.is_valid(geoms) | (shapely.get_type_id(geoms) == 7)
     out = geoms.copy()
     for i in np.flatnonzero(bad):
-        fixed = shapely.make_valid(geoms[i])
+        # "structure": shells minus holes. The default "linework" rebuilds faces from all
+        # rings and was seen to fill a hole that touched its shell after reprojection (+8 %)
+        fixed = shapely.make_valid(geoms[i], method="structure")
         parts = [p for p in shapely.get_parts(fixed) if shapely.get_dimensions(p) == 2]
         out[i] = shapely.union_all(parts) if parts else shapely.Polygon()
     return out
@@ -56,6 +58,18 @@ def subtract(geom, pieces):
     pieces = np.array([p for p in pieces if not shapely.is_empty(p)], dtype=object)
     if len(pieces) == 0 or shapely.is_empty(geom):
         return geom
+    # a piece much larger than `geom` (a campus parcel against one cell) is cut to the
+    # neighbourhood of `geom` first, so that the union stays local
+    x0, y0, x1, y1 = shapely.bounds(geom)
+    pad = 1.0 + 0.01 * max(x1 - x0, y1 - y0)
+    window = shapely.box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+    pb = shapely.bounds(pieces)
+    big = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])) > 4 * shapely.area(window)
+    if big.any():
+        pieces[big] = shapely.intersection(pieces[big], window)
+        pieces = pieces[~shapely.is_empty(pieces)]
+        if len(pieces) == 0:
+            return geom
     union = shapely.union_all(pieces)
     shapely.prepare(union)
     inner = shapely.point_on_surface(pieces)
@@ -70,3 +84,32 @@ def subtract(geom, pieces):
         if shapely.intersects(geom, p):
             geom = shapely.difference(geom, p)
     return geom
+
+
+def densify(polys: np.ndarray, max_len: float) -> np.ndarray:
+    """(Multi)Polygons with points added so that no edge is longer than `max_len`.
+
+    Not shapely.segmentize: GEOS's densifier "repairs" a result it finds invalid with
+    buffer(0), and was seen to turn a valid 12,000 m² zone into a 13-point sliver. Here the
+    new points lie on the existing edges and nothing else changes. Returns MultiPolygons."""
+    polys = np.asarray(polys, dtype=object)
+    if len(polys) == 0:
+        return polys
+    multi = np.array([g if shapely.get_type_id(g) == 6 else shapely.MultiPolygon([g]) for g in polys],
+                     dtype=object)
+    _, coords, (ring_off, poly_off, multi_off) = shapely.to_ragged_array(multi)
+    n = len(coords)
+    ring_len = np.diff(ring_off)
+    ring_of = np.repeat(np.arange(len(ring_len)), ring_len)
+    nxt = np.minimum(np.arange(n) + 1, n - 1)
+    same = np.zeros(n, dtype=bool)
+    same[:-1] = ring_of[:-1] == ring_of[1:]
+    seg = np.hypot(*(coords[nxt] - coords).T)
+    pieces = np.where(same, np.maximum(1, np.ceil(seg / max_len)), 1).astype(np.int64)
+    rep = np.repeat(np.arange(n), pieces)
+    start = np.repeat(np.cumsum(pieces) - pieces, pieces)
+    t = (np.arange(len(rep)) - start) / pieces[rep]
+    new = coords[rep] + (coords[nxt[rep]] - coords[rep]) * t[:, None]
+    new_ring_off = np.r_[0, np.cumsum(np.bincount(ring_of, weights=pieces, minlength=len(ring_len)))]
+    return shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, new,
+                                     (new_ring_off.astype(np.int64), poly_off, multi_off))

@@ -232,7 +232,8 @@ class _Rejected(Exception):
     """A row that cannot be imported; the message says why."""
 
 
-def _check_row(layer: Layer, mapping: dict[str, str], rec: dict, g, geographic: bool, bad_xy):
+def _check_row(layer: Layer, mapping: dict[str, str], rec: dict, g, geographic: bool, bad_xy,
+               required: set[str] | None = None):
     """(typed row, geometry of the layer's type, repaired?) for one source row, or _Rejected."""
     if bad_xy is not None:
         xv, yv = bad_xy
@@ -244,9 +245,11 @@ def _check_row(layer: Layer, mapping: dict[str, str], rec: dict, g, geographic: 
             row[dst] = _convert(rec[src], layer.column(dst).type)
         except ValueError as exc:
             raise _Rejected(f"field {src!r}: {exc}") from None
-    if layer.name == "units" and not row.get("unit_id"):
-        row["unit_id"] = _unit_id(row)
-    missing = [c.name for c in layer.columns if c.required and row.get(c.name) in (None, "")]
+    if required is None:
+        if layer.name == "units" and not row.get("unit_id"):
+            row["unit_id"] = _unit_id(row)
+        required = {c.name for c in layer.columns if c.required}
+    missing = [c for c in layer.column_names if c in required and row.get(c) in (None, "")]
     if missing:
         hint = "" if missing[0] in mapping.values() else \
             f" (no column maps to it; use --map SOURCE={missing[0]})"
@@ -261,8 +264,10 @@ def _check_row(layer: Layer, mapping: dict[str, str], rec: dict, g, geographic: 
 
 
 def prepare(source: Source, layer: Layer, crs_option: str | None,
-            column_map: dict[str, str] | None = None) -> tuple[gpd.GeoDataFrame, Report]:
-    """Validate `source` for `layer`: the frame to write (EPSG:4326) and the report."""
+            column_map: dict[str, str] | None = None,
+            required: set[str] | None = None) -> tuple[gpd.GeoDataFrame, Report]:
+    """Validate `source` for `layer`: the frame to write (EPSG:4326) and the report.
+    `required` replaces the layer's required columns (an update needs only its key)."""
     report = Report(file=source.path.name, layer=layer.name, rows=len(source.frame),
                     warnings=list(source.warnings))
     frame = source.frame
@@ -284,7 +289,8 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     for label, rec, g in zip(source.row_numbers, frame[columns].to_dict("records"),
                              frame.geometry.values):
         try:
-            row, g, repaired = _check_row(layer, mapping, rec, g, geographic, bad_xy.get(int(label)))
+            row, g, repaired = _check_row(layer, mapping, rec, g, geographic, bad_xy.get(int(label)),
+                                          required)
         except _Rejected as why:
             report.rejected.append({"row": int(label), "reason": f"{source.row_word} {label}: {why}"})
             continue
@@ -369,7 +375,8 @@ def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: 
     if match is not None and (spec.name != "units" or match not in MATCH_KEYS):
         raise InputError("--match name|code updates existing units: use it with --as units")
     source = read_file(path, layer=layer, encoding=encoding, x=x, y=y)
-    frame, report = prepare(source, spec, crs, column_map)
+    frame, report = prepare(source, spec, crs, column_map,
+                            required={MATCH_KEYS[match]} if match else None)
     report.dry_run = dry_run
     if match is not None:
         if store is None:

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Benchmark of zone generation (run by hand: `.venv/bin/python scripts/bench/zones.py`).
+
+For each real OSM extract in ../shared/data and for synthetic grid cities of N buildings,
+measures `zones generate` (dry run: everything but the write) and, in the same run as a
+baseline, one vectorised shapely buffer + union of the same roads (the cheapest thing any
+zone method must do). Each case runs in its own process so that its peak memory (max RSS)
+is its own. Prints a table and, with --json, the numbers.
+
+    scripts/bench/zones.py                       # real extracts + 10k and 100k buildings
+    scripts/bench/zones.py --sizes 1000,10000    # smaller synthetic cities
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+REAL = {
+    "nanjing": ("nanjing_xinjiekou_osm/nanjing_xinjiekou_2021-06.osm.gz", (118.7620, 32.0347, 118.7968, 32.0522)),
+    "beijing-cau": ("beijing_haidian_osm/beijing_haidian_cau_2026-03.osm.gz", None),
+    "beijing-tsinghua": ("beijing_haidian_osm/beijing_haidian_tsinghua_2017-06.osm.gz", None),
+    "guixi": ("guixi_jiangxi_osm/guixi_2024-11.osm.gz", None),
+}
+
+
+def synthetic_city(store, n_buildings: int, seed: int = 1):
+    """A grid city near Nanjing: 100 m blocks between streets (every 5th a secondary road,
+    the rest residential), ~40 buildings a block along its four sides, set back 2–6 m."""
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    per_block = 40
+    blocks = int(np.ceil(np.sqrt(n_buildings / per_block)))
+    pitch = 100.0
+    x0, y0 = 500_000.0, 3_540_000.0
+    roads, classes = [], []
+    for k in range(blocks + 1):
+        c = "secondary" if k % 5 == 0 else "residential"
+        roads.append(shapely.LineString([(x0 + k * pitch, y0), (x0 + k * pitch, y0 + blocks * pitch)]))
+        roads.append(shapely.LineString([(x0, y0 + k * pitch), (x0 + blocks * pitch, y0 + k * pitch)]))
+        classes += [c, c]
+    buildings = []
+    for bx in range(blocks):
+        for by in range(blocks):
+            left, bottom = x0 + bx * pitch + 12, y0 + by * pitch + 12
+            inner = pitch - 24
+            for side in range(4):
+                for j in range(per_block // 4):
+                    w = inner / (per_block // 4) - rng.uniform(0.5, 2.0)
+                    d = rng.uniform(8, 14)
+                    s = j * inner / (per_block // 4)
+                    off = rng.uniform(0, 4)
+                    if side == 0:
+                        b = shapely.box(left + s, bottom + off, left + s + w, bottom + off + d)
+                    elif side == 1:
+                        b = shapely.box(left + s, bottom + inner - off - d, left + s + w, bottom + inner - off)
+                    elif side == 2:
+                        b = shapely.box(left + off, bottom + s, left + off + d, bottom + s + w)
+                    else:
+                        b = shapely.box(left + inner - off - d, bottom + s, left + inner - off, bottom + s + w)
+                    buildings.append(b)
+    buildings = buildings[:n_buildings]
+    b = gpd.GeoDataFrame({"building": ["yes"] * len(buildings), "source": "synthetic"},
+                         geometry=buildings, crs="EPSG:4549").to_crs(4326)
+    r = gpd.GeoDataFrame({"highway": classes, "source": "synthetic"}, geometry=roads, crs="EPSG:4549").to_crs(4326)
+    with store.transaction() as tx:
+        tx.append("buildings", b)
+        tx.append("roads", r)
+
+
+def run_case(name: str, size: int | None) -> dict:
+    """One case, in this process: load, baseline, generate; returns the measurements."""
+    import numpy as np
+    import shapely
+
+    from geo.carriageway import curb_offsets
+    from geo.crs import metric_crs
+    from layers import zones
+    from layers.importer import import_osm
+    from layers.rules import load_curb_rules
+    from layers.store import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(str(Path(tmp) / "bench.gpkg"))
+        if size:
+            synthetic_city(store, size)
+        else:
+            path, bbox = REAL[name]
+            import_osm(store, SHARED / path, bbox=bbox)
+        roads = store.read("roads")
+        n_buildings = store.count("buildings")
+        x0, y0, x1, y1 = roads.total_bounds
+        metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
+        rm = roads.to_crs(metric)
+        offsets = curb_offsets(rm, load_curb_rules())
+        t = time.perf_counter()
+        drivable = offsets > 0
+        shapely.union_all(shapely.buffer(rm.geometry.to_numpy()[drivable], offsets[drivable]))
+        baseline = time.perf_counter() - t
+        t = time.perf_counter()
+        report = zones.generate(store, "beijing-2022", dry_run=True)
+        seconds = time.perf_counter() - t
+        store.close()
+    return {"case": name, "buildings": n_buildings, "roads": len(roads),
+            "zones": int(sum(report.counts.values())), "frontage": report.counts["frontage"],
+            "seconds": round(seconds, 2), "baseline_s": round(baseline, 3),
+            "ratio": round(seconds / max(baseline, 1e-9), 1),
+            "us_per_building": round(1e6 * seconds / max(n_buildings, 1), 0),
+            "facade_share": round(report.facade.get("share", 0), 4),
+            "overlaps": report.check["overlaps"], "gaps": report.check["gaps"],
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0), "np": np.__version__}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000", help="synthetic city sizes (buildings)")
+    ap.add_argument("--no-real", action="store_true", help="skip the real extracts")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.case:
+        print(json.dumps(run_case(a.case, a.size)))
+        return
+    cases = [] if a.no_real or not SHARED.is_dir() else [(n, None) for n in REAL]
+    cases += [(f"synthetic-{int(s) // 1000}k", int(s)) for s in a.sizes.split(",") if s]
+    rows = []
+    for name, size in cases:
+        cmd = [sys.executable, __file__, "--case", name] + (["--size", str(size)] if size else [])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['case']:<18} {r['buildings']:>7} bld {r['roads']:>6} roads {r['zones']:>7} zones "
+              f"{r['seconds']:>8.1f} s  baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
+              f"{r['us_per_building']:>6.0f} µs/bld  facade {100 * r['facade_share']:.1f} %  "
+              f"overlaps {r['overlaps']} gaps {r['gaps']}  peak {r['peak_mb']:.0f} MB", flush=True)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
