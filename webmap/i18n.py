@@ -8,7 +8,8 @@ LABELS = {
            "osm_tiles": "OpenStreetMap 底图（需联网）",
            "empty": "库中还没有数据：运行 scripts/zonemap demo 或 import-osm",
            "fields": {"name": "名称", "kind": "类型", "highway": "道路等级", "building": "建筑类型",
-                      "code": "编号", "category": "类别"},
+                      "code": "编号", "category": "类别", "bounds_text": "四至",
+                      "area_m2": "面积(m²)", "street": "路段"},
            "truncated": "此范围要素过多，仅显示部分；请放大"},
     "en": {"title": "zonemap city responsibility map", "switch": "中文", "other": "zh",
            "layers": {"buildings": "Buildings", "roads": "Roads", "pois": "Points of interest",
@@ -17,7 +18,8 @@ LABELS = {
            "osm_tiles": "OpenStreetMap tiles (online)",
            "empty": "The store is empty: run scripts/zonemap demo or import-osm",
            "fields": {"name": "Name", "kind": "Kind", "highway": "Road class",
-                      "building": "Building type", "code": "Code", "category": "Category"},
+                      "building": "Building type", "code": "Code", "category": "Category",
+                      "bounds_text": "Bounds (四至)", "area_m2": "Area (m²)", "street": "Street"},
            "truncated": "Too many features here, some are not shown; zoom in"},
 }
 

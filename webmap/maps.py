@@ -25,7 +25,14 @@ STYLES = {
     "units": {"color": "#5f3dc4", "radius": 4, "fillOpacity": 0.9},
     "problems": {"color": "#e03131", "radius": 5, "fillOpacity": 0.9},
 }
-SHOWN = ("areas", "roads", "buildings", "pois")
+SHOWN = ("zones", "roads", "buildings", "pois")
+# zones are coloured by kind, so that a frontage, a unit's ground and public space read apart
+KIND_STYLES = {
+    "frontage": {"color": "#d9480f", "fillColor": "#ff922b", "fillOpacity": 0.45},
+    "unit": {"color": "#2b8a3e", "fillColor": "#51cf66", "fillOpacity": 0.35},
+    "site": {"color": "#e67700", "fillColor": "#fcc419", "fillOpacity": 0.45},
+    "public": {"color": "#868e96", "fillColor": "#ced4da", "fillOpacity": 0.15, "weight": 0.5},
+}
 
 
 class BBoxLayers(MacroElement):
@@ -54,7 +61,10 @@ class BBoxLayers(MacroElement):
   cfg.layers.forEach(function (spec) {
     var style = spec.style;
     var layer = L.geoJSON(null, {
-      style: function () { return style; },
+      style: function (f) {
+        var k = f && f.properties && cfg.kind_styles[f.properties.kind];
+        return k ? Object.assign({}, style, k) : style;
+      },
       pointToLayer: function (f, latlng) { return L.circleMarker(latlng, style); },
       onEachFeature: function (f, l) { l.bindPopup(function () { return popup(f.properties); }); }
     });
@@ -119,7 +129,7 @@ def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
     cfg = {"api": "api/layers/", "limit": 5000, "attribution": ATTRIBUTION,
            "tiles": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
            "tiles_label": lab["osm_tiles"], "truncated": lab["truncated"],
-           "fields": [[k, v] for k, v in lab["fields"].items()],
+           "fields": [[k, v] for k, v in lab["fields"].items()], "kind_styles": KIND_STYLES,
            "layers": [{"name": n, "label": lab["layers"][n], "style": STYLES[n], "shown": n in SHOWN}
                       for n in STYLES]}
     BBoxLayers(cfg).add_to(m)

@@ -216,3 +216,23 @@ def test_bad_profile_and_empty_store_say_what_to_do(tmp_path):
     bad.write_text('depth_to = "moon"\n')
     out = run_cli("zones", "generate", "--profile", str(bad), db=db)
     assert out.returncode == 1 and "depth_to" in out.stderr
+
+
+def test_a_construction_site_goes_to_its_contractor_with_the_developer_co_responsible(tmp_path, nanjing_gpkg):
+    db = str(tmp_path / "s.gpkg")
+    shutil.copy(nanjing_gpkg, db)
+    site = shapely.box(118.7725, 32.0455, 118.7735, 32.0462)
+    with open_store(db) as s:
+        s.append("sites", gpd.GeoDataFrame(
+            {"code": ["SG-2026-001"], "name": ["新街口地块工程"], "contractor": ["中建八局"],
+             "developer": ["南京新街口开发公司"]}, geometry=[site], crs=4326))
+        r = zones.generate(s, "beijing-2022")
+        z = zones.current(s.read("zones"))
+        units = s.read("units").set_index("unit_id")["name"]
+    assert r.counts["site"] == 1
+    sz = z[z["kind"] == "site"].iloc[0]
+    assert units[sz["primary_unit"]] == "中建八局" and units[sz["co_unit"]] == "南京新街口开发公司"
+    # the site zone covers the site and wins over every frontage zone there
+    assert sz.geometry.buffer(1e-7).covers(site)
+    others = z[z["kind"] == "frontage"]
+    assert not others[others.intersects(site.buffer(-1e-6))].shape[0]
