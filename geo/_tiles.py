@@ -49,6 +49,20 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
+#: grid (metres) for the snap-rounding overlay used when floating-point overlay throws
+ROBUST_GRID_M = 1e-6
+
+
+def overlay(op, a, b=None):
+    """shapely set operation `op` (union_all when b is None), retried with snap-rounding on a
+    1 µm grid when GEOS throws a TopologyException (non-noded intersections were seen on the
+    demo city's zones): fixed-precision overlay is robust by construction."""
+    try:
+        return op(a) if b is None else op(a, b)
+    except shapely.errors.GEOSException:
+        return op(a, grid_size=ROBUST_GRID_M) if b is None else op(a, b, grid_size=ROBUST_GRID_M)
+
+
 def subtract(geom, pieces):
     """`geom` minus all `pieces`. GEOS was seen (shapely 2.2, on Nanjing zones) to return a
     valid union of a few dozen touching polygons that silently leaves one of them out, and a
@@ -66,15 +80,15 @@ def subtract(geom, pieces):
     pb = shapely.bounds(pieces)
     big = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])) > 4 * shapely.area(window)
     if big.any():
-        pieces[big] = shapely.intersection(pieces[big], window)
+        pieces[big] = [overlay(shapely.intersection, p, window) for p in pieces[big]]
         pieces = pieces[~shapely.is_empty(pieces)]
         if len(pieces) == 0:
             return geom
-    union = shapely.union_all(pieces)
+    union = overlay(shapely.union_all, pieces)
     shapely.prepare(union)
     inner = shapely.point_on_surface(pieces)
     if shapely.covers(union, inner).all():
-        rest = shapely.difference(geom, union)
+        rest = overlay(shapely.difference, geom, union)
         shapely.prepare(rest)
         if not shapely.contains_properly(rest, inner).any():
             return rest
@@ -82,7 +96,7 @@ def subtract(geom, pieces):
         if shapely.is_empty(geom):
             break
         if shapely.intersects(geom, p):
-            geom = shapely.difference(geom, p)
+            geom = overlay(shapely.difference, geom, p)
     return geom
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from ._tiles import grid_boxes, subtract
+from ._tiles import grid_boxes, polygonal, subtract
 
 MIN_AREA_M2 = 0.01  # below this, an overlap or gap is floating-point noise, not a place
 
@@ -19,6 +19,7 @@ def public_zones(study_area, claimed: np.ndarray, footprints: np.ndarray, carria
     pieces go to the professional cleaning unit, the rest to the street office (属地兜底).
     Give cells bounded by meridians and parallels when the zones are stored in degrees: a
     straight cut in metres bends in degrees, and pieces meeting along it would fold."""
+    claimed, footprints = polygonal(claimed), polygonal(footprints)  # overlay needs valid input
     claimed_tree = shapely.STRtree(claimed)
     foot_tree = shapely.STRtree(footprints)
     cw_tree = shapely.STRtree(carriageway)
@@ -53,7 +54,8 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
     zones' convex hull), not counting building footprints."""
     zones = np.asarray(zones, dtype=object)
     invalid = ~shapely.is_valid(zones)
-    z = np.where(invalid, shapely.make_valid(zones), zones)
+    z = polygonal(zones)
+    footprints = polygonal(footprints)
     tree = shapely.STRtree(z)
     pairs = tree.query(z, predicate="intersects")
     pairs = pairs[:, pairs[0] < pairs[1]]

@@ -29,7 +29,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from ._tiles import subtract
+from ._tiles import overlay, subtract
 from .carriageway import Streets
 
 #: owner kinds, most specific first: where claims meet, the earlier wins
@@ -289,7 +289,7 @@ def _corridors(facing, ring, owner, a, b, part_geoms, polys, all_sides, depth, l
         if all_sides[o] or any(p is None for p in parts):
             ring_buf = shapely.buffer(polys[o], depth, join_style="mitre", mitre_limit=3.0)
             parts = [p for p in parts if p is not None] + [ring_buf]
-        out[o] = shapely.union_all(parts)
+        out[o] = overlay(shapely.union_all, parts)
     return out
 
 
@@ -326,7 +326,10 @@ def _cells(polys, samples, sample_owner, active, corridors, reach, tile_m):
         co, cg = cell_owner[wanted][order], parts[wanted][order]
         bounds = np.flatnonzero(np.r_[True, co[1:] != co[:-1], True])
         for s, e in itertools.pairwise(bounds):
-            cells[int(co[s])] = shapely.coverage_union_all(cg[s:e])
+            try:
+                cells[int(co[s])] = shapely.coverage_union_all(cg[s:e])
+            except shapely.errors.GEOSException:
+                cells[int(co[s])] = overlay(shapely.union_all, cg[s:e])
     return cells
 
 
@@ -336,10 +339,10 @@ def _clip(i, cell, corridor, polys, owner_tree, streets, study_area):
     if cell is None:
         return None
     own = polys[i]
-    z = shapely.intersection(cell, corridor)
+    z = overlay(shapely.intersection, cell, corridor)
     if shapely.is_empty(z):
         return None
-    z = shapely.intersection(z, study_area)
+    z = overlay(shapely.intersection, z, study_area)
     blockers = []
     for tree, geoms in ((streets.stop_tree, streets.stop), (owner_tree, polys)):
         hits = tree.query(z, predicate="intersects")

@@ -135,7 +135,11 @@ def select_owners(buildings, areas, sites, metric: str):
         owners.append({"kind": "site", "src": "sites", "row": i, "geometry": sites.geometry.iloc[i]})
     frame = gpd.GeoDataFrame(owners, geometry="geometry", crs=STORAGE_CRS) if owners else \
         gpd.GeoDataFrame({"kind": [], "src": [], "row": []}, geometry=[], crs=STORAGE_CRS)
-    return frame.to_crs(metric)
+    frame = frame.to_crs(metric)
+    # OSM outlines with a self-touching ring, or ones that fold when projected, are repaired
+    # here once, so that every later step (footprints included) works on valid polygons
+    frame["geometry"] = polygonal(frame.geometry.to_numpy())
+    return frame[~frame.geometry.is_empty].copy()
 
 
 def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
@@ -457,6 +461,9 @@ def check(store: Store, as_of: dt.date | None = None) -> dict:
     extent = gpd.GeoSeries([shapely.segmentize(hull, 1e-5)], crs=STORAGE_CRS).to_crs(metric).iloc[0]
     res = check_geometry(polygonal(z.geometry.to_numpy()), buildings.geometry.to_numpy(),
                          z["primary_unit"].notna().to_numpy(), extent=extent)
+    # validity is judged on the stored geometries: reprojecting to metres for the measures
+    # can fold a sound polygon, which the measuring step repairs for itself
+    res["invalid"] = int((~shapely.is_valid(zones.geometry.to_numpy())).sum())
     res["overlap_pairs"] = [[zones["code"].iloc[a], zones["code"].iloc[b]] for a, b in res["overlap_pairs"]]
     res["by_kind"] = zones["kind"].value_counts().to_dict()
     res["crs"] = metric

@@ -236,3 +236,14 @@ def test_a_construction_site_goes_to_its_contractor_with_the_developer_co_respon
     assert sz.geometry.buffer(1e-7).covers(site)
     others = z[z["kind"] == "frontage"]
     assert not others[others.intersects(site.buffer(-1e-6))].shape[0]
+
+
+def test_check_reports_an_invalid_stored_zone(tmp_path):
+    db = str(tmp_path / "i.gpkg")
+    bowtie = shapely.Polygon([(118.780, 32.040), (118.781, 32.041), (118.781, 32.040), (118.780, 32.041)])
+    with open_store(db) as s:
+        s.append("zones", gpd.GeoDataFrame({"code": ["F1"], "kind": ["frontage"], "primary_unit": ["U1"],
+                                            "valid_from": [dt.date(2026, 1, 1)], "version": [1]},
+                                           geometry=[bowtie], crs=4326))
+    out = run_cli("zones", "check", "--json", db=db)
+    assert out.returncode == 1 and json.loads(out.stdout)["invalid"] == 1
