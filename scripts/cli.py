@@ -256,6 +256,30 @@ def zones_list(ctx, as_of, kind, as_json):
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the routed rows: .csv, .xlsx or .geojson.")
+@click.option("--crs", "system", type=click.Choice(["wgs84", "gcj02", "bd09", "cgcs2000"]),
+              help="Coordinate system of the points (default: the file's own, else wgs84).")
+@click.option("--x", "x_col", help="Column with longitude (CSV/XLSX).")
+@click.option("--y", "y_col", help="Column with latitude (CSV/XLSX).")
+@click.option("--as-of", help="Route to the zones in force on this date (YYYY-MM-DD).")
+@json_option
+@click.pass_context
+def route(ctx, file, out, system, x_col, y_col, as_of, as_json):
+    """Add to every point of a file the zone, unit and routing method that answers for it."""
+    from layers.route_file import route_file
+
+    with _store(ctx) as store:
+        try:
+            summary = route_file(store, file, out, system=system, x=x_col, y=y_col, as_of=_date(as_of))
+        except ZonemapError as exc:
+            _fail(as_json, str(exc), {"file": file})
+    _emit(as_json, summary, f"{summary['rows']} rows routed → {out}: "
+          + ", ".join(f"{v} by {k}" for k, v in summary["methods"].items()))
+
+
+@main.command()
 @click.option("--force", is_flag=True, help="Load even if the store already has data.")
 @click.option("--no-zones", is_flag=True, help="Load the base layers only, without generating zones.")
 @json_option

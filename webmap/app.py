@@ -6,6 +6,7 @@ import logging
 import math
 from pathlib import Path
 
+import pandas as pd
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
@@ -80,6 +81,31 @@ def create_app(config: dict | None = None) -> Flask:
         geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
         body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
         return Response(body, mimetype="application/geo+json")
+
+    def router():
+        import time
+
+        from layers.routing import Router
+
+        cached = app.extensions.get("router")
+        if cached is None or time.monotonic() - cached[1] > 60:  # pick up regenerated zones
+            cached = (Router(store()), time.monotonic())
+            app.extensions["router"] = cached
+        return cached[0]
+
+    @app.get("/api/route")
+    def api_route():
+        """Who answers for a point: GET /api/route?lon=&lat=&crs=wgs84|gcj02|bd09|cgcs2000"""
+        try:
+            lon, lat = float(request.args["lon"]), float(request.args["lat"])
+        except (KeyError, ValueError):
+            abort(400, "give lon and lat as numbers, e.g. /api/route?lon=118.7835&lat=32.0418")
+        system = request.args.get("crs", "wgs84").lower()
+        if system not in ("wgs84", "gcj02", "bd09", "cgcs2000"):
+            abort(400, "crs must be wgs84, gcj02, bd09 or cgcs2000")
+        row = router().route([lon], [lat], system).iloc[0]
+        return jsonify({k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
+                        for k, v in row.items()} | {"lon": lon, "lat": lat, "crs": system})
 
     @app.get("/favicon.ico")
     def favicon():
