@@ -1,0 +1,155 @@
+"""Categories, the working calendar and deadline arithmetic (data in layers/rules/).
+
+A limit is counted in clock hours, working hours (the office periods of working days) or
+working days (the same time of day, that many working days later). A case's light is green
+below 80 % of its limit, yellow from 80 % to 100 %, red beyond (domain.md)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+RULES = Path(__file__).resolve().parent / "rules"
+UNITS = ("working_hours", "working_days", "hours")
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    name: str
+    major: str
+    limit: float
+    limit_unit: str
+    urgency: str
+    department: str
+    legacy: str = ""
+    source: str = ""
+
+
+def load_categories(path: Path | None = None) -> dict[str, Category]:
+    """The category table, checked row by row (a bad row names its line and field)."""
+    path = Path(path or RULES / "categories.csv")
+    lines = [ln for ln in path.read_text("utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    out: dict[str, Category] = {}
+    for n, row in enumerate(csv.DictReader(lines), start=2):
+        where = f"{path.name} row {n}"
+        code = (row.get("code") or "").strip()
+        if not re.fullmatch(r"\d{5}", code):
+            raise InputError(f"{where}: code {code!r} is not a 5-digit category code")
+        if code in out:
+            raise InputError(f"{where}: code {code} appears twice")
+        try:
+            limit = float(row["limit"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{where}: limit {row.get('limit')!r} is not a number") from None
+        if limit <= 0:
+            raise InputError(f"{where}: limit must be above 0")
+        if row.get("limit_unit") not in UNITS:
+            raise InputError(f"{where}: limit_unit {row.get('limit_unit')!r}; use one of {', '.join(UNITS)}")
+        out[code] = Category(code, row["name"], row["major"], limit, row["limit_unit"],
+                             row.get("urgency") or "normal", row.get("department") or "",
+                             row.get("legacy") or "", row.get("source") or "")
+    return out
+
+
+def _hm(text: str) -> dt.time:
+    h, m = text.split(":")
+    return dt.time(int(h), int(m))
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    periods: tuple[tuple[dt.time, dt.time], ...]
+    holidays: frozenset[dt.date] = frozenset()
+    workdays: frozenset[dt.date] = frozenset()
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> WorkingCalendar:
+        path = Path(path or RULES / "calendar.toml")
+        try:
+            d = tomllib.loads(path.read_text("utf-8"))
+            periods = tuple((_hm(a), _hm(b)) for a, b in (p.split("-") for p in d["work_periods"]))
+            days = {k: frozenset(dt.date.fromisoformat(str(v)) for v in d.get(k, [])) for k in ("holidays", "workdays")}
+        except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+            raise InputError(f"{path.name}: {exc}; see the comments in layers/rules/calendar.toml") from None
+        if not periods or any(a >= b for a, b in periods):
+            raise InputError(f"{path.name}: work_periods must be HH:MM-HH:MM with start before end")
+        return cls(periods, days["holidays"], days["workdays"])
+
+    def is_working_day(self, day: dt.date) -> bool:
+        if day in self.workdays:
+            return True
+        return day.weekday() < 5 and day not in self.holidays
+
+    def _next_working_day(self, day: dt.date) -> dt.date:
+        day += dt.timedelta(days=1)
+        while not self.is_working_day(day):
+            day += dt.timedelta(days=1)
+        return day
+
+    def add(self, start: dt.datetime, amount: float, unit: str) -> dt.datetime:
+        """`start` plus `amount` of `unit` (hours, working_hours, working_days)."""
+        if unit == "hours":
+            return start + dt.timedelta(hours=amount)
+        if unit == "working_days":
+            day, at = start.date(), start.time()
+            if not self.is_working_day(day):  # counted from the start of the next working day
+                day, at = self._next_working_day(day), self.periods[0][0]
+            for _ in range(int(amount)):
+                day = self._next_working_day(day)
+            return dt.datetime.combine(day, at, start.tzinfo)
+        if unit == "working_hours":
+            left = dt.timedelta(hours=amount)
+            day, now = start.date(), start
+            while True:
+                if self.is_working_day(day):
+                    for a, b in self.periods:
+                        p0 = dt.datetime.combine(day, a, start.tzinfo)
+                        p1 = dt.datetime.combine(day, b, start.tzinfo)
+                        if now >= p1:
+                            continue
+                        begin = max(now, p0)
+                        if begin + left <= p1:
+                            return begin + left
+                        left -= p1 - begin
+                        now = p1
+                day += dt.timedelta(days=1)
+                now = dt.datetime.combine(day, dt.time(0), start.tzinfo)
+        raise ValueError(f"unknown limit unit {unit!r}")
+
+    def elapsed(self, start: dt.datetime, now: dt.datetime, unit: str) -> float:
+        """How much of `unit` has passed between start and now (for the light)."""
+        if unit == "hours":
+            return (now - start).total_seconds() / 3600
+        if unit == "working_days":
+            n, day = 0.0, start
+            while self.add(day, 1, "working_days") <= now:
+                day = self.add(day, 1, "working_days")
+                n += 1
+            nxt = self.add(day, 1, "working_days")
+            return n + (now - day).total_seconds() / max((nxt - day).total_seconds(), 1)
+        total, day = 0.0, start.date()
+        while day <= now.date():
+            if self.is_working_day(day):
+                for a, b in self.periods:
+                    p0 = max(dt.datetime.combine(day, a, start.tzinfo), start)
+                    p1 = min(dt.datetime.combine(day, b, start.tzinfo), now)
+                    total += max((p1 - p0).total_seconds(), 0)
+            day += dt.timedelta(days=1)
+        return total / 3600
+
+
+def deadline(category: Category, reported_at: dt.datetime, calendar: WorkingCalendar) -> dt.datetime:
+    return calendar.add(reported_at, category.limit, category.limit_unit)
+
+
+def light(category: Category, reported_at: dt.datetime, now: dt.datetime, calendar: WorkingCalendar) -> str:
+    """green below 80 % of the limit, yellow 80–100 %, red beyond."""
+    share = calendar.elapsed(reported_at, now, category.limit_unit) / category.limit
+    return "green" if share < 0.8 else "yellow" if share <= 1.0 else "red"
