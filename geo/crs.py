@@ -142,15 +142,3 @@ def to_wgs84(lon, lat, system: str):
     if system == "bd09":
         return bd09_to_wgs84(lon, lat)
     raise ValueError(f"unknown coordinate system {system!r}; use one of {', '.join(NAMED_CRS)}")
-
-
-def from_wgs84(lon, lat, system: str):
-    """Convert WGS 84 lon/lat to a named system (the inverse of `to_wgs84`)."""
-    system = system.lower()
-    if system in ("wgs84", "cgcs2000"):
-        return _arrays(lon, lat)
-    if system == "gcj02":
-        return wgs84_to_gcj02(lon, lat)
-    if system == "bd09":
-        return wgs84_to_bd09(lon, lat)
-    raise ValueError(f"unknown coordinate system {system!r}; use one of {', '.join(NAMED_CRS)}")

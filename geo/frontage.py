@@ -23,7 +23,7 @@ Everything here is in one metric CRS (metres). The method (../shared/docs/zones-
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -57,7 +57,6 @@ class FrontageResult:
     facing: gpd.GeoDataFrame                 # facing outline pieces: owner, geometry, depth_m
     set_back: np.ndarray                     # owners near a street but beyond max depth
     in_parcels: np.ndarray                   # buildings that belong to a parcel
-    notes: list[str] = field(default_factory=list)
 
 
 def resolve_owners(owners: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, np.ndarray]:

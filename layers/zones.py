@@ -203,14 +203,14 @@ def current(zones: gpd.GeoDataFrame, as_of: dt.date | None = None) -> gpd.GeoDat
     return zones[(vf <= as_of) & (vt.isna() | (vt > as_of))]
 
 
-def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, metric: str) -> tuple[list, list]:
+def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, og: np.ndarray) -> tuple[list, list]:
     """A code per new zone (the old zone's, where they overlap by IoU ≥ 0.5 and are of the same
     kind; else the next free number of its kind, west→east within north→south bands) and the
-    matched old row for each (or None)."""
+    matched old row for each (or None). `og` holds the old zones' geometries in the new zones'
+    metric CRS, projected and repaired once by the caller."""
     codes = [None] * len(new)
     matched: list = [None] * len(new)
     if not old.empty:
-        og = polygonal(old.to_crs(metric).geometry.to_numpy())
         ng = new.geometry.to_numpy()
         tree = shapely.STRtree(og)
         pairs = tree.query(ng, predicate="intersects")
@@ -331,8 +331,8 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     old_all = store.read("zones", bbox=bbox)
     old = current(old_all)
     old = old[old["kind"].isin(kinds)]
-    codes, matched = _codes(new, old, metric)
-    og_metric = polygonal(old.to_crs(metric).geometry.to_numpy()) if len(old) else []
+    og_metric = polygonal(old.to_crs(metric).geometry.to_numpy()) if len(old) else np.array([], dtype=object)
+    codes, matched = _codes(new, old, og_metric)
     new["code"] = codes
     new_wgs = new.to_crs(STORAGE_CRS)
     new_wgs["geometry"], report.storage_area_changed = to_storage(new.geometry.to_numpy(), metric)

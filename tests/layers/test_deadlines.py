@@ -66,5 +66,5 @@ def test_bad_tables_name_the_row(tmp_path):
 
 
 def test_the_shipped_calendar_loads():
-    cal = CAL()
+    cal = WorkingCalendar.load()
     assert cal.is_working_day(dt.date(2026, 11, 27)) and not cal.is_working_day(dt.date(2026, 11, 28))
