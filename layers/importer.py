@@ -46,6 +46,9 @@ class Report:
     dry_run: bool = False
     written: int = 0
     error: str | None = None
+    flagged: int = 0  # problems: rows whose location is a placeholder
+    routed: dict[str, int] = field(default_factory=dict)  # problems: how many by each method
+    linked: int = 0  # problems: duplicates linked to an open case
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +59,9 @@ class Report:
                  f" of {self.rows} rows ({self.repaired} repaired, {len(self.rejected)} rejected)"
                  f"; CRS {self.crs}"]
         lines += [f"  warning: {w}" for w in self.warnings]
+        if self.routed:
+            lines.append("  routed: " + ", ".join(f"{k} {v}" for k, v in self.routed.items())
+                         + (f"; {self.linked} duplicates linked to open cases" if self.linked else ""))
         for r in self.rejected[:_MAX_LISTED]:
             lines.append(f"  rejected {r['row']}: {r['reason']}")
         if len(self.rejected) > _MAX_LISTED:
@@ -364,7 +370,8 @@ def _unit_updates(store: Store, frame: gpd.GeoDataFrame, report: Report, match: 
 def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: str | None = None,
                 layer: str | None = None, encoding: str | None = None, x: str | None = None,
                 y: str | None = None, column_map: dict[str, str] | None = None,
-                dry_run: bool = False, skip_invalid: bool = False, match: str | None = None) -> Report:
+                dry_run: bool = False, skip_invalid: bool = False, match: str | None = None,
+                tz: str | None = None, status_map: dict[str, str] | None = None) -> Report:
     """Import one file into one layer of `store` (None only with dry_run). With `match`
     ("name" or "code", units only) the rows update the units already in the store instead of
     adding new ones: person, phone, credit code, address and type are filled in."""
@@ -400,10 +407,84 @@ def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: 
     if report.accepted == 0:
         report.error = "no usable rows; nothing was written"
         return report
+    if spec.name == "problems":
+        return _import_problems(store, frame, report, tz, status_map, dry_run)
     if not dry_run:
         if store is None:
             raise ValueError("a store is needed unless dry_run")
         report.written = store.append(spec.name, frame)
+    return report
+
+
+# A file's own statuses, read as zonemap states (a city passes --status-map for others).
+STATUS_WORDS = {"open": "processing", "closed": "closed", "close": "closed", "resolved": "closed",
+                "completed": "closed", "new": "reported", "voided": "voided", "cancelled": "voided",
+                "已结案": "closed", "结案": "closed", "已办结": "closed", "办结": "closed", "已完成": "closed",
+                "处理中": "processing", "处置中": "processing", "已派遣": "dispatched", "待处理": "dispatched",
+                "已立案": "filed", "待核实": "verifying", "已上报": "reported", "待受理": "reported",
+                "作废": "voided", "已作废": "voided", "挂账": "shelved", "已挂账": "shelved"}
+
+
+def _import_problems(store, frame, report: Report, tz, status_map, dry_run) -> Report:
+    """Problems go in as cases: routed, with their own times and states when the file has them
+    (naive times are local to `tz`), placeholder locations flagged rather than routed."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from .cases import intake
+    from .users import User
+    from .workflow import STATES, Workflow
+
+    tz = tz or Workflow.load().timezone
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"--tz {tz!r} is not an IANA time zone (e.g. Asia/Shanghai, America/New_York)") from None
+    frame = frame.copy()
+    for c in ("reported_at", "target_at", "closed_at"):
+        if c in frame:
+            frame[c] = [None if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+                        else (pd.Timestamp(v).tz_localize(zone) if pd.Timestamp(v).tzinfo is None
+                              else pd.Timestamp(v)).tz_convert("UTC") for v in frame[c]]
+    words = {k.lower(): v for k, v in (STATUS_WORDS | (status_map or {})).items()}
+    bad = [v for v in (status_map or {}).values() if v not in STATES]
+    if bad:
+        raise InputError(f"--status-map: {bad[0]!r} is not a state; the states are {', '.join(STATES)}")
+    if "source_status" in frame:
+        states = []
+        for text, src in zip(frame["source_status"], frame["source"]):
+            key = None if text is None else str(text).strip()
+            state = key if key in STATES else words.get((key or "").lower())
+            if key and state is None:
+                row = int(src.rsplit("#", 1)[1])
+                report.rejected.append({"row": row, "reason": f"row {row}: status {key!r} is not known; "
+                                        f"map it with --status-map {key}=STATE ({', '.join(STATES)})"})
+            states.append(state)
+        frame["status"] = states
+        if any(s is None for s in states) and any(s is not None for s in states):
+            frame["status"] = [s or "reported" for s in states]
+    if report.rejected:
+        report.rejected.sort(key=lambda r: r["row"])
+        report.error = (f"{len(report.rejected)} of {report.rows} rows are unusable, so nothing was written; "
+                        "fix them or pass --status-map")
+        return report
+    if "location_placeholder" in frame:
+        n = int(frame["location_placeholder"].fillna(False).astype(bool).sum())
+        if n:
+            report.warnings.append(f"{n} rows have a placeholder location (the source could not place "
+                                   "them): kept and flagged, routed as 'unlocated' to the fallback party")
+        report.flagged = n
+    if dry_run:
+        return report
+    if store is None:
+        raise ValueError("a store is needed unless dry_run")
+    frame["lon"] = frame.geometry.x
+    frame["lat"] = frame.geometry.y
+    has_status = "status" in frame and frame["status"].notna().any()
+    answers = intake(store, pd.DataFrame(frame.drop(columns="geometry")), User("import", "admin"), "file",
+                     dedupe=not has_status, allow_empty=True, source_label=report.file)
+    report.written = len(answers)
+    report.routed = {str(k): int(v) for k, v in answers["routed_by"].value_counts().items()}
+    report.linked = int((answers["status"] == "linked").sum())
     return report
 
 

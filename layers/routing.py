@@ -4,8 +4,9 @@
 takes WGS 84 (or GCJ-02 / BD-09 / CGCS2000) longitude/latitude arrays and answers, for each
 point, the zone code, kind, version, unit and how it was found: "zone" (inside it), "nearest"
 (within a few metres outside every zone: GPS error), "building" (inside a building footprint,
-which no zone covers: the nearest zone of an owner, within 60 m), or "fallback" (属地兜底, the
-street office)."""
+which no zone covers: the nearest zone of an owner, within 60 m), "category" (a category rule
+of rules/workflow.toml: a construction report near a site goes to the site's unit, road
+damage to its department) or "fallback" (属地兜底, the street office)."""
 
 from __future__ import annotations
 
@@ -22,26 +23,38 @@ from geo.routing import FALLBACK, ZoneIndex
 
 from .errors import InputError
 from .store import Store
+from .workflow import CategoryRule, Workflow
 from .zones import FALLBACK as FALLBACK_UNITS
 from .zones import current
 
 STREET_OFFICE = FALLBACK_UNITS["street"]
 BUILDING = "building"  # inside a footprint: the nearest zone of an owner
 BUILDING_REACH_M = 60.0
+CATEGORY = "category"
 
 
 class Router:
-    def __init__(self, store: Store, as_of: dt.date | None = None, tolerance_m: float = 5.0):
+    """`allow_empty`: with no zones in force every point falls back (a city importing its
+    report history before drawing zones); otherwise that is an error."""
+
+    def __init__(self, store: Store, as_of: dt.date | None = None, tolerance_m: float = 5.0,
+                 rules: tuple[CategoryRule, ...] | None = None, allow_empty: bool = False):
         zones = current(store.read("zones"), as_of)
-        if zones.empty:
+        self.rules = Workflow.load().category_rules if rules is None else rules
+        units = store.read("units")
+        self.unit_names = dict(zip(units["unit_id"], units["name"]))
+        self.unit_names.update({r.unit_id: r.unit_name for r in self.rules if r.unit_id})
+        self.tolerance_m = tolerance_m
+        self._kind_trees: dict[str, shapely.STRtree] = {}
+        self.empty = zones.empty
+        if zones.empty and not allow_empty:
             raise InputError("there are no zones in force to route to: run `zonemap zones generate` first")
+        if zones.empty:
+            return
         x0, y0, x1, y1 = zones.total_bounds
         self.metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
         self.zones = zones.reset_index(drop=True)
         self.index = ZoneIndex(self.zones.to_crs(self.metric).geometry.to_numpy())
-        units = store.read("units")
-        self.unit_names = dict(zip(units["unit_id"], units["name"]))
-        self.tolerance_m = tolerance_m
         # a report placed inside a building goes to the nearest zone of an owner, not public space
         self.footprints = shapely.STRtree(polygonal(
             store.read("buildings", bbox=(x0, y0, x1, y1)).to_crs(self.metric).geometry.to_numpy()))
@@ -49,7 +62,8 @@ class Router:
         self.owned = owned
         self.owned_tree = shapely.STRtree(self.index.zones[owned])
 
-    def route(self, lon, lat, crs: str = "wgs84") -> pd.DataFrame:
+    def route(self, lon, lat, crs: str = "wgs84", category=None) -> pd.DataFrame:
+        """One row per point; `category` (one code, or one per point) applies the rules."""
         lon, lat = np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float))
         bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
         if bad.any():
@@ -57,6 +71,12 @@ class Router:
             raise InputError(f"point {i + 1}: ({lon[i]}, {lat[i]}) is not a longitude/latitude "
                              "(did you swap them?)")
         wlon, wlat = to_wgs84(lon, lat, crs)
+        cats = None if category is None else np.full(len(lon), category, dtype=object) \
+            if np.isscalar(category) else np.asarray(category, dtype=object)
+        if self.empty:
+            n = len(lon)
+            idx, method, dist = np.full(n, -1), np.full(n, FALLBACK, dtype=object), np.full(n, np.inf)
+            return self._answer(wlon, wlat, idx, method, dist, self._by_department(cats, method))
         xy = gpd.GeoSeries(gpd.points_from_xy(wlon, wlat), crs="EPSG:4326").to_crs(self.metric)
         idx, method, dist = self.index.route(xy.x.to_numpy(), xy.y.to_numpy(), self.tolerance_m)
         rest = np.flatnonzero(idx < 0)
@@ -68,14 +88,51 @@ class Router:
                                                           return_distance=True, all_matches=False)
                 k = rest[inside[p]]
                 idx[k], dist[k], method[k] = self.owned[z], d, BUILDING
+        self._near_kind(xy.to_numpy(), cats, idx, method, dist)
+        return self._answer(wlon, wlat, idx, method, dist, self._by_department(cats, method))
+
+    def _near_kind(self, pts, cats, idx, method, dist) -> None:
+        """Rules like "08xxx within 50 m of a site → the site's unit": the nearest zone of
+        that kind within reach takes the point over from whatever held it."""
+        for rule in self.rules if cats is not None else ():
+            if not rule.near_kind:
+                continue
+            hit = np.flatnonzero([rule.matches(c) for c in cats])
+            kind = np.flatnonzero((self.zones["kind"] == rule.near_kind).to_numpy())
+            if not len(hit) or not len(kind):
+                continue
+            if rule.near_kind not in self._kind_trees:
+                self._kind_trees[rule.near_kind] = shapely.STRtree(self.index.zones[kind])
+            (p, z), d = self._kind_trees[rule.near_kind].query_nearest(
+                pts[hit], max_distance=rule.within_m, return_distance=True, all_matches=False)
+            k = hit[p]
+            idx[k], dist[k], method[k] = kind[z], d, CATEGORY
+
+    def _by_department(self, cats, method) -> np.ndarray:
+        """unit_id of a department rule per point (None where none applies)."""
+        unit = np.full(len(method), None, dtype=object)
+        for rule in self.rules if cats is not None else ():
+            if rule.unit_id:
+                hit = np.array([unit[i] is None and rule.matches(c) for i, c in enumerate(cats)], bool)
+                unit[hit] = rule.unit_id
+                method[hit] = CATEGORY
+        return unit
+
+    def _answer(self, wlon, wlat, idx, method, dist, dept) -> pd.DataFrame:
         hit = idx >= 0
-        z = self.zones.iloc[np.where(hit, idx, 0)]
-        unit = np.where(hit, z["primary_unit"].to_numpy(), STREET_OFFICE["unit_id"])
+        if self.empty:
+            codes = kinds = versions = np.full(len(idx), None, dtype=object)
+            unit = np.full(len(idx), STREET_OFFICE["unit_id"], dtype=object)
+        else:
+            z = self.zones.iloc[np.where(hit, idx, 0)]
+            codes = np.where(hit, z["code"].to_numpy(), None)
+            kinds = np.where(hit, z["kind"].to_numpy(), None)
+            versions = np.where(hit, z["version"].to_numpy(), None)
+            unit = np.where(hit, z["primary_unit"].to_numpy(), STREET_OFFICE["unit_id"])
+        unit = np.where(dept != None, dept, unit)  # noqa: E711 - elementwise
         return pd.DataFrame({
             "lon_wgs84": np.round(wlon, 7), "lat_wgs84": np.round(wlat, 7),
-            "zone_code": np.where(hit, z["code"].to_numpy(), None),
-            "zone_kind": np.where(hit, z["kind"].to_numpy(), None),
-            "zone_version": np.where(hit, z["version"].to_numpy(), None),
+            "zone_code": codes, "zone_kind": kinds, "zone_version": versions,
             "unit_id": unit, "unit_name": [self.unit_names.get(u, STREET_OFFICE["name"]) for u in unit],
             "method": method, "distance_m": np.where(np.isfinite(dist), np.round(dist, 2), None),
         })

@@ -33,6 +33,7 @@ class Column:
     required: bool = False
     unique: bool = False
     aliases: tuple[str, ...] = ()  # other names a source file may use (Chinese ones among them)
+    private: bool = False  # never served on the map or in public API answers
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Layer:
     geometry_required: bool
     doc: str
     columns: tuple[Column, ...] = field(default_factory=tuple)
+    private: bool = False  # a table the map never serves (users, tokens)
+
+    @property
+    def public_columns(self) -> list[str]:
+        return [c.name for c in self.columns if not c.private]
 
     @property
     def column_names(self) -> list[str]:
@@ -183,16 +189,77 @@ LAYERS: dict[str, Layer] = {
                _NAME,
                *_TAIL)),
         Layer("problems", "问题", "Point", True,
-              "reported problems (points), before they become cases",
-              (_c("problem_id", "text", "id given by the source or by zonemap",
-                  aliases=("编号", "case_id")),
+              "reported problems and the cases they become (案卷): where, what, who answers, "
+              "the state and its deadline; every change of state is kept in case_steps",
+              (_c("problem_id", "text", "id given by the source or by zonemap", unique=True,
+                  aliases=("编号", "case_id", "案卷号")),
                _c("category", "text", "5-digit national category code, or the source's type",
                   aliases=("类别", "问题类型", "case_type")),
                _c("description", "text", "what was seen", aliases=("描述", "问题描述")),
+               _c("address", "text", "address as reported", aliases=("地址", "location")),
                _c("reported_at", "datetime", "when it was reported", aliases=("上报时间", "open_dt")),
-               _c("status", "text", "status as the source gives it", aliases=("状态", "case_status")),
-               _c("reporter", "text", "who reported it (contact kept private)", aliases=("上报人",)),
+               _c("status", "text", "case state: reported, verifying, filed, dispatched, processing, "
+                  "fed_back, checking, closed, returned, extended, shelved, rework, voided; "
+                  "linked for a duplicate report"),
+               _c("source_status", "text", "status as the source file gave it",
+                  aliases=("状态", "case_status", "原状态")),
+               _c("channel", "text", "how it came in: api, open311, file"),
+               _c("public_report", "boolean", "reported by the public (verified before filing)"),
+               _c("reporter", "text", "who reported it (user name or source)", aliases=("上报人",)),
+               _c("contact", "text", "reporter's phone or e-mail", private=True,
+                  aliases=("联系方式", "phone", "email")),
+               _c("photo", "text", "file name of the uploaded photo", private=True),
+               _c("department", "text", "department that handles the category (专业部门)",
+                  aliases=("部门", "处置部门")),
+               _c("zone_code", "text", "code of the zone the point was routed to"),
+               _c("zone_version", "integer", "version of that zone in force at the report's time"),
+               _c("unit_id", "text", "unit_id of the party that answers (责任主体)"),
+               _c("routed_by", "text", "zone, nearest, building, category, fallback or unlocated"),
+               _c("route_distance_m", "real", "distance from the point to the zone, metres"),
+               _c("location_placeholder", "boolean",
+                  "the source could not place the report: its point is a stand-in, not used",
+                  aliases=("location_is_placeholder", "位置无效")),
+               _c("duplicate_of", "text", "problem_id of the open case this report was linked to"),
+               _c("stage_started_at", "datetime", "when the current state began"),
+               _c("stage_deadline", "datetime", "when the current state is due (empty: no limit)"),
+               _c("target_at", "datetime", "disposal deadline (处置时限)", aliases=("target_dt",)),
+               _c("closed_at", "datetime", "when the case was closed", aliases=("closed_dt", "结案时间")),
+               _c("rework_count", "integer", "times a check failed (返工)"),
+               _c("extension_count", "integer", "extensions approved (延期)"),
                *_RAW, *_TAIL)),
+        Layer("case_steps", "案卷流转", None, False,
+              "every change of a case's state: who, when, from, to and why; never rewritten",
+              (_c("problem_id", "text", "the case", required=True),
+               _c("seq", "integer", "1, 2, 3… within the case", required=True),
+               _c("at", "datetime", "when", required=True),
+               _c("actor", "text", "user name, or system"),
+               _c("role", "text", "the actor's role"),
+               _c("action", "text", "what was done (report, verify, file, dispatch…)"),
+               _c("from_status", "text", "state before"),
+               _c("to_status", "text", "state after"),
+               _c("unit_id", "text", "unit answering after the step"),
+               _c("deadline_at", "datetime", "deadline of the new state"),
+               _c("light", "text", "green/yellow/red of the state left, at the time of the step"),
+               _c("note", "text", "opinion or reason given"),
+               *_TAIL)),
+        Layer("users", "用户", None, False,
+              "people who sign in, with one role each", (
+                  _c("name", "text", "login name", required=True, unique=True),
+                  _c("role", "text", "public, inspector, dispatcher, unit, planner or admin",
+                     required=True),
+                  _c("unit_id", "text", "for role unit: the unit whose cases the user answers"),
+                  _c("password_hash", "text", "salted hash (werkzeug scrypt)", private=True),
+                  _c("created_at", "datetime", "when the user was added"),
+                  _c("active", "boolean", "false once disabled"),
+                  *_TAIL), private=True),
+        Layer("tokens", "令牌", None, False,
+              "API tokens (Authorization: Bearer …); only their SHA-256 is kept", (
+                  _c("token_hash", "text", "SHA-256 of the token", required=True, unique=True,
+                     private=True),
+                  _c("user_name", "text", "the user it signs in as", required=True),
+                  _c("created_at", "datetime", "when it was issued"),
+                  _c("revoked", "boolean", "true once revoked"),
+                  *_TAIL), private=True),
     ]
 }
 

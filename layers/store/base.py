@@ -32,6 +32,12 @@ class Transaction(ABC):
     def delete_source(self, layer: str, source: str) -> int:
         """Delete the rows of `layer` whose `source` is `source` (re-imports of base data)."""
 
+    @abstractmethod
+    def rows(self, layer: str, where: dict, lock: bool = False) -> list[dict]:
+        """The rows (without geometry, with `fid`) of `layer` whose columns equal `where`'s
+        values, read inside this transaction; `lock` holds them until it ends (a case's state
+        is read and changed with no other writer in between)."""
+
 
 class Store(ABC):
     """Where the layers live. Subclasses: GeoPackageStore, PostGISStore."""
@@ -48,10 +54,12 @@ class Store(ABC):
         """Number of rows in `layer`."""
 
     @abstractmethod
-    def read(self, layer: str, bbox: tuple[float, float, float, float] | None = None
-             ) -> gpd.GeoDataFrame:
+    def read(self, layer: str, bbox: tuple[float, float, float, float] | None = None,
+             where: dict | None = None) -> gpd.GeoDataFrame:
         """Rows of `layer` (EPSG:4326), optionally only those whose box meets `bbox`
-        (W, S, E, N in degrees), found through the spatial index. Has an `fid` column."""
+        (W, S, E, N in degrees), found through the spatial index, and whose columns equal
+        `where`'s values. Has an `fid` column. A table without geometry (users, tokens,
+        case_steps) comes back as a plain DataFrame."""
 
     @abstractmethod
     def _begin(self) -> Transaction: ...
@@ -95,7 +103,7 @@ class Store(ABC):
         """One dict per layer: name, title, geometry type, feature count, CRS."""
         return [{"name": layer.name, "title_zh": layer.title_zh,
                  "geometry_type": layer.geometry_type, "count": self.count(layer.name),
-                 "crs": STORAGE_CRS} for layer in LAYERS.values()]
+                 "crs": STORAGE_CRS if layer.geometry_type else None} for layer in LAYERS.values()]
 
     def __enter__(self):
         return self
@@ -153,17 +161,37 @@ def _cell(value, type_: str, column: str, row: int):
 def rows_for(layer: Layer, frame: gpd.GeoDataFrame) -> tuple[list[str], list[list], np.ndarray]:
     """Column names, Python row values and geometries (EPSG:4326, promoted to the layer's
     geometry type) of `frame`, ready for either backend."""
-    if frame.crs is not None and not frame.crs.equals(STORAGE_CRS):
+    spatial_frame = isinstance(frame, gpd.GeoDataFrame) and layer.geometry_type is not None
+    if spatial_frame and frame.crs is not None and not frame.crs.equals(STORAGE_CRS):
         frame = frame.to_crs(STORAGE_CRS)
-    unknown = [c for c in frame.columns if c != frame.geometry.name and c not in layer.column_names]
+    geom_name = frame.geometry.name if spatial_frame else None
+    unknown = [c for c in frame.columns if c != geom_name and c not in layer.column_names]
     if unknown:
         raise StoreError(f"layer {layer.name!r} has no column(s) {unknown}")
     cols = [c.name for c in layer.columns if c.name in frame.columns]
     types = [layer.column(c).type for c in cols]
     data = frame[cols].astype(object).to_numpy()
     rows = [[_cell(v, t, c, i + 1) for v, t, c in zip(r, types, cols)] for i, r in enumerate(data)]
+    if layer.geometry_type is None:
+        return cols, rows, None
     geoms = promote(np.asarray(frame.geometry.values, dtype=object), layer.geometry_type)
     return cols, rows, geoms
+
+
+def spatial(layer: str | Layer) -> bool:
+    return (layer if isinstance(layer, Layer) else LAYERS[layer]).geometry_type is not None
+
+
+def where_values(layer: Layer, where: dict | None) -> list[tuple[str, list]]:
+    """(column, converted values) for an equality filter; a list value means any of them."""
+    out = []
+    for col, value in (where or {}).items():
+        if col not in layer.column_names and col != "fid":
+            raise StoreError(f"layer {layer.name!r} has no column {col!r}")
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        type_ = "integer" if col == "fid" else layer.column(col).type
+        out.append((col, [_cell(v, type_, col, 1) for v in values]))
+    return out
 
 
 def update_values(layer: Layer, values: dict) -> tuple[list[str], list]:
@@ -176,6 +204,8 @@ def update_values(layer: Layer, values: dict) -> tuple[list[str], list]:
 
 
 def empty_frame(layer: Layer) -> gpd.GeoDataFrame:
+    if layer.geometry_type is None:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in ["fid", *layer.column_names]})
     return gpd.GeoDataFrame({c: pd.Series([], dtype=object) for c in ["fid", *layer.column_names]},
                             geometry=gpd.GeoSeries([], crs=STORAGE_CRS))
 
@@ -185,6 +215,8 @@ def frame_from_rows(layer: Layer, cols: list[str], rows: list[tuple], wkb: list)
     if not rows:
         return empty_frame(layer)
     df = pd.DataFrame.from_records(rows, columns=["fid", *cols])
+    if layer.geometry_type is None:
+        return nulls_as_none(layer, df)
     geoms = shapely.from_wkb(np.array(wkb, dtype=object))
     return nulls_as_none(layer, gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=STORAGE_CRS)))
 
@@ -197,6 +229,23 @@ def nulls_as_none(layer: Layer, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             col = frame[c.name].astype(object)
             frame[c.name] = col.where(col.notna(), None)
     return frame
+
+
+def from_db(layer: Layer, cols: list[str], values) -> dict:
+    """A row read by SQL as a dict of Python values: datetimes aware (UTC), dates as dates,
+    yes/no as bool, whichever way the backend spelled them."""
+    out = {}
+    for c, v in zip(cols, values):
+        type_ = "integer" if c == "fid" else layer.column(c).type
+        if v is not None and type_ == "datetime" and not isinstance(v, dt.datetime):
+            v = pd.Timestamp(v).tz_convert("UTC").to_pydatetime() if pd.Timestamp(v).tzinfo \
+                else pd.Timestamp(v).tz_localize("UTC").to_pydatetime()
+        elif v is not None and type_ == "date" and not isinstance(v, dt.date):
+            v = dt.date.fromisoformat(str(v)[:10])
+        elif v is not None and type_ == "boolean":
+            v = bool(v)
+        out[c] = v
+    return out
 
 
 def check_layer(name: str) -> Layer:

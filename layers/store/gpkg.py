@@ -14,12 +14,25 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, STORAGE_CRS, TYPES
-from .base import Store, Transaction, check_layer, empty_frame, nulls_as_none, rows_for, to_date_text, update_values
+from .base import (
+    Store,
+    Transaction,
+    check_layer,
+    empty_frame,
+    from_db,
+    nulls_as_none,
+    rows_for,
+    spatial,
+    to_date_text,
+    update_values,
+    where_values,
+)
 
 _SRS_ID = 4326
 # GeoPackage binary header: "GP", version 0, flags = little-endian + [minx,maxx,miny,maxy] envelope.
@@ -71,13 +84,18 @@ class _GpkgTransaction(Transaction):
     def append(self, layer: str, frame: gpd.GeoDataFrame) -> int:
         spec = check_layer(layer)
         cols, rows, geoms = rows_for(spec, frame)
-        blobs = gpkg_blobs(geoms)
-        names = ", ".join(f'"{c}"' for c in [*cols, "geom"])
-        marks = ", ".join("?" * (len(cols) + 1))
+        if geoms is None:
+            names = ", ".join(f'"{c}"' for c in cols)
+            marks = ", ".join("?" * len(cols))
+            blobs = [()] * len(rows)
+        else:
+            names = ", ".join(f'"{c}"' for c in [*cols, "geom"])
+            marks = ", ".join("?" * (len(cols) + 1))
+            blobs = [(b,) for b in gpkg_blobs(geoms)]
         sql = f'INSERT INTO "{layer}" ({names}) VALUES ({marks})'
         for i, (row, blob) in enumerate(zip(rows, blobs), start=1):
             try:
-                self.con.execute(sql, [to_date_text(v) for v in row] + [blob])
+                self.con.execute(sql, [to_date_text(v) for v in row] + list(blob))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"row {i} of layer {layer!r} breaks a constraint ({exc}); "
                                  "nothing was written") from None
@@ -91,6 +109,38 @@ class _GpkgTransaction(Transaction):
     def delete_source(self, layer, source):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = ?', (source,)).rowcount
+
+    def rows(self, layer, where, lock=False):  # BEGIN IMMEDIATE already holds the write lock
+        spec = check_layer(layer)
+        cols = ["fid", *spec.column_names]
+        sql, params = _where_sql(spec, where)
+        names = ", ".join(f'"{c}"' for c in cols)
+        got = self.con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
+        return [from_db(spec, cols, r) for r in got]
+
+
+def _literal(v) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "'" + str(to_date_text(v)).replace("'", "''") + "'"
+
+
+def _where_text(spec, where) -> str:
+    """The same filter as SQL text with quoted literals (pyogrio takes no parameters)."""
+    return " AND ".join(f'"{col}" IN ({", ".join(map(_literal, values))})'
+                        for col, values in where_values(spec, where))
+
+
+def _where_sql(spec, where) -> tuple[str, list]:
+    parts, params = [], []
+    for col, values in where_values(spec, where):
+        parts.append(f'"{col}" IN ({", ".join("?" * len(values))})')
+        params += [to_date_text(v) for v in values]
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
 class GeoPackageStore(Store):
@@ -131,6 +181,9 @@ class GeoPackageStore(Store):
         self._add_new_columns([n for n in LAYERS if n in existing])
         for name in missing:
             spec = LAYERS[name]
+            if not spatial(spec):
+                self._create_table(spec)
+                continue
             empty = gpd.GeoDataFrame(geometry=gpd.GeoSeries([], crs=STORAGE_CRS))
             pyogrio.write_dataframe(empty, self.path, layer=name, driver="GPKG",
                                     geometry_type=spec.geometry_type, append=False,
@@ -145,6 +198,22 @@ class GeoPackageStore(Store):
                 con.execute("COMMIT")
             finally:
                 con.close()
+
+    def _create_table(self, spec) -> None:
+        """A table without geometry: a GeoPackage 'attributes' table, which QGIS lists too."""
+        cols = ", ".join(f'"{c.name}" {TYPES[c.type][0]}' for c in spec.columns)
+        con = self._connect()
+        try:
+            con.execute("BEGIN")
+            con.execute(f'CREATE TABLE "{spec.name}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, {cols})')
+            for c in spec.columns:
+                if c.unique:
+                    con.execute(f'CREATE UNIQUE INDEX "{spec.name}_{c.name}_uq" ON "{spec.name}"("{c.name}")')
+            con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
+                        "VALUES (?, 'attributes', ?, ?)", (spec.name, spec.name, spec.doc))
+            con.execute("COMMIT")
+        finally:
+            con.close()
 
     def _add_new_columns(self, names: list[str]) -> None:
         """Columns added to the schema since the file was made (nullable, so always safe)."""
@@ -167,11 +236,26 @@ class GeoPackageStore(Store):
         finally:
             con.close()
 
-    def read(self, layer, bbox=None):
+    def read(self, layer, bbox=None, where=None):
         spec = check_layer(layer)
         if self.count(layer) == 0:
             return empty_frame(spec)
-        df = pyogrio.read_dataframe(self.path, layer=layer, bbox=bbox, fid_as_index=True)
+        sql, params = _where_sql(spec, where)
+        if not spatial(spec):
+            cols = ["fid", *spec.column_names]
+            names = ", ".join(f'"{c}"' for c in cols)
+            con = self._connect()
+            try:
+                got = con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
+            finally:
+                con.close()
+            if not got:
+                return empty_frame(spec)
+            return nulls_as_none(spec, pd.DataFrame([from_db(spec, cols, r) for r in got], columns=cols))
+        text_where = _where_text(spec, where) if where else None
+        df = pyogrio.read_dataframe(self.path, layer=layer, bbox=bbox, fid_as_index=True, where=text_where)
+        if df.empty:
+            return empty_frame(spec)
         df.index.name = "fid"
         df = df.reset_index()
         df = df.rename_geometry("geometry") if df.geometry.name != "geometry" else df
@@ -181,7 +265,7 @@ class GeoPackageStore(Store):
         con = self._connect()
         try:
             boxes = [con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) '
-                                 f'FROM "rtree_{name}_geom"').fetchone() for name in LAYERS]
+                                 f'FROM "rtree_{name}_geom"').fetchone() for name in LAYERS if spatial(name)]
         finally:
             con.close()
         boxes = [b for b in boxes if b[0] is not None]

@@ -13,7 +13,17 @@ import shapely
 
 from ..errors import StoreError
 from ..schema import LAYERS, TYPES
-from .base import Store, Transaction, check_layer, frame_from_rows, rows_for, update_values
+from .base import (
+    Store,
+    Transaction,
+    check_layer,
+    frame_from_rows,
+    from_db,
+    rows_for,
+    spatial,
+    update_values,
+    where_values,
+)
 
 
 class _PgTransaction(Transaction):
@@ -23,13 +33,18 @@ class _PgTransaction(Transaction):
     def append(self, layer, frame):
         spec = check_layer(layer)
         cols, rows, geoms = rows_for(spec, frame)
-        ewkb = shapely.to_wkb(geoms, hex=True, include_srid=False, flavor="extended")
-        names = ", ".join(f'"{c}"' for c in [*cols, "geom"])
+        if geoms is None:
+            names = ", ".join(f'"{c}"' for c in cols)
+            tails = [[]] * len(rows)
+        else:
+            ewkb = shapely.to_wkb(geoms, hex=True, include_srid=False, flavor="extended")
+            names = ", ".join(f'"{c}"' for c in [*cols, "geom"])
+            tails = [[None if g is None else "SRID=4326;" + g] for g in ewkb]
         try:
             with self.con.cursor() as cur, cur.copy(
                     f'COPY "{layer}" ({names}) FROM STDIN') as copy:
-                for row, g in zip(rows, ewkb):
-                    copy.write_row([*row, None if g is None else "SRID=4326;" + g])
+                for row, tail in zip(rows, tails):
+                    copy.write_row([*row, *tail])
         except psycopg.errors.IntegrityError as exc:
             where = (exc.diag.context or "").strip().splitlines()
             raise StoreError(f"layer {layer!r}: {exc.diag.message_primary}"
@@ -48,6 +63,23 @@ class _PgTransaction(Transaction):
     def delete_source(self, layer, source):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
+
+    def rows(self, layer, where, lock=False):
+        spec = check_layer(layer)
+        cols = ["fid", *spec.column_names]
+        sql, params = _where_sql(spec, where)
+        names = ", ".join(f'"{c}"' for c in cols)
+        got = self.con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid'
+                               + (" FOR UPDATE" if lock else ""), params).fetchall()
+        return [from_db(spec, cols, r) for r in got]
+
+
+def _where_sql(spec, where) -> tuple[str, list]:
+    parts, params = [], []
+    for col, values in where_values(spec, where):
+        parts.append(f'"{col}" = ANY(%s)')
+        params.append(values)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
 class PostGISStore(Store):
@@ -89,9 +121,12 @@ class PostGISStore(Store):
                 continue
             cols = ", ".join(f'"{c.name}" {TYPES[c.type][1]}' for c in spec.columns)
             with self.con.transaction():
-                self.con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols}, '
-                                 f"geom geometry({spec.geometry_type}, 4326))")
-                self.con.execute(f'CREATE INDEX "{name}_geom_gist" ON "{name}" USING gist (geom)')
+                if spatial(spec):
+                    self.con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols}, '
+                                     f"geom geometry({spec.geometry_type}, 4326))")
+                    self.con.execute(f'CREATE INDEX "{name}_geom_gist" ON "{name}" USING gist (geom)')
+                else:
+                    self.con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols})')
                 for c in spec.columns:
                     if c.unique:
                         self.con.execute(
@@ -101,21 +136,25 @@ class PostGISStore(Store):
         check_layer(layer)
         return self.con.execute(f'SELECT count(*) FROM "{layer}"').fetchone()[0]
 
-    def read(self, layer, bbox=None):
+    def read(self, layer, bbox=None, where=None):
         spec = check_layer(layer)
         cols = spec.column_names
-        sql = (f'SELECT fid, {", ".join(chr(34) + c + chr(34) for c in cols)}, ST_AsBinary(geom) '
-               f'FROM "{layer}"')
-        params: list = []
+        names = ", ".join(chr(34) + c + chr(34) for c in cols)
+        cond, params = _where_sql(spec, where)
+        if not spatial(spec):
+            rows = self.con.execute(f'SELECT fid, {names} FROM "{layer}"{cond} ORDER BY fid', params).fetchall()
+            return frame_from_rows(spec, cols, rows, [])
+        sql = f'SELECT fid, {names}, ST_AsBinary(geom) FROM "{layer}"{cond}'
         if bbox is not None:
-            sql += " WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
-            params = list(bbox)
+            sql += (" AND" if cond else " WHERE") + " geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+            params = [*params, *bbox]
         rows = self.con.execute(sql + " ORDER BY fid", params).fetchall()
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
 
     def extent(self):
-        union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"' for n in LAYERS)
+        union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"'
+                                   for n in LAYERS if spatial(n))
         row = self.con.execute(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
                                f"(SELECT ST_Extent(g) AS e FROM ({union}) u) x").fetchone()
         return None if row[0] is None else tuple(row)

@@ -16,9 +16,36 @@ from layers.store import open_store
 def test_new_store_has_every_layer_empty_with_a_spatial_index(store):
     info = {i["name"]: i for i in store.layer_info()}
     assert set(info) == set(LAYERS)
-    assert all(i["count"] == 0 and i["crs"] == "EPSG:4326" for i in info.values())
-    assert all(store.has_spatial_index(name) for name in LAYERS)
+    spatial = [n for n, spec in LAYERS.items() if spec.geometry_type]
+    assert all(info[n]["count"] == 0 and info[n]["crs"] == "EPSG:4326" for n in spatial)
+    assert all(store.has_spatial_index(name) for name in spatial)
+    assert {"users", "tokens", "case_steps"} <= set(LAYERS) - set(spatial)
+    assert all(info[n]["crs"] is None for n in set(LAYERS) - set(spatial))
     assert store.is_empty() and store.extent() is None
+
+
+def test_tables_without_geometry_and_filtered_reads(store):
+    import pandas as pd
+
+    when = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.UTC)
+    store.append("users", pd.DataFrame([{"name": "李四", "role": "inspector", "created_at": when,
+                                         "active": True}, {"name": "o'brien", "role": "unit", "active": False}]))
+    back = store.read("users", where={"name": ["o'brien"]})
+    assert len(back) == 1 and back.iloc[0]["role"] == "unit" and not back.iloc[0]["active"]
+    row = store.read("users", where={"name": "李四"}).iloc[0]
+    assert pd.Timestamp(row["created_at"]) == pd.Timestamp(when)
+    with store.transaction() as tx:
+        got = tx.rows("users", {"role": ["inspector", "unit"]}, lock=True)
+    assert [r["name"] for r in got] == ["李四", "o'brien"] and got[0]["created_at"] == when
+    with pytest.raises(StoreError, match="unique|constraint"):
+        store.append("users", pd.DataFrame([{"name": "李四", "role": "admin"}]))
+    assert store.count("users") == 2
+    pts = gpd.GeoDataFrame({"problem_id": ["a", "b'c"], "category": ["06010", "06010"]},
+                           geometry=[shapely.Point(118.78, 32.04), shapely.Point(118.79, 32.05)], crs="EPSG:4326")
+    store.append("problems", pts)
+    assert store.read("problems", where={"problem_id": "b'c"})["problem_id"].tolist() == ["b'c"]
+    assert store.read("problems", bbox=(118.77, 32.03, 118.785, 32.045), where={"category": "06010"}
+                      )["problem_id"].tolist() == ["a"]
 
 
 def test_rows_round_trip_with_chinese_text_types_and_multi_geometry(store):
