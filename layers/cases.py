@@ -130,8 +130,8 @@ def _routers(store: Store, rules: Rules, allow_empty: bool):
     return get
 
 
-def _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder) -> pd.DataFrame:
-    get = _routers(store, rules, allow_empty)
+def _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, router=None) -> pd.DataFrame:
+    get = (lambda day: router) if router is not None else _routers(store, rules, allow_empty)
     days = pd.Series(when).map(lambda t: pd.Timestamp(t).astimezone(rules.tz).date()).to_numpy()
     out = []
     for day in dict.fromkeys(days):
@@ -165,7 +165,7 @@ def _open_cases(store: Store, cats: set, lon, lat) -> pd.DataFrame:
 
 def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now: dt.datetime | None = None,
            rules: Rules | None = None, dedupe: bool = True, allow_empty: bool = False,
-           source_label: str | None = None) -> pd.DataFrame:
+           source_label: str | None = None, router: Router | None = None) -> pd.DataFrame:
     """Write `reports` as cases (or duplicates linked to open ones) in one transaction.
 
     `reports` has lon, lat (WGS 84) and may have raw_x/raw_y/raw_crs, category, description,
@@ -199,7 +199,7 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
     when = np.array([now if _missing(t) else pd.Timestamp(t).to_pydatetime() for t in col("reported_at")],
                     dtype=object)
     placeholder = np.array([bool(v) and not _missing(v) for v in col("location_placeholder", False)])
-    routed = _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder)
+    routed = _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, router)
     given_status = col("status")
     live = all(_missing(s) for s in given_status)
     public = user.role == "public"
@@ -300,8 +300,10 @@ def _ensure_units(tx, store: Store, routed: pd.DataFrame) -> None:
                 geometry=gpd.GeoSeries([None], crs="EPSG:4326")))
 
 
-def report_one(store: Store, data: dict, user: User, channel: str, *, now=None, rules=None) -> dict:
-    """One report from the API or Open311: checks, converts the phone's coordinates, intakes."""
+def report_one(store: Store, data: dict, user: User, channel: str, *, now=None, rules=None, router=None,
+               problem_id: str | None = None) -> dict:
+    """One report from the API or Open311: checks, converts the phone's coordinates, intakes.
+    `router`: a live Router over the zones in force (a server keeps one)."""
     def number(key):
         v = data.get(key)
         try:
@@ -333,8 +335,8 @@ def report_one(store: Store, data: dict, user: User, channel: str, *, now=None, 
         "category": category, "description": None if desc is None else str(desc),
         "address": (str(data["address"])[:500] if data.get("address") else None),
         "contact": (str(data["contact"])[:200] if data.get("contact") else None),
-        "photo": data.get("photo")}])
-    out = intake(store, frame, user, channel, now=now, rules=rules, source_label=channel)
+        "photo": data.get("photo"), "problem_id": problem_id, "attrs": data.get("attrs")}])
+    out = intake(store, frame, user, channel, now=now, rules=rules, source_label=channel, router=router)
     return _jsonable(out.iloc[0].to_dict())
 
 

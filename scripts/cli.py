@@ -21,6 +21,7 @@ from layers import importer  # noqa: E402
 from layers.errors import ZonemapError  # noqa: E402
 from layers.schema import LAYERS, schema_markdown  # noqa: E402
 from layers.store import open_store  # noqa: E402
+from layers.workflow import ACTIONS, ROLES  # noqa: E402
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -110,11 +111,12 @@ def import_osm(ctx, file, bbox, margin_m, replace, dry_run, as_json):
     _emit(as_json, report, f"{report['file']}: {verb} {counts}")
 
 
-def _parse_map(values):
+def _parse_map(values, hint="--map"):
     out = {}
     for v in values:
         if "=" not in v:
-            raise click.BadParameter(f"{v!r} is not SOURCE=COLUMN", param_hint="--map")
+            raise click.BadParameter(f"{v!r} is not {'SOURCE=COLUMN' if hint == '--map' else 'TEXT=STATE'}",
+                                     param_hint=hint)
         src, dst = v.split("=", 1)
         out[src.strip()] = dst.strip()
     return out
@@ -122,7 +124,8 @@ def _parse_map(values):
 
 @main.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--as", "layer_name", required=True, type=click.Choice(list(LAYERS)),
+@click.option("--as", "layer_name", required=True,
+              type=click.Choice([n for n, spec in LAYERS.items() if not spec.private and n != "case_steps"]),
               help="The layer to import into.")
 @click.option("--layer", help="The layer of a multi-layer file (GeoPackage, DXF) to read.")
 @click.option("--crs", help="The file's CRS when it has none: EPSG code, wgs84, cgcs2000, gcj02, bd09.")
@@ -134,19 +137,25 @@ def _parse_map(values):
 @click.option("--match", type=click.Choice(["name", "code"]),
               help="With --as units: update the units already in the store, matched by name or "
                    "统一社会信用代码, instead of adding rows.")
+@click.option("--tz", help="With --as problems: the time zone of times written without one "
+                             "(default: workflow.toml's, Asia/Shanghai).")
+@click.option("--status-map", "status_map", multiple=True, metavar="TEXT=STATE",
+              help="With --as problems: read the file's status TEXT as zonemap STATE (repeatable).")
 @click.option("--skip-invalid", is_flag=True, help="Import the usable rows even if some are not.")
 @click.option("--dry-run", is_flag=True, help="Validate and report, write nothing.")
 @json_option
 @click.pass_context
-def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, match, skip_invalid,
-            dry_run, as_json):
-    """Import a GeoPackage, Shapefile, GeoJSON, KML, DXF, CSV or XLSX file into a layer."""
+def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, match, tz, status_map,
+            skip_invalid, dry_run, as_json):
+    """Import a GeoPackage, Shapefile, GeoJSON, KML, DXF, CSV or XLSX file into a layer.
+    With --as problems each row becomes a case, routed to the party that answers for it."""
     store = None if dry_run and not match else _store(ctx)
     try:
         report = importer.import_file(store, file, layer_name, crs=crs, layer=layer,
                                       encoding=encoding, x=x_col, y=y_col,
                                       column_map=_parse_map(mapping), dry_run=dry_run,
-                                      skip_invalid=skip_invalid, match=match)
+                                      skip_invalid=skip_invalid, match=match, tz=tz,
+                                      status_map=_parse_map(status_map, "--status-map"))
     except ZonemapError as exc:
         _fail(as_json, str(exc), {"file": file, "layer": layer_name})
     finally:
@@ -328,6 +337,157 @@ def serve(ctx, host, port, threads, as_json):
           f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/  (Ctrl-C stops)")
     sys.stdout.flush()
     waitress.serve(app, host=host, port=port, threads=threads, ident="zonemap")
+
+
+@main.group()
+def users():
+    """People who sign in, each with one role (public, inspector, dispatcher, unit, planner, admin)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(list(ROLES)), help="The user's role.")
+@click.option("--unit", "unit_id", help="For role unit: the unit_id whose cases it answers.")
+@json_option
+@click.pass_context
+def users_add(ctx, name, role, unit_id, as_json):
+    """Add a user; the password is read from standard input (one line)."""
+    from layers.users import add_user
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    with _store(ctx) as store:
+        try:
+            user = add_user(store, name, role, password, unit_id)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    _emit(as_json, user.to_dict(), f"added {user.name} ({user.role}{', ' + unit_id if unit_id else ''})")
+
+
+@users.command("list")
+@json_option
+@click.pass_context
+def users_list(ctx, as_json):
+    """List the users and their roles (never their passwords)."""
+    from layers.users import list_users
+
+    with _store(ctx) as store:
+        rows = list_users(store)
+    _emit(as_json, rows, "\n".join(f"{r['name']:<20} {r['role']:<10} {r['unit_id'] or ''}"
+                                   f"{'' if r['active'] else ' (disabled)'}" for r in rows) or "no users")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--revoke", is_flag=True, help="Revoke the user's tokens instead of issuing one.")
+@json_option
+@click.pass_context
+def token(ctx, name, revoke, as_json):
+    """Issue an API token for user NAME (shown once; send it as Authorization: Bearer TOKEN)."""
+    from layers.users import issue_token, revoke_tokens
+
+    with _store(ctx) as store:
+        try:
+            if revoke:
+                n = revoke_tokens(store, name)
+                _emit(as_json, {"user": name, "revoked": n}, f"revoked {n} token(s) of {name}")
+                return
+            tok = issue_token(store, name)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    _emit(as_json, {"user": name, "token": tok}, tok)
+
+
+@main.group()
+def cases():
+    """Follow and move cases (案卷) from the command line, as a named user."""
+
+
+def _as_user(store, name):
+    from layers.users import get_user
+
+    return get_user(store, name)
+
+
+@cases.command("list")
+@click.option("--as", "user_name", required=True, help="The user whose view to show.")
+@click.option("--status", help="States, comma-separated.")
+@click.option("--category", help="Category codes, comma-separated.")
+@click.option("--unit", help="unit_id, comma-separated.")
+@click.option("--since", help="Reported on or after (YYYY-MM-DD).")
+@click.option("--until", help="Reported on or before (YYYY-MM-DD).")
+@click.option("--page", default=1, show_default=True, type=int)
+@click.option("--per-page", default=50, show_default=True, type=int)
+@json_option
+@click.pass_context
+def cases_list(ctx, user_name, status, category, unit, since, until, page, per_page, as_json):
+    """List cases, newest first, with their light (green/yellow/red)."""
+    from layers.cases import list_cases
+
+    with _store(ctx) as store:
+        try:
+            got = list_cases(store, _as_user(store, user_name), status=status, category=category, unit=unit,
+                             since=since, until=until, page=page, per_page=per_page)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    lines = [f"{c['problem_id']:<22} {c['status']:<11} {c['light'] or '':<6} {c['category'] or '':<8} "
+             f"{c['unit_name'] or ''}" for c in got["cases"]]
+    _emit(as_json, got, "\n".join([f"{got['total']} cases, page {page}", *lines]))
+
+
+@cases.command("show")
+@click.argument("problem_id")
+@click.option("--as", "user_name", required=True, help="The user whose view to show.")
+@json_option
+@click.pass_context
+def cases_show(ctx, problem_id, user_name, as_json):
+    """One case with every step of its life."""
+    from layers.cases import get_case
+
+    with _store(ctx) as store:
+        try:
+            c = get_case(store, problem_id, _as_user(store, user_name))
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    lines = [f"{c['problem_id']} {c['status']} ({c['status_zh']}) → {c['unit_name']} [{c['routed_by']}]"]
+    lines += [f"  {s['seq']:>2} {s['at']} {s['actor']} {s['action']}: {s['from_status']} → {s['to_status']}"
+              f"{'  ' + s['note'] if s['note'] else ''}" for s in c["steps"]]
+    _emit(as_json, c, "\n".join(lines))
+
+
+@cases.command("transition")
+@click.argument("problem_id")
+@click.argument("action", type=click.Choice(list(ACTIONS)))
+@click.option("--as", "user_name", required=True, help="The user who acts.")
+@click.option("--note", help="Opinion or reason, kept with the step.")
+@click.option("--unit", "unit_id", help="With dispatch: send to this unit instead (改派).")
+@json_option
+@click.pass_context
+def cases_transition(ctx, problem_id, action, user_name, note, unit_id, as_json):
+    """Move a case: verify, file, dispatch, accept, return, extend, feed_back, check, close…"""
+    from layers.cases import transition
+
+    with _store(ctx) as store:
+        try:
+            c = transition(store, problem_id, action, _as_user(store, user_name), note=note, unit_id=unit_id)
+        except ZonemapError as exc:
+            _fail(as_json, str(exc))
+    _emit(as_json, c, f"{c['problem_id']}: {c['status']} ({c['status_zh']}), due {c['stage_deadline'] or '—'}")
+
+
+@cases.command("stats")
+@click.option("--by", default="department", show_default=True,
+              type=click.Choice(["department", "unit_id", "category", "zone_code"]))
+@json_option
+@click.pass_context
+def cases_stats(ctx, by, as_json):
+    """On-time rate (按期结案率) of closed cases that had a deadline, per group."""
+    from layers.cases import on_time_rates
+
+    with _store(ctx) as store:
+        table = on_time_rates(store, by)
+    rows = table.to_dict("records")
+    _emit(as_json, rows, "\n".join(f"{r[by]:<24} {r['on_time']:>6}/{r['closed']:<6} {r['rate']:.1%}"
+                                   for r in rows) or "no closed cases with a deadline")
 
 
 if __name__ == "__main__":

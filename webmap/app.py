@@ -14,6 +14,7 @@ from layers.errors import ZonemapError
 from layers.schema import LAYERS
 from layers.store import open_store
 
+from . import api, open311
 from .i18n import labels
 from .maps import layers_page
 
@@ -68,8 +69,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/api/layers/<name>.geojson")
     def api_layer(name):
-        if name not in LAYERS:
-            abort(404, f"no layer {name!r}; the layers are: {', '.join(LAYERS)}")
+        shown = [n for n, spec in LAYERS.items() if spec.geometry_type and not spec.private]
+        if name not in shown:
+            abort(404, f"no map layer {name!r}; the map layers are: {', '.join(shown)}")
         bbox = _bbox_arg(request.args.get("bbox"))
         try:
             limit = min(int(request.args.get("limit", 5000)), MAX_LIMIT)
@@ -77,7 +79,8 @@ def create_app(config: dict | None = None) -> Flask:
             abort(400, "limit must be a whole number")
         frame = store().read(name, bbox=bbox)
         truncated = len(frame) > limit
-        frame = frame.iloc[:limit].drop(columns=["attrs"])
+        hidden = ["attrs", *(c.name for c in LAYERS[name].columns if c.private)]
+        frame = frame.iloc[:limit].drop(columns=hidden)
         geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
         body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
         return Response(body, mimetype="application/geo+json")
@@ -103,9 +106,19 @@ def create_app(config: dict | None = None) -> Flask:
         system = request.args.get("crs", "wgs84").lower()
         if system not in ("wgs84", "gcj02", "bd09", "cgcs2000"):
             abort(400, "crs must be wgs84, gcj02, bd09 or cgcs2000")
-        row = router().route([lon], [lat], system).iloc[0]
+        category = request.args.get("category") or None
+        if category is not None and category not in app.extensions["rules"].categories:
+            abort(400, f"category {category!r} is not in the category table; see /api/categories")
+        row = router().route([lon], [lat], system, category=category).iloc[0]
         return jsonify({k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
-                        for k, v in row.items()} | {"lon": lon, "lat": lat, "crs": system})
+                        for k, v in row.items()} | {"lon": lon, "lat": lat, "crs": system, "category": category})
+
+    @app.get("/api/ping")
+    def ping():  # the trivial endpoint the routing benchmark compares /api/route with
+        return jsonify({"ok": True})
+
+    api.register(app, store, router)
+    open311.register(app, store)
 
     @app.get("/favicon.ico")
     def favicon():
