@@ -474,8 +474,11 @@ def _rows(frame: gpd.GeoDataFrame) -> list[dict]:
     return [{k: (None if _missing(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
-def _unit_names(store: Store) -> dict:
-    units = store.read("units")
+def _unit_names(store: Store, ids) -> dict:
+    ids = sorted({i for i in ids if i})
+    if not ids:
+        return {}
+    units = store.read("units", where={"unit_id": ids})
     return dict(zip(units["unit_id"], units["name"]))
 
 
@@ -486,7 +489,7 @@ def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None)
         raise NotFound(f"no case {problem_id!r}")
     steps = store.read("case_steps", where={"problem_id": problem_id}).to_dict("records")
     linked = store.read("problems", where={"duplicate_of": problem_id})["problem_id"].tolist()
-    return case_view(got[0], user, rules, now or utc_now(), _unit_names(store), steps, linked)
+    return case_view(got[0], user, rules, now or utc_now(), _unit_names(store, [got[0]["unit_id"]]), steps, linked)
 
 
 def _parse_time(text, name: str) -> pd.Timestamp | None:
@@ -533,9 +536,9 @@ def list_cases(store: Store, user: User, *, bbox=None, status=None, category=Non
     rows = [r for r in _rows(frame) if _visible(r, user)]
     rows.sort(key=lambda r: (pd.Timestamp(r["reported_at"]) if r.get("reported_at") is not None
                              else pd.Timestamp(0, tz="UTC"), r["problem_id"]), reverse=True)
-    names = _unit_names(store)
     now = now or utc_now()
     chunk = rows[(page - 1) * per_page: page * per_page]
+    names = _unit_names(store, [r["unit_id"] for r in chunk])
     return {"total": len(rows), "page": page, "per_page": per_page,
             "cases": [case_view(r, user, rules, now, names) for r in chunk]}
 

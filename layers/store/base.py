@@ -227,7 +227,12 @@ def nulls_as_none(layer: Layer, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     for c in layer.columns:
         if c.type in ("text", "boolean"):
             col = frame[c.name].astype(object)
-            frame[c.name] = col.where(col.notna(), None)
+            missing = col.isna().to_numpy()
+            if missing.any():
+                values = col.to_numpy(copy=True)
+                values[missing] = None
+                col = pd.Series(values, index=frame.index, dtype=object)
+            frame[c.name] = col
     return frame
 
 
