@@ -253,7 +253,8 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
             status = given_status[i]
             target = col("target_at")[i]
             closed = col("closed_at")[i]
-            if _missing(target) and status not in ("reported", "verifying", "filed"):
+            # a file with no deadlines gets the category's; one whose row left it empty keeps none
+            if "target_at" not in rep and status not in ("reported", "verifying", "filed"):
                 target = rules.add(pd.Timestamp(t).to_pydatetime(), rules.disposal(cats[i]))
             row |= {"status": status, "target_at": None if _missing(target) else target,
                     "closed_at": None if _missing(closed) else closed, "stage_started_at": t}
