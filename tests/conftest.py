@@ -93,7 +93,8 @@ def nanjing_osm(shared_data):
 NANJING_BBOX = ("118.7620", "32.0347", "118.7968", "32.0522")
 
 
-def run_cli(*args, db: str | None = None, check: bool = False, env: dict | None = None):
+def run_cli(*args, db: str | None = None, check: bool = False, env: dict | None = None,
+            stdin: str | None = None):
     """Run `scripts/zonemap` the way a user does (a separate process)."""
     cmd = [sys.executable, str(ROOT / "scripts" / "cli.py")]
     if db is not None:
@@ -101,7 +102,7 @@ def run_cli(*args, db: str | None = None, check: bool = False, env: dict | None 
     full_env = {**os.environ, **(env or {})}
     full_env.pop("ZONEMAP_DB", None) if db is not None else None
     done = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=full_env,
-                          timeout=600)
+                          timeout=600, input=stdin)
     if check and done.returncode != 0:
         raise AssertionError(f"zonemap {' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
     return done
