@@ -116,3 +116,58 @@ def test_route_api(zoned):
     assert c.get("/api/route?lon=1&lat=2&crs=mars").status_code == 400
     assert np.isfinite(r["lon_wgs84"])
     assert shapely.Point(r["lon_wgs84"], r["lat_wgs84"]).distance(shapely.Point(lon[0], lat[0])) < 1e-7
+
+
+def test_a_point_two_metres_outside_a_frontage_zone_goes_to_it_as_nearest(zoned):
+    db, z = zoned
+    m = z.to_crs(4549)
+    outline = shapely.union_all(shapely.make_valid(m.geometry.to_numpy()), grid_size=0.01)
+    edge = shapely.get_exterior_ring(max(shapely.get_parts(outline), key=lambda g: g.area))
+    found = []
+    for code, g in zip(m["code"], m.geometry):
+        if not code.startswith("F") or len(found) >= 5:
+            continue
+        shared = g.boundary.intersection(edge.buffer(0.05))
+        if shared.length < 5:
+            continue
+        on = shared.interpolate(0.5, normalized=True)
+        for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2), (1.41, 1.41), (-1.41, 1.41), (1.41, -1.41), (-1.41, -1.41)):
+            p = shapely.Point(on.x + dx, on.y + dy)
+            if not outline.intersects(p.buffer(0.3)) and abs(g.distance(p) - 2) < 0.3 \
+                    and m.geometry.distance(p).idxmin() == m.index[m["code"] == code][0]:
+                found.append((code, p))
+                break
+    assert found, "no frontage zone on the outer edge of the study area"
+    pts = gpd.GeoSeries([p for _, p in found], crs=4549).to_crs(4326)
+    with open_store(db) as s:
+        res = Router(s).route(pts.x.to_numpy(), pts.y.to_numpy())
+    assert list(res["method"]) == ["nearest"] * len(found)
+    assert list(res["zone_code"]) == [c for c, _ in found]
+    assert res["distance_m"].between(1.6, 2.4).all()
+
+
+def test_an_inspector_reports_in_gcj02_and_sees_at_once_who_answers(zoned):
+    from layers.users import add_user, issue_token
+
+    db, z = zoned
+    part, lon, lat = sample(z, "frontage", 3, seed=11)
+    with open_store(db) as s:
+        if s.read("users", where={"name": "grid1"}).empty:
+            add_user(s, "grid1", "inspector", "grid-worker-1")
+        token = issue_token(s, "grid1")
+    c = create_app({"DB": db}).test_client()
+    gx, gy = wgs84_to_gcj02(lon, lat)
+    for i in range(3):
+        r = c.post("/api/problems", headers={"Authorization": f"Bearer {token}"},
+                   json={"lon": float(gx[i]), "lat": float(gy[i]), "crs": "gcj02", "category": "06036",
+                         "description": "门前堆放杂物"})
+        assert r.status_code == 201, r.get_json()
+        got = r.get_json()
+        assert got["zone_code"] == part["code"].iloc[i] and got["routed_by"] == "zone"
+        assert got["unit_id"] == part["primary_unit"].iloc[i] and got["unit_name"]
+        assert got["status"] == "reported"
+        case = c.get(f"/api/cases/{got['problem_id']}", headers={"Authorization": f"Bearer {token}"}).get_json()
+        assert abs(case["lon"] - lon[i]) < 1e-5 and abs(case["lat"] - lat[i]) < 1e-5  # stored in WGS 84
+    with open_store(db) as s:
+        raw = s.read("problems", where={"problem_id": got["problem_id"]}).iloc[0]
+    assert raw["raw_crs"] == "gcj02" and raw["raw_x"] == pytest.approx(float(gx[2]))
