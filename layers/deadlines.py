@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ from .errors import InputError
 
 RULES = Path(__file__).resolve().parent / "rules"
 UNITS = ("working_hours", "working_days", "hours")
+
+
+def rule_file(name: str) -> Path:
+    """A city's own copy of a rules file (in $ZONEMAP_RULES) when it has one, else ours."""
+    own = os.environ.get("ZONEMAP_RULES")
+    if own and (Path(own) / name).is_file():
+        return Path(own) / name
+    return RULES / name
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class Category:
 
 def load_categories(path: Path | None = None) -> dict[str, Category]:
     """The category table, checked row by row (a bad row names its line and field)."""
-    path = Path(path or RULES / "categories.csv")
+    path = Path(path or rule_file("categories.csv"))
     lines = [ln for ln in path.read_text("utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     out: dict[str, Category] = {}
     for n, row in enumerate(csv.DictReader(lines), start=2):
@@ -71,7 +80,7 @@ class WorkingCalendar:
 
     @classmethod
     def load(cls, path: Path | None = None) -> WorkingCalendar:
-        path = Path(path or RULES / "calendar.toml")
+        path = Path(path or rule_file("calendar.toml"))
         try:
             d = tomllib.loads(path.read_text("utf-8"))
             periods = tuple((_hm(a), _hm(b)) for a, b in (p.split("-") for p in d["work_periods"]))

@@ -8,13 +8,12 @@ A duplicate report is not a case: it is kept as `linked` to the case it repeats.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .deadlines import RULES, UNITS, Category
+from .deadlines import UNITS, Category, rule_file
 from .errors import InputError
 
 STATES = ("reported", "verifying", "filed", "dispatched", "processing", "fed_back", "checking",
@@ -102,8 +101,7 @@ class Workflow:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Workflow:
-        rules_dir = os.environ.get("ZONEMAP_RULES")
-        path = Path(path or (Path(rules_dir) / "workflow.toml" if rules_dir else RULES / "workflow.toml"))
+        path = Path(path or rule_file("workflow.toml"))
         try:
             d = tomllib.loads(path.read_text("utf-8"))
             stages = {k: _limit(v, f"[stages] {k}") for k, v in d.get("stages", {}).items()}

@@ -60,13 +60,15 @@ def test_boston_311_imports_with_its_own_times_and_the_on_time_rate_matches(stor
 
 def test_a_problem_file_with_unknown_states_names_the_rows(tmp_path):
     f = tmp_path / "p.csv"
-    f.write_text("编号,类别,lon,lat,上报时间,状态\nA1,06010,118.78,32.04,2026-11-02 09:00,已结案\n"
+    f.write_text("编号,类别,lon,lat,上报时间,状态\n"
+                 "A1,06010,118.78,32.04,2026-11-02 09:00,已结案\n"
                  "A2,06010,118.78,32.04,2026-11-02 10:00,等领导批示\n", "utf-8")
     db = str(tmp_path / "s.gpkg")
     done = run_cli("import", f, "--as", "problems", "--crs", "wgs84", db=db)
     assert done.returncode == 1
     assert "row 3: status '等领导批示' is not known; map it with --status-map 等领导批示=STATE" in done.stdout
-    ok = run_cli("import", f, "--as", "problems", "--crs", "wgs84", "--status-map", "等领导批示=shelved", "--json", db=db)
+    ok = run_cli("import", f, "--as", "problems", "--crs", "wgs84", "--status-map", "等领导批示=shelved", "--json",
+                 db=db)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     with open_store(db) as s:
         got = s.read("problems").set_index("problem_id")

@@ -37,7 +37,7 @@ def test_tables_without_geometry_and_filtered_reads(store):
     with store.transaction() as tx:
         got = tx.rows("users", {"role": ["inspector", "unit"]}, lock=True)
     assert [r["name"] for r in got] == ["李四", "o'brien"] and got[0]["created_at"] == when
-    with pytest.raises(StoreError, match="unique|constraint"):
+    with pytest.raises(StoreError, match=r"unique|constraint"):
         store.append("users", pd.DataFrame([{"name": "李四", "role": "admin"}]))
     assert store.count("users") == 2
     pts = gpd.GeoDataFrame({"problem_id": ["a", "b'c"], "category": ["06010", "06010"]},

@@ -44,7 +44,8 @@ def test_users_and_tokens_are_kept_hashed(server):
         users = s.read("users").set_index("name")
         stored = s.read("tokens")
     assert users.loc["shop", "role"] == "unit" and users.loc["shop", "unit_id"] == "U-SHOP"
-    assert users.loc["insp", "password_hash"].startswith("scrypt:") and "horse" not in users.loc["insp", "password_hash"]
+    hashed = users.loc["insp", "password_hash"]
+    assert hashed.startswith("scrypt:") and "horse" not in hashed
     assert tokens["insp"] not in set(stored["token_hash"]) and len(stored) == 6
     assert client.get("/api/me", headers=auth(tokens, "disp")).json == {"name": "disp", "role": "dispatcher",
                                                                         "unit_id": None}
@@ -59,7 +60,7 @@ def test_users_and_tokens_are_kept_hashed(server):
 
 
 def test_report_with_a_photo_then_drive_the_case_through_its_life(server):
-    client, tokens, db, tmp = server
+    client, tokens, _, tmp = server
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 2048
     r = client.post("/api/problems", headers=auth(tokens, "pub"), content_type="multipart/form-data",
                     data={"lon": str(IN_F1[0]), "lat": str(IN_F1[1]), "crs": "wgs84", "category": "06010",
