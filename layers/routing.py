@@ -11,10 +11,11 @@ damage to its department) or "fallback" (属地兜底, the street office)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
 from geo._tiles import polygonal
@@ -55,6 +56,11 @@ class Router:
         self.metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
         self.zones = zones.reset_index(drop=True)
         self.index = ZoneIndex(self.zones.to_crs(self.metric).geometry.to_numpy())
+        self._to_metric = pyproj.Transformer.from_crs("EPSG:4326", self.metric, always_xy=True)
+        # the zones as stored (lon/lat): a point inside one needs no reprojection at all
+        self._lonlat_tree = shapely.STRtree(self.zones.geometry.to_numpy())
+        # the zones' attributes as plain arrays: picking from them costs nothing per request
+        self._cols = {c: self.zones[c].to_numpy(dtype=object) for c in ("code", "kind", "version", "primary_unit")}
         # a report placed inside a building goes to the nearest zone of an owner, not public space
         self.footprints = shapely.STRtree(polygonal(
             store.read("buildings", bbox=(x0, y0, x1, y1)).to_crs(self.metric).geometry.to_numpy()))
@@ -64,6 +70,45 @@ class Router:
 
     def route(self, lon, lat, crs: str = "wgs84", category=None) -> pd.DataFrame:
         """One row per point; `category` (one code, or one per point) applies the rules."""
+        return pd.DataFrame(self.route_arrays(lon, lat, crs, category))
+
+    def route_one(self, lon: float, lat: float, crs: str = "wgs84", category=None) -> dict:
+        """The same routing for a single point, as a dict of plain values (the web API).
+        Without a category it takes a scalar path (ZoneIndex.route_point), which a test
+        holds to the same answers as `route`; with one, the category rules' array path."""
+        if category is not None or self.empty:
+            return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0])
+                    for k, v in self.route_arrays([lon], [lat], crs, category).items()}
+        if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
+            raise InputError(f"point 1: ({lon}, {lat}) is not a longitude/latitude (did you swap them?)")
+        if crs in ("wgs84", "cgcs2000"):
+            wlon, wlat = float(lon), float(lat)
+        else:
+            a, b = to_wgs84(np.array([lon], float), np.array([lat], float), crs)
+            wlon, wlat = float(a[0]), float(b[0])
+        hits = self._lonlat_tree.query(shapely.Point(wlon, wlat), predicate="intersects")
+        if len(hits):
+            i, method, dist = int(hits.min()), "zone", 0.0
+        else:
+            mx, my = self._to_metric.transform(wlon, wlat)
+            i, method, dist = self.index.route_point(mx, my, self.tolerance_m)
+        if i < 0 and len(self.owned):
+            p = shapely.Point(mx, my)
+            if len(self.footprints.query(p, predicate="within")):
+                z, d = self.owned_tree.query_nearest(p, max_distance=BUILDING_REACH_M, return_distance=True,
+                                                     all_matches=False)  # one geometry in: 1-D answers
+                if len(z):
+                    i, dist, method = int(self.owned[z[0]]), float(d[0]), BUILDING
+        c = self._cols
+        unit = c["primary_unit"][i] if i >= 0 else STREET_OFFICE["unit_id"]
+        version = c["version"][i] if i >= 0 else None
+        return {"lon_wgs84": round(wlon, 7), "lat_wgs84": round(wlat, 7),
+                "zone_code": c["code"][i] if i >= 0 else None, "zone_kind": c["kind"][i] if i >= 0 else None,
+                "zone_version": version.item() if isinstance(version, np.generic) else version,
+                "unit_id": unit, "unit_name": self.unit_names.get(unit, STREET_OFFICE["name"]),
+                "method": method, "distance_m": round(dist, 2) if math.isfinite(dist) else None}
+
+    def route_arrays(self, lon, lat, crs: str = "wgs84", category=None) -> dict[str, np.ndarray]:
         lon, lat = np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float))
         bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
         if bad.any():
@@ -77,18 +122,20 @@ class Router:
             n = len(lon)
             idx, method, dist = np.full(n, -1), np.full(n, FALLBACK, dtype=object), np.full(n, np.inf)
             return self._answer(wlon, wlat, idx, method, dist, self._by_department(cats, method))
-        xy = gpd.GeoSeries(gpd.points_from_xy(wlon, wlat), crs="EPSG:4326").to_crs(self.metric)
-        idx, method, dist = self.index.route(xy.x.to_numpy(), xy.y.to_numpy(), self.tolerance_m)
+        mx, my = self._to_metric.transform(wlon, wlat)
+        mx, my = np.asarray(mx, float), np.asarray(my, float)
+        idx, method, dist = self.index.route(mx, my, self.tolerance_m)
         rest = np.flatnonzero(idx < 0)
         if len(rest) and len(self.owned):
-            pts = xy.to_numpy()[rest]
+            pts = shapely.points(mx[rest], my[rest])
             inside = np.unique(self.footprints.query(pts, predicate="within")[0])
             if len(inside):
                 (p, z), d = self.owned_tree.query_nearest(pts[inside], max_distance=BUILDING_REACH_M,
                                                           return_distance=True, all_matches=False)
                 k = rest[inside[p]]
                 idx[k], dist[k], method[k] = self.owned[z], d, BUILDING
-        self._near_kind(xy.to_numpy(), cats, idx, method, dist)
+        if cats is not None:
+            self._near_kind(shapely.points(mx, my), cats, idx, method, dist)
         return self._answer(wlon, wlat, idx, method, dist, self._by_department(cats, method))
 
     def _near_kind(self, pts, cats, idx, method, dist) -> None:
@@ -118,24 +165,24 @@ class Router:
                 method[hit] = CATEGORY
         return unit
 
-    def _answer(self, wlon, wlat, idx, method, dist, dept) -> pd.DataFrame:
+    def _answer(self, wlon, wlat, idx, method, dist, dept) -> dict[str, np.ndarray]:
         hit = idx >= 0
         if self.empty:
             codes = kinds = versions = np.full(len(idx), None, dtype=object)
             unit = np.full(len(idx), STREET_OFFICE["unit_id"], dtype=object)
         else:
-            z = self.zones.iloc[np.where(hit, idx, 0)]
-            codes = np.where(hit, z["code"].to_numpy(), None)
-            kinds = np.where(hit, z["kind"].to_numpy(), None)
-            versions = np.where(hit, z["version"].to_numpy(), None)
-            unit = np.where(hit, z["primary_unit"].to_numpy(), STREET_OFFICE["unit_id"])
+            pick = np.where(hit, idx, 0)
+            codes = np.where(hit, self._cols["code"][pick], None)
+            kinds = np.where(hit, self._cols["kind"][pick], None)
+            versions = np.where(hit, self._cols["version"][pick], None)
+            unit = np.where(hit, self._cols["primary_unit"][pick], STREET_OFFICE["unit_id"])
         unit = np.where(dept != None, dept, unit)  # noqa: E711 - elementwise
-        return pd.DataFrame({
+        return {
             "lon_wgs84": np.round(wlon, 7), "lat_wgs84": np.round(wlat, 7),
             "zone_code": codes, "zone_kind": kinds, "zone_version": versions,
             "unit_id": unit, "unit_name": [self.unit_names.get(u, STREET_OFFICE["name"]) for u in unit],
             "method": method, "distance_m": np.where(np.isfinite(dist), np.round(dist, 2), None),
-        })
+        }
 
 
 __all__ = ["FALLBACK", "Router"]

@@ -323,20 +323,38 @@ def demo(ctx, force, no_zones, as_json):
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--server", "server", default="gunicorn", show_default=True, type=click.Choice(["gunicorn", "waitress"]),
+              help="gunicorn: worker processes with threads (Linux); waitress: one process, threads.")
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
 @json_option
 @click.pass_context
-def serve(ctx, host, port, threads, as_json):
-    """Serve the map and the API with waitress (a production WSGI server)."""
-    import waitress
-
+def serve(ctx, host, port, server, workers, threads, as_json):
+    """Serve the map and the API with a production WSGI server (never Flask's dev server)."""
     from webmap.app import create_app
 
     app = create_app({"DB": ctx.obj["db"]})
-    _emit(as_json, {"url": f"http://{host}:{port}/", "store": ctx.obj["db"]},
-          f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/  (Ctrl-C stops)")
+    _emit(as_json, {"url": f"http://{host}:{port}/", "store": ctx.obj["db"], "server": server},
+          f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/ with {server}  (Ctrl-C stops)")
     sys.stdout.flush()
-    waitress.serve(app, host=host, port=port, threads=threads, ident="zonemap")
+    if server == "waitress":
+        import waitress
+
+        waitress.serve(app, host=host, port=port, threads=threads, ident="zonemap")
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class Gunicorn(BaseApplication):
+        def load_config(self):
+            for key, value in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+                               "worker_class": "gthread", "timeout": 300, "graceful_timeout": 10,
+                               "proc_name": "zonemap", "errorlog": "-", "loglevel": "warning"}.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    Gunicorn().run()
 
 
 @main.group()

@@ -171,3 +171,23 @@ def test_an_inspector_reports_in_gcj02_and_sees_at_once_who_answers(zoned):
     with open_store(db) as s:
         raw = s.read("problems", where={"problem_id": got["problem_id"]}).iloc[0]
     assert raw["raw_crs"] == "gcj02" and raw["raw_x"] == pytest.approx(float(gx[2]))
+
+
+def test_one_point_and_many_get_the_same_answers(zoned):
+    """The web API's single-point path and the bulk path agree, method by method."""
+    db, z = zoned
+    x0, y0, x1, y1 = z.total_bounds
+    rng = np.random.default_rng(4)
+    lon = np.r_[rng.uniform(x0 - 0.0005, x1 + 0.0005, 400), 118.7798, x1 + 2 / 94_000]
+    lat = np.r_[rng.uniform(y0 - 0.0005, y1 + 0.0005, 400), 32.0406, (y0 + y1) / 2]
+    with open_store(db) as s:
+        router = Router(s)
+    many = router.route(lon, lat)
+    one = pd.DataFrame([router.route_one(a, b) for a, b in zip(lon, lat)])
+    assert set(many["method"]) >= {"zone", "nearest", "building", "fallback"}
+    for col in ("zone_code", "unit_id", "unit_name", "method"):
+        assert list(one[col]) == list(many[col]), col
+    assert np.allclose(one["distance_m"].astype(float).fillna(-1), many["distance_m"].astype(float).fillna(-1),
+                       atol=0.02)
+    gx, gy = wgs84_to_gcj02(lon[:50], lat[:50])
+    assert [router.route_one(a, b, "gcj02")["zone_code"] for a, b in zip(gx, gy)] == list(many["zone_code"][:50])
