@@ -25,7 +25,13 @@ STYLES = {
     "units": {"color": "#5f3dc4", "radius": 4, "fillOpacity": 0.9},
     "problems": {"color": "#e03131", "radius": 5, "fillOpacity": 0.9},
 }
-SHOWN = ("zones", "roads", "buildings", "pois")
+SHOWN = ("zones", "roads", "buildings", "pois", "problems")
+# problems by state: open cases stand out, finished ones fade, duplicates are small
+STATUS_STYLES = {
+    "closed": {"color": "#495057", "fillColor": "#adb5bd", "fillOpacity": 0.6},
+    "voided": {"color": "#adb5bd", "fillColor": "#dee2e6", "fillOpacity": 0.4},
+    "linked": {"radius": 3, "fillOpacity": 0.5},
+}
 # zones are coloured by kind, so that a frontage, a unit's ground and public space read apart
 KIND_STYLES = {
     "frontage": {"color": "#d9480f", "fillColor": "#ff922b", "fillOpacity": 0.45},
@@ -65,7 +71,10 @@ class BBoxLayers(MacroElement):
         var k = f && f.properties && cfg.kind_styles[f.properties.kind];
         return k ? Object.assign({}, style, k) : style;
       },
-      pointToLayer: function (f, latlng) { return L.circleMarker(latlng, style); },
+      pointToLayer: function (f, latlng) {
+        var s = f.properties && cfg.status_styles[f.properties.status];
+        return L.circleMarker(latlng, s ? Object.assign({}, style, s) : style);
+      },
       onEachFeature: function (f, l) { l.bindPopup(function () { return popup(f.properties); }); }
     });
     layer.zmName = spec.name;
@@ -130,6 +139,7 @@ def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
            "tiles": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
            "tiles_label": lab["osm_tiles"], "truncated": lab["truncated"],
            "fields": [[k, v] for k, v in lab["fields"].items()], "kind_styles": KIND_STYLES,
+           "status_styles": STATUS_STYLES,
            "layers": [{"name": n, "label": lab["layers"][n], "style": STYLES[n], "shown": n in SHOWN}
                       for n in STYLES]}
     BBoxLayers(cfg).add_to(m)

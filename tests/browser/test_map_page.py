@@ -94,6 +94,30 @@ def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
     page.close()
 
 
+def test_a_reported_problem_shows_on_the_map_with_its_unit_and_its_text_kept_as_text(browser, server):
+    import json
+
+    body = json.dumps({"lon": 118.77985, "lat": 32.04065, "category": "06010", "description": EVIL,
+                       "contact": "13900000000"}).encode()
+    req = urllib.request.Request(server + "api/problems", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+    assert answer["unit_id"] and answer["status"] == "verifying"
+    page, errors = open_map(browser, server)
+    page.evaluate("""(pid) => {
+        const map = Object.values(window).find(v => v && v._container && v.getZoom);
+        map.eachLayer(l => { if (l.feature && l.feature.properties.problem_id === pid) l.openPopup(); });
+    }""", answer["problem_id"])
+    popup = page.locator(".zm-popup")
+    popup.wait_for(timeout=5000)
+    text = popup.inner_text()
+    assert EVIL in text and answer["problem_id"] in text and answer["unit_id"] in text
+    assert "13900000000" not in text and popup.locator("img").count() == 0
+    assert page.evaluate("window.__zm_xss") is None
+    assert errors == []
+    page.close()
+
+
 def test_language_switch(browser, server):
     page, _ = open_map(browser, server)
     page.click("#zm-lang")
