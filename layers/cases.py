@@ -493,13 +493,14 @@ def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None)
     return case_view(got[0], user, rules, now or utc_now(), _unit_names(store, [got[0]["unit_id"]]), steps, linked)
 
 
-def _parse_time(text, name: str) -> pd.Timestamp | None:
+def parse_time(text, name: str, hint: str = "YYYY-MM-DD or ISO 8601") -> pd.Timestamp | None:
+    """A query parameter's date or time in UTC (a time without zone is UTC); None when empty."""
     if text in (None, ""):
         return None
     try:
         t = pd.Timestamp(text)
     except (TypeError, ValueError):
-        raise InputError(f"parameter {name!r}: {text!r} is not a date or time (use YYYY-MM-DD or ISO 8601)") from None
+        raise InputError(f"parameter {name!r}: {text!r} is not a date or time (use {hint})") from None
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
@@ -525,7 +526,7 @@ def list_cases(store: Store, user: User, *, bbox=None, status=None, category=Non
     frame = store.read("problems", bbox=bbox, where=where or None)
     if not include_linked and not status and not frame.empty:
         frame = frame[frame["status"] != LINKED]
-    t0, t1 = _parse_time(since, "since"), _parse_time(until, "until")
+    t0, t1 = parse_time(since, "since"), parse_time(until, "until")
     if not frame.empty and (t0 is not None or t1 is not None):
         at = pd.to_datetime(frame["reported_at"], utc=True)
         keep = np.ones(len(frame), bool)

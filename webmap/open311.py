@@ -117,14 +117,7 @@ def register(app: Flask, store) -> None:
         return _answer(rows)
 
     def _time(name):
-        text = request.args.get(name)
-        if not text:
-            return None
-        try:
-            t = pd.Timestamp(text)
-        except (TypeError, ValueError):
-            raise ZonemapError(f"{name} {text!r} is not a W3C datetime (e.g. 2026-11-01T00:00:00Z)") from None
-        return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        return cases.parse_time(request.args.get(name), name, "a W3C datetime, e.g. 2026-11-01T00:00:00Z")
 
     @app.get(f"{PREFIX}/requests.<fmt>")
     def o311_requests(fmt):
