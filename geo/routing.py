@@ -122,5 +122,7 @@ class ZoneIndex:
                     done = list(pool.map(lambda ab: self._chunk(x[ab[0]:ab[1]], y[ab[0]:ab[1]], tolerance_m),
                                          spans))
             idx, dist, near = (np.concatenate(c) for c in zip(*done))
-        method = np.where(idx < 0, FALLBACK, np.where(near, NEAREST, ZONE)).astype(object)
+        method = np.full(n, FALLBACK, dtype=object)  # filled by mask: string arrays cost more
+        method[idx >= 0] = ZONE
+        method[near] = NEAREST
         return idx, method, dist
