@@ -10,7 +10,8 @@
    The zones are Voronoi cells of random seeds (about 400 m² each, like frontage zones),
    shrunk by --gap/2 so that some points fall between zones and take the nearest-zone path
    (sjoin does no such thing). Generated zones leave no gaps, so the default gap is small.
-   Memory: the peak of Python allocations (tracemalloc, numpy included) during each call.
+   Memory: the peak of Python allocations (tracemalloc, numpy included) during each call,
+   zonemap's measured on one thread (forked workers' memory is not this process's).
 2. HTTP: `zonemap serve` (waitress) on a store with zones; client processes on loopback with
    keep-alive connections hammer `/api/route` (a random point inside the zones each time) and
    the trivial `/api/ping` of the same server, alternately, and the requests per second of
@@ -113,7 +114,8 @@ def bulk(n_points: int, n_zones: int, repeat: int, gap: float) -> dict:
         "zonemap_mpts_per_s": round(n_points / ours / 1e6, 2),
         "in_zone": int((method == "zone").sum()), "nearest": int((method == "nearest").sum()),
         "fallback": int((method == "fallback").sum()), "agree_with_sjoin": round(agree, 6),
-        "zonemap_peak_mib": round(peak_memory(lambda: index.route(x, y, 5.0)), 1),
+        # on one thread: tracemalloc sees only this process, not forked workers
+        "zonemap_peak_mib": round(peak_memory(lambda: one.route(x, y, 5.0)), 1),
         "sjoin_peak_mib": round(peak_memory(sjoin), 1),
         "threads": index.threads,
     }
@@ -210,7 +212,7 @@ def http_bench(db: str | None, seconds: float, clients: int, rounds: int) -> dic
         server.wait(10)
         tmp.cleanup()
     p, r = float(np.median(ping)), float(np.median(route))
-    return {"server": "zonemap serve (gunicorn, 2 workers × 4 threads)", "clients": clients, "seconds": seconds,
+    return {"clients": clients, "seconds": seconds,
             "rounds": rounds, "zones": len(z), "ping_rps": round(p), "route_rps": round(r),
             "route_vs_ping": round(r / p, 2), "server_peak_rss_mib": hwm,
             "ping_each": [round(v) for v in ping], "route_each": [round(v) for v in route]}
@@ -227,6 +229,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn",
+                    help="the WSGI server `zonemap serve` runs for the HTTP part")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     out = {"cpus": os.cpu_count(), "bulk": [], "http": None}
@@ -235,14 +239,16 @@ def main() -> None:
         out["bulk"].append(row)
         if not a.json:
             print(f"{row['points']:>9,} points × {row['zones']:>7,} zones: zonemap {row['zonemap_s']:.3f} s "
-                  f"({row['threads']} threads; {row['zonemap_1thread_s']:.3f} s on 1), sjoin {row['sjoin_s']:.3f} s "
+                  f"({row['threads']} workers; {row['zonemap_1thread_s']:.3f} s on 1), sjoin {row['sjoin_s']:.3f} s "
                   f"(warm {row['sjoin_warm_s']:.3f} s) "
                   f"→ {row['ratio_vs_sjoin']:.2f}× ({row['ratio_1thread']:.2f}× on 1 thread); "
                   f"zone {row['in_zone']:,} nearest {row['nearest']:,} fallback {row['fallback']:,}; "
                   f"peak {row['zonemap_peak_mib']} MiB vs {row['sjoin_peak_mib']} MiB; index {row['index_build_s']} s",
                   flush=True)
     if not a.no_http:
+        SERVE_ARGS[:] = ["--server", a.server]
         out["http"] = h = http_bench(a.db, a.http_seconds, a.clients, a.rounds)
+        h["server"] = f"zonemap serve --server {a.server}"
         if not a.json:
             print(f"HTTP ({h['clients']} clients, {h['rounds']}×{h['seconds']:g} s each): "
                   f"/api/ping {h['ping_rps']} req/s, "
