@@ -141,7 +141,7 @@ def _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, rou
         out.append(r)
     routed = pd.concat(out).sort_index()
     if placeholder.any():  # a stand-in point says nothing about the place
-        routed.loc[placeholder, ["zone_code", "zone_kind", "zone_version", "distance_m"]] = None
+        routed.loc[placeholder, ["zone_code", "zone_kind", "zone_version", "distance_m", "grid_code"]] = None
         dept = routed["method"].eq("category") & routed["unit_id"].str.startswith("DEPT-", na=False)
         keep = placeholder & dept.to_numpy()
         routed.loc[placeholder & ~keep, "unit_id"] = STREET_OFFICE["unit_id"]
@@ -239,6 +239,7 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
                "public_report": public, "reporter": col("reporter", user.name)[i] if "reporter" in rep else user.name,
                "contact": col("contact")[i], "photo": col("photo")[i], "department": dept,
                "zone_code": r["zone_code"], "zone_version": r["zone_version"], "unit_id": r["unit_id"],
+               "grid_code": r["grid_code"],
                "routed_by": r["method"], "route_distance_m": r["distance_m"],
                "location_placeholder": bool(placeholder[i]), "rework_count": 0, "extension_count": 0,
                "source_status": col("source_status")[i],
@@ -279,6 +280,7 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
             batch.append({"problem_id": pid, "category": cats[i], "lon": lon[i], "lat": lat[i], "reported_at": t})
         answers.append({"problem_id": pid, "status": row["status"], "duplicate_of": row.get("duplicate_of"),
                         "zone_code": r["zone_code"], "zone_kind": r["zone_kind"], "zone_version": r["zone_version"],
+                        "grid_code": r["grid_code"],
                         "unit_id": r["unit_id"], "unit_name": r["unit_name"], "routed_by": r["method"],
                         "distance_m": r["distance_m"], "department": dept,
                         "stage_deadline": row.get("stage_deadline")})
@@ -444,7 +446,7 @@ def case_view(row: dict, user: User, rules: Rules, now: dt.datetime, unit_names:
         on_time = bool(pd.Timestamp(closed) <= pd.Timestamp(target))
     out = {k: row.get(k) for k in (
         "problem_id", "status", "category", "description", "address", "reported_at", "channel",
-        "public_report", "reporter", "department", "zone_code", "zone_version", "unit_id", "routed_by",
+        "public_report", "reporter", "department", "zone_code", "zone_version", "grid_code", "unit_id", "routed_by",
         "route_distance_m", "location_placeholder", "duplicate_of", "stage_started_at", "stage_deadline",
         "target_at", "closed_at", "rework_count", "extension_count", "source_status")}
     if user.role not in ("inspector", "dispatcher", "admin"):

@@ -47,6 +47,7 @@ class Router:
         self.unit_names.update({r.unit_id: r.unit_name for r in self.rules if r.unit_id})
         self.tolerance_m = tolerance_m
         self._kind_trees: dict[str, shapely.STRtree] = {}
+        self._load_grid(store, units)
         self.empty = zones.empty
         if zones.empty and not allow_empty:
             raise InputError("there are no zones in force to route to: run `zonemap zones generate` first")
@@ -68,6 +69,29 @@ class Router:
         self.owned = owned
         self.owned_tree = shapely.STRtree(self.index.zones[owned])
 
+    def _load_grid(self, store: Store, units) -> None:
+        """The unit grid for 属地兜底: a point no zone answers for goes to its grid cell's
+        community (社区) or, failing that, its street office (街道), when a unit of that name
+        exists; else to the generic street office."""
+        grid = store.read("grid")
+        self._grid_tree = None
+        if grid.empty:
+            return
+        names = units["name"].value_counts()
+        by_name = {n: u for n, u in zip(units["name"], units["unit_id"]) if names.get(n) == 1}
+        self._grid_codes = grid["code"].to_numpy(dtype=object)
+        self._grid_units = np.array([by_name.get(c) or by_name.get(s) for c, s in
+                                     zip(grid["community"], grid["street"])], dtype=object)
+        self._grid_tree = shapely.STRtree(grid.geometry.to_numpy())
+
+    def _grid_of(self, wlon: np.ndarray, wlat: np.ndarray) -> np.ndarray:
+        """Index of the grid cell holding each point (-1: none)."""
+        out = np.full(len(wlon), np.iinfo(np.int64).max, dtype=np.int64)
+        if self._grid_tree is not None and len(wlon):
+            p, g = self._grid_tree.query(shapely.points(wlon, wlat), predicate="intersects")
+            np.minimum.at(out, p, g)
+        return np.where(out == np.iinfo(np.int64).max, -1, out)
+
     def route(self, lon, lat, crs: str = "wgs84", category=None) -> pd.DataFrame:
         """One row per point; `category` (one code, or one per point) applies the rules."""
         return pd.DataFrame(self.route_arrays(lon, lat, crs, category))
@@ -76,7 +100,7 @@ class Router:
         """The same routing for a single point, as a dict of plain values (the web API).
         Without a category it takes a scalar path (ZoneIndex.route_point), which a test
         holds to the same answers as `route`; with one, the category rules' array path."""
-        if category is not None or self.empty:
+        if category is not None or self.empty or self._grid_tree is not None:
             return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0])
                     for k, v in self.route_arrays([lon], [lat], crs, category).items()}
         if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
@@ -106,7 +130,8 @@ class Router:
                 "zone_code": c["code"][i] if i >= 0 else None, "zone_kind": c["kind"][i] if i >= 0 else None,
                 "zone_version": version.item() if isinstance(version, np.generic) else version,
                 "unit_id": unit, "unit_name": self.unit_names.get(unit, STREET_OFFICE["name"]),
-                "method": method, "distance_m": round(dist, 2) if math.isfinite(dist) else None}
+                "method": method, "distance_m": round(dist, 2) if math.isfinite(dist) else None,
+                "grid_code": None}
 
     def route_arrays(self, lon, lat, crs: str = "wgs84", category=None) -> dict[str, np.ndarray]:
         lon, lat = np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float))
@@ -177,11 +202,21 @@ class Router:
             versions = np.where(hit, self._cols["version"][pick], None)
             unit = np.where(hit, self._cols["primary_unit"][pick], STREET_OFFICE["unit_id"])
         unit = np.where(dept != None, dept, unit)  # noqa: E711 - elementwise
+        cell = self._grid_of(wlon, wlat)
+        grid_code = np.full(len(idx), None, dtype=object)
+        if self._grid_tree is not None:
+            in_grid = cell >= 0
+            grid_code[in_grid] = self._grid_codes[cell[in_grid]]
+            office = np.full(len(idx), None, dtype=object)
+            office[in_grid] = self._grid_units[cell[in_grid]]
+            fall = ~hit & (dept == None) & (office != None)  # noqa: E711 - elementwise
+            unit = np.where(fall, office, unit)
         return {
             "lon_wgs84": np.round(wlon, 7), "lat_wgs84": np.round(wlat, 7),
             "zone_code": codes, "zone_kind": kinds, "zone_version": versions,
             "unit_id": unit, "unit_name": [self.unit_names.get(u, STREET_OFFICE["name"]) for u in unit],
             "method": method, "distance_m": np.where(np.isfinite(dist), np.round(dist, 2), None),
+            "grid_code": grid_code,
         }
 
 

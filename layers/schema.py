@@ -213,6 +213,7 @@ LAYERS: dict[str, Layer] = {
                   aliases=("部门", "处置部门")),
                _c("zone_code", "text", "code of the zone the point was routed to"),
                _c("zone_version", "integer", "version of that zone in force at the report's time"),
+               _c("grid_code", "text", "unit grid cell (万米单元网格) the point is in", aliases=("网格编码",)),
                _c("unit_id", "text", "unit_id of the party that answers (责任主体)"),
                _c("routed_by", "text", "zone, nearest, building, category, fallback or unlocated"),
                _c("route_distance_m", "real", "distance from the point to the zone, metres"),

@@ -238,3 +238,25 @@ def test_bad_reports_say_what_to_fix(gp):
     with pytest.raises(Forbidden):
         cases.report_one(gp, {"lon": 118.78, "lat": 32.04, "category": "06010"}, PLANNER, "api")
     assert gp.count("problems") == 0 and gp.count("case_steps") == 0
+
+
+def test_fallback_goes_down_the_grid_to_the_community_or_street_office(gp):
+    grid = gpd.GeoDataFrame(
+        {"code": ["320106001001001", "320106001002001"], "street": ["华侨路街道", "华侨路街道"],
+         "community": ["石鼓路社区", "无名社区"]},
+        geometry=[shapely.box(118.7790, 32.0390, 118.7800, 32.0400), shapely.box(118.7810, 32.0390, 118.7820, 32.0400)],
+        crs="EPSG:4326")
+    offices = gpd.GeoDataFrame({"unit_id": ["SQ-SGL", "JD-HQL"], "name": ["石鼓路社区", "华侨路街道"]},
+                               geometry=gpd.GeoSeries([None, None]), crs="EPSG:4326")
+    with gp.transaction() as tx:
+        tx.append("grid", grid)
+        tx.append("units", offices)
+    in_community = report(gp, where=(118.7795, 32.0395))
+    in_street = report(gp, where=(118.7815, 32.0395), at=MON + dt.timedelta(days=3))
+    nowhere = report(gp, where=(118.7900, 32.0300), at=MON + dt.timedelta(days=6))
+    in_zone = report(gp, at=MON + dt.timedelta(days=9))
+    assert (in_community["routed_by"], in_community["unit_id"], in_community["grid_code"]) == \
+        ("fallback", "SQ-SGL", "320106001001001")
+    assert (in_street["unit_id"], in_street["grid_code"]) == ("JD-HQL", "320106001002001")
+    assert (nowhere["unit_id"], nowhere["grid_code"]) == ("FALLBACK-JD", None)
+    assert in_zone["unit_id"] == "U-SHOP"  # a zone answers before any grid cell
