@@ -73,6 +73,9 @@ class Rules:
     def stage_limit(self, status: str, code) -> Limit | None:
         if status in ("dispatched", "processing", "rework"):
             return self.disposal(code)
+        cat = self.category(code)
+        if cat is not None and cat.urgency == "urgent" and status in self.workflow.stages_urgent:
+            return self.workflow.stages_urgent[status]
         return self.workflow.stages.get(status)
 
     def add(self, start: dt.datetime, limit: Limit) -> dt.datetime:

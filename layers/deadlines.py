@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import InputError
 
 RULES = Path(__file__).resolve().parent / "rules"
-UNITS = ("working_hours", "working_days", "hours")
+UNITS = ("working_hours", "working_days", "hours", "minutes")
 
 
 def rule_file(name: str) -> Path:
@@ -103,7 +103,9 @@ class WorkingCalendar:
         return day
 
     def add(self, start: dt.datetime, amount: float, unit: str) -> dt.datetime:
-        """`start` plus `amount` of `unit` (hours, working_hours, working_days)."""
+        """`start` plus `amount` of `unit` (minutes, hours, working_hours, working_days)."""
+        if unit == "minutes":
+            return start + dt.timedelta(minutes=amount)
         if unit == "hours":
             return start + dt.timedelta(hours=amount)
         if unit == "working_days":
@@ -134,6 +136,8 @@ class WorkingCalendar:
 
     def elapsed(self, start: dt.datetime, now: dt.datetime, unit: str) -> float:
         """How much of `unit` has passed between start and now (for the light)."""
+        if unit == "minutes":
+            return (now - start).total_seconds() / 60
         if unit == "hours":
             return (now - start).total_seconds() / 3600
         if unit == "working_days":

@@ -98,6 +98,7 @@ class Workflow:
     dup_by_category: dict[str, tuple[float, float]] = field(default_factory=dict)
     category_rules: tuple[CategoryRule, ...] = ()
     timezone: str = "Asia/Shanghai"
+    stages_urgent: dict[str, Limit] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Workflow:
@@ -105,7 +106,8 @@ class Workflow:
         try:
             d = tomllib.loads(path.read_text("utf-8"))
             stages = {k: _limit(v, f"[stages] {k}") for k, v in d.get("stages", {}).items()}
-            bad = [k for k in stages if k not in STATES]
+            urgent = {k: _limit(v, f"[stages_urgent] {k}") for k, v in d.get("stages_urgent", {}).items()}
+            bad = [k for k in [*stages, *urgent] if k not in STATES]
             if bad:
                 raise InputError(f"[stages] {bad[0]} is not a state; the states are {', '.join(STATES)}")
             dup = d.get("duplicates", {})
@@ -121,7 +123,7 @@ class Workflow:
             return cls(stages, _limit(d.get("default_limit", {"limit": 2, "unit": "working_days"}),
                                       "[default_limit]"),
                        float(dup.get("distance_m", 30)), float(dup.get("window_hours", 24)), by_cat, rules,
-                       _zone(d.get("timezone", "Asia/Shanghai")))
+                       _zone(d.get("timezone", "Asia/Shanghai")), urgent)
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: {exc}; see the comments in layers/rules/workflow.toml") from None
 

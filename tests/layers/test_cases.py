@@ -260,3 +260,13 @@ def test_fallback_goes_down_the_grid_to_the_community_or_street_office(gp):
     assert (in_street["unit_id"], in_street["grid_code"]) == ("JD-HQL", "320106001002001")
     assert (nowhere["unit_id"], nowhere["grid_code"]) == ("FALLBACK-JD", None)
     assert in_zone["unit_id"] == "U-SHOP"  # a zone answers before any grid cell
+
+
+def test_urgent_categories_are_filed_and_dispatched_sooner(gp):
+    bbq = report(gp, category="06029")  # 露天烧烤: urgent, 2 clock hours to handle
+    heap = report(gp, category="06036", at=MON + dt.timedelta(days=2))
+    assert pd.Timestamp(bbq["stage_deadline"]) - pd.Timestamp(MON) == pd.Timedelta(minutes=10)
+    assert pd.Timestamp(heap["stage_deadline"]) - pd.Timestamp(MON + dt.timedelta(days=2)) == pd.Timedelta(minutes=30)
+    move(gp, bbq["problem_id"], "file")
+    c = move(gp, bbq["problem_id"], "dispatch")
+    assert pd.Timestamp(c["target_at"]) - pd.Timestamp(MON) == pd.Timedelta(hours=2)
