@@ -281,7 +281,8 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
         rows.append(row)
         if row["status"] in OPEN:
             batch.append({"problem_id": pid, "category": cats[i], "lon": lon[i], "lat": lat[i], "reported_at": t})
-        answers.append({"problem_id": pid, "status": row["status"], "duplicate_of": row.get("duplicate_of"),
+        answers.append({"problem_id": pid, "status": row["status"], "status_zh": STATE_ZH.get(row["status"]),
+                        "duplicate_of": row.get("duplicate_of"),
                         "zone_code": r["zone_code"], "zone_kind": r["zone_kind"], "zone_version": r["zone_version"],
                         "grid_code": r["grid_code"],
                         "unit_id": r["unit_id"], "unit_name": r["unit_name"], "routed_by": r["method"],

@@ -92,6 +92,22 @@ def register(app: Flask, store, router) -> None:
 
     app.extensions["report"] = report
 
+    @app.get("/report")
+    def report_page():
+        """The phone page: pick a category, locate, describe, photograph, send; see who answers."""
+        from itertools import groupby
+
+        from flask import render_template
+
+        from .i18n import report_labels
+
+        lang = request.args.get("lang", "zh")
+        lang = lang if lang in ("zh", "en") else "zh"
+        t = report_labels(lang)
+        cats = list(load_categories().values())
+        groups = [(major, list(items)) for major, items in groupby(cats, key=lambda c: c.major)]
+        return render_template("report.html", t=t, lang=lang, groups=groups)
+
     @app.get("/api/categories")
     def api_categories():
         return jsonify([{"code": c.code, "name": c.name, "major": c.major, "limit": c.limit,

@@ -12,7 +12,7 @@ LABELS = {
                       "area_m2": "面积(m²)", "street": "路段", "problem_id": "案卷号", "status": "状态",
                       "description": "描述", "unit_id": "责任单位", "zone_code": "责任区",
                       "routed_by": "确定方式", "stage_deadline": "本环节时限"},
-           "truncated": "此范围要素过多，仅显示部分；请放大"},
+           "truncated": "此范围要素过多，仅显示部分；请放大", "report": "上报问题"},
     "en": {"title": "zonemap city responsibility map", "switch": "中文", "other": "zh",
            "layers": {"buildings": "Buildings", "roads": "Roads", "pois": "Points of interest",
                       "areas": "Parcels", "sites": "Construction sites", "units": "Units",
@@ -25,8 +25,36 @@ LABELS = {
                       "problem_id": "Case", "status": "State", "description": "Description",
                       "unit_id": "Responsible unit", "zone_code": "Zone", "routed_by": "Routed by",
                       "stage_deadline": "Due"},
-           "truncated": "Too many features here, some are not shown; zoom in"},
+           "truncated": "Too many features here, some are not shown; zoom in", "report": "Report a problem"},
 }
+
+
+REPORT = {
+    "zh": {"lang": "zh", "title": "上报城市管理问题", "map": "地图", "switch": "English", "other": "en", "category": "问题类别",
+           "where": "位置（经度、纬度）", "lon": "经度", "lat": "纬度", "locate": "定位",
+           "description": "描述", "address": "地址（可选）", "photo": "照片（可选）", "contact": "联系方式（不公开）",
+           "token": "令牌（网格员/监督员，可选）", "token_hint": "公众可不填；网格员填入 zonemap token 发放的令牌",
+           "send": "上报", "error": "出错", "no_gps": "此浏览器不能定位，请手动填写经纬度",
+           "case_id": "案卷号", "unit": "责任单位", "zone": "责任区", "routed_by": "确定方式", "status": "状态",
+           "duplicate": "与此案卷重复，已关联", "deadline": "本环节时限",
+           "methods": {"zone": "位于责任区内", "nearest": "就近责任区（定位误差）", "building": "建筑所属单位",
+                       "category": "按类别规则", "fallback": "属地兜底", "unlocated": "位置不明"}},
+    "en": {"lang": "en", "title": "Report a city problem", "map": "Map", "switch": "中文", "other": "zh", "category": "Category",
+           "where": "Location (longitude, latitude)", "lon": "Longitude", "lat": "Latitude", "locate": "Locate me",
+           "description": "Description", "address": "Address (optional)", "photo": "Photo (optional)",
+           "contact": "Contact (kept private)", "token": "Token (grid workers, optional)",
+           "token_hint": "The public may leave it empty; grid workers paste the token from zonemap token",
+           "send": "Report", "error": "Error", "no_gps": "This browser cannot locate you; type the coordinates",
+           "case_id": "Case", "unit": "Responsible unit", "zone": "Zone", "routed_by": "Routed by",
+           "status": "State", "duplicate": "Linked to this open case", "deadline": "Due",
+           "methods": {"zone": "inside the zone", "nearest": "nearest zone (GPS error)",
+                       "building": "the building's unit", "category": "category rule",
+                       "fallback": "territorial fallback", "unlocated": "no location"}},
+}
+
+
+def report_labels(lang: str | None) -> dict:
+    return REPORT.get((lang or "zh").lower(), REPORT["zh"])
 
 
 def labels(lang: str | None) -> dict:

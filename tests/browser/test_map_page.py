@@ -125,3 +125,39 @@ def test_language_switch(browser, server):
     assert "Buildings" in page.locator(".leaflet-control-layers").inner_text()
     assert page.locator("html").get_attribute("lang") == "en"
     page.close()
+
+
+def test_a_phone_reports_from_the_report_page_and_sees_who_answers(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, geolocation={"longitude": 118.77985,
+                                  "latitude": 32.04065}, permissions=["geolocation"], locale="zh-CN")
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "report")
+    assert page.locator("h1").inner_text() == "上报城市管理问题"
+    page.click("#zm-locate")
+    page.wait_for_function("document.getElementById('zm-lon').value !== ''")
+    assert abs(float(page.input_value("#zm-lon")) - 118.77985) < 1e-6
+    page.select_option("#zm-category", "06036")
+    page.fill("#zm-description", EVIL)
+    page.fill("#zm-contact", "13700000000")
+    page.set_input_files("#zm-photo", files=[{"name": "p.jpg", "mimeType": "image/jpeg",
+                                              "buffer": b"\xff\xd8\xff\xe0" + b"\x00" * 512}])
+    page.click("#zm-send")
+    result = page.locator("#zm-result.ok")
+    result.wait_for(timeout=15000)
+    text = result.inner_text()
+    assert "责任单位" in text and "案卷号" in text and "待核实" in text and EVIL not in text
+    pid = result.get_attribute("data-problem-id")
+    assert pid in text and page.evaluate("window.__zm_xss") is None and errors == []
+    page.click("#zm-send")  # the same report again: linked to the open case, and said so
+    page.wait_for_function(f"document.getElementById('zm-result').textContent.includes('{pid}') && "
+                           "document.getElementById('zm-result').textContent.includes('重复')")
+    bad = context.new_page()
+    bad.goto(server + "report?lang=en")
+    bad.fill("#zm-lon", "1000")
+    bad.fill("#zm-lat", "32")
+    bad.click("#zm-send")
+    bad.locator("#zm-result.err").wait_for(timeout=15000)
+    assert "longitude" in bad.locator("#zm-result").inner_text()
+    context.close()
