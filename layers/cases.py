@@ -90,6 +90,8 @@ class Rules:
             return None
         s, d, n = (pd.Timestamp(t).to_pydatetime().astimezone(self.tz).replace(tzinfo=None)
                    for t in (start, deadline, now))
+        if n - d > dt.timedelta(days=31):  # a month past due holds working time in any calendar
+            return "red"
         whole = self.calendar.elapsed(s, d, limit.unit)
         if whole <= 0:
             return "red" if n > d else "yellow"
@@ -541,13 +543,16 @@ def list_cases(store: Store, user: User, *, bbox=None, status=None, category=Non
         if t1 is not None:
             keep &= (at < t1 + pd.Timedelta(days=1) if len(str(until)) <= 10 else at <= t1).to_numpy()
         frame = frame[keep]
-    rows = [r for r in _rows(frame) if _visible(r, user)]
-    rows.sort(key=lambda r: (pd.Timestamp(r["reported_at"]) if r.get("reported_at") is not None
-                             else pd.Timestamp(0, tz="UTC"), r["problem_id"]), reverse=True)
+    if not frame.empty and user.role not in ("inspector", "dispatcher", "admin", "planner", "unit"):
+        frame = frame[frame["reporter"].eq(user.name).to_numpy() & (user.name != "anonymous")]
+    if not frame.empty:  # newest first, in pandas: only the page becomes Python rows
+        frame = frame.assign(_at=pd.to_datetime(frame["reported_at"], utc=True)).sort_values(
+            ["_at", "problem_id"], ascending=False, na_position="last").drop(columns="_at")
+    total = len(frame)
     now = now or utc_now()
-    chunk = rows[(page - 1) * per_page: page * per_page]
+    chunk = [r for r in _rows(frame.iloc[(page - 1) * per_page: page * per_page]) if _visible(r, user)]
     names = _unit_names(store, [r["unit_id"] for r in chunk])
-    return {"total": len(rows), "page": page, "per_page": per_page,
+    return {"total": total, "page": page, "per_page": per_page,
             "cases": [case_view(r, user, rules, now, names) for r in chunk]}
 
 
