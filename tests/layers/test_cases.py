@@ -270,3 +270,29 @@ def test_urgent_categories_are_filed_and_dispatched_sooner(gp):
     move(gp, bbq["problem_id"], "file")
     c = move(gp, bbq["problem_id"], "dispatch")
     assert pd.Timestamp(c["target_at"]) - pd.Timestamp(MON) == pd.Timedelta(hours=2)
+
+
+def test_two_people_moving_one_case_at_once_do_not_both_win(store_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = city(store_url)
+    pid = report(s)["problem_id"]
+    move(s, pid, "file")
+
+    def dispatch(unit):
+        with open_store(store_url) as mine:
+            try:
+                return cases.transition(mine, pid, "dispatch", DISPATCHER, unit_id=unit)["unit_id"]
+            except Refused:
+                return "refused"
+
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(dispatch, ["U-SHOP", "U-SITE", "U-SHOP", "U-SITE"]))
+        winners = [g for g in got if g != "refused"]
+        assert got.count("refused") == 3 and winners[0] in ("U-SHOP", "U-SITE")
+        c = cases.get_case(s, pid, ADMIN)
+        assert c["status"] == "dispatched" and c["unit_id"] == winners[0]
+        assert [x["action"] for x in c["steps"]].count("dispatch") == _ + 1
+        move(s, pid, "return")
+    s.close()
