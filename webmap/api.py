@@ -108,6 +108,22 @@ def register(app: Flask, store, router) -> None:
         groups = [(major, list(items)) for major, items in groupby(cats, key=lambda c: c.major)]
         return render_template("report.html", t=t, lang=lang, groups=groups)
 
+    @app.get("/cases")
+    def cases_page():
+        """The case desk: the cases a token's user may see, with lights, steps and the moves
+        its role may make (the page calls the same API)."""
+        from flask import render_template
+
+        from layers.workflow import LINKED, STATE_ZH, STATES
+
+        from .i18n import cases_labels
+
+        lang = request.args.get("lang", "zh")
+        lang = lang if lang in ("zh", "en") else "zh"
+        states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
+        return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,
+                               states_map=dict(states))
+
     @app.get("/api/categories")
     def api_categories():
         return jsonify([{"code": c.code, "name": c.name, "major": c.major, "limit": c.limit,

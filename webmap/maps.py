@@ -155,6 +155,7 @@ def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
     root.html.add_child(Element(
         f'<div id="zm-bar"><b>{escape(lab["title"])}</b>{empty} · '
         f'<a id="zm-report" href="report?lang={lang}">{escape(lab["report"])}</a> · '
+        f'<a id="zm-cases" href="cases?lang={lang}">{escape(lab["cases"])}</a> · '
         f'<a id="zm-lang" href="?lang={lab["other"]}">{escape(lab["switch"])}</a>'
         f'<span id="zm-note"></span></div>'))
     html = root.render()

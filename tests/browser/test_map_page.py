@@ -161,3 +161,42 @@ def test_a_phone_reports_from_the_report_page_and_sees_who_answers(browser, serv
     bad.locator("#zm-result.err").wait_for(timeout=15000)
     assert "longitude" in bad.locator("#zm-result").inner_text()
     context.close()
+
+
+def test_a_dispatcher_files_and_dispatches_from_the_case_desk(browser, server, nanjing_gpkg):
+    import json
+
+    from layers.users import add_user, issue_token
+
+    with open_store(nanjing_gpkg) as s:
+        add_user(s, "desk-disp", "dispatcher", "desk-dispatcher-1")
+        add_user(s, "desk-insp", "inspector", "desk-inspector-1")
+        disp, insp = issue_token(s, "desk-disp"), issue_token(s, "desk-insp")
+    body = json.dumps({"lon": 118.7825, "lat": 32.0425, "category": "09006", "description": EVIL}).encode()
+    req = urllib.request.Request(server + "api/problems", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {insp}"})
+    pid = json.loads(urllib.request.urlopen(req, timeout=30).read())["problem_id"]
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "cases")
+    page.fill("#zm-token", disp)
+    page.click("#zm-load")
+    row = page.locator(f"tr[data-id='{pid}']")
+    row.wait_for(timeout=10000)
+    assert "已上报" in row.inner_text()
+    row.click()
+    page.locator("#zm-actions button[data-action='file']").click()
+    page.locator("#zm-actions button[data-action='dispatch']").wait_for(timeout=10000)
+    page.fill("#zm-note", "请当日处理")
+    page.locator("#zm-actions button[data-action='dispatch']").click()
+    page.wait_for_function("document.getElementById('zm-steps').rows.length === 3")
+    steps = page.locator("#zm-steps").inner_text()
+    assert "立案" in steps and "派遣" in steps and "请当日处理" in steps and "desk-disp" in steps
+    assert EVIL in page.locator("#zm-head").inner_text() and page.evaluate("window.__zm_xss") is None
+    assert page.locator("#zm-actions button").count() == 0  # a dispatcher has no move on a dispatched case
+    page.fill("#zm-token", "zm_wrong")
+    page.click("#zm-load")
+    page.wait_for_function("document.getElementById('zm-error').textContent.includes('token')")
+    assert errors == []
+    page.close()
