@@ -327,13 +327,15 @@ def demo(ctx, force, no_zones, as_json):
               help="gunicorn: worker processes with threads (Linux); waitress: one process, threads.")
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
+@click.option("--reports-need-token", is_flag=True,
+              help="Refuse reports without a token (by default the public may report anonymously).")
 @json_option
 @click.pass_context
-def serve(ctx, host, port, server, workers, threads, as_json):
+def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json):
     """Serve the map and the API with a production WSGI server (never Flask's dev server)."""
     from webmap.app import create_app
 
-    app = create_app({"DB": ctx.obj["db"]})
+    app = create_app({"DB": ctx.obj["db"], "REPORTS_NEED_TOKEN": reports_need_token})
     _emit(as_json, {"url": f"http://{host}:{port}/", "store": ctx.obj["db"], "server": server},
           f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/ with {server}  (Ctrl-C stops)")
     sys.stdout.flush()

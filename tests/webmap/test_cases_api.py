@@ -231,3 +231,12 @@ def test_open311_answers_follow_the_spec(server):
     assert bad.status_code == 401 and bad.json[0]["code"] == 401
     assert client.get("/open311/v2/services.xml").status_code == 400
     assert h  # the inspector's token also works as a header
+
+
+def test_a_server_can_refuse_anonymous_reports(server):
+    _, tokens, db, tmp = server
+    closed = create_app({"DB": db, "PHOTOS": str(tmp / "photos"), "REPORTS_NEED_TOKEN": True}).test_client()
+    data = {"lon": IN_F1[0], "lat": IN_F1[1], "category": "06010"}
+    r = closed.post("/api/problems", json=data)
+    assert r.status_code == 401 and "token" in r.json["error"]
+    assert closed.post("/api/problems", json=data, headers=auth(tokens, "pub")).status_code == 201
