@@ -141,6 +141,8 @@ def register(app: Flask, store, router) -> None:
             if not isinstance(data, dict):
                 abort(400, "send a JSON object: {\"lon\": …, \"lat\": …, \"crs\": \"wgs84\", \"category\": \"06010\", "
                            "\"description\": …}, or a multipart form with a photo")
+        # the stored photo's name and the attrs JSON are zonemap's to set, never a client's
+        data = {k: v for k, v in data.items() if k not in ("photo", "attrs", "problem_id")}
         user = current_user()
         answer = report(data, user, "api", upload)
         return jsonify(answer), 201

@@ -112,6 +112,12 @@ def test_refusals_say_why_with_the_right_status(server):
     assert client.post(f"/api/cases/{pid}/transition", headers=auth(tokens, "insp"), data="x").status_code == 400
     assert client.post("/api/cases/nope/transition", headers=auth(tokens, "insp"),
                        json={"action": "file"}).status_code == 404
+    forged = client.post("/api/problems", json={"lon": IN_F1[0], "lat": IN_F1[1], "category": "06010",
+                                                "photo": "../../etc/passwd", "problem_id": "MINE", "attrs": "x"})
+    assert forged.status_code == 201 and forged.json["problem_id"] != "MINE"
+    with open_store(server[2]) as s:
+        row = s.read("problems", where={"problem_id": forged.json["problem_id"]}).iloc[0]
+    assert row["photo"] is None and row["attrs"] is None
     r = client.post("/api/problems", headers=auth(tokens, "plan"), json={"lon": 118.78, "lat": 32.04,
                                                                         "category": "06010"})
     assert r.status_code == 403
