@@ -22,7 +22,7 @@ import pandas as pd
 
 from geo.crs import NAMED_CRS, to_wgs84
 
-from .deadlines import Category, WorkingCalendar, load_categories
+from .deadlines import Category, WorkingCalendar, light_of, load_categories
 from .errors import InputError, ZonemapError
 from .routing import STREET_OFFICE, Router
 from .store import Store
@@ -95,8 +95,7 @@ class Rules:
         whole = self.calendar.elapsed(s, d, limit.unit)
         if whole <= 0:
             return "red" if n > d else "yellow"
-        share = self.calendar.elapsed(s, n, limit.unit) / whole
-        return "green" if share < 0.8 else "yellow" if share <= 1.0 else "red"
+        return light_of(self.calendar.elapsed(s, n, limit.unit) / whole)
 
 
 def _missing(v) -> bool:

@@ -162,7 +162,11 @@ def deadline(category: Category, reported_at: dt.datetime, calendar: WorkingCale
     return calendar.add(reported_at, category.limit, category.limit_unit)
 
 
+def light_of(share: float) -> str:
+    """The light for the share of a limit used: green below 80 %, yellow 80–100 %, red beyond."""
+    return "green" if share < 0.8 else "yellow" if share <= 1.0 else "red"
+
+
 def light(category: Category, reported_at: dt.datetime, now: dt.datetime, calendar: WorkingCalendar) -> str:
     """green below 80 % of the limit, yellow 80–100 %, red beyond."""
-    share = calendar.elapsed(reported_at, now, category.limit_unit) / category.limit
-    return "green" if share < 0.8 else "yellow" if share <= 1.0 else "red"
+    return light_of(calendar.elapsed(reported_at, now, category.limit_unit) / category.limit)
