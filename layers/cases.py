@@ -210,7 +210,9 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
 
     # duplicates: an open case of the same category within the window, nearest first
     open_cases = _open_cases(store, {c for c in cats if c}, lon, lat) if dedupe and live else pd.DataFrame()
-    batch: list[dict] = []
+    candidates: dict[str, list[dict]] = {}  # by category: the store's open cases, then this batch's
+    for c in open_cases.to_dict("records"):
+        candidates.setdefault(c["category"], []).append(c)
     ids = col("problem_id")
     rows, steps, answers = [], [], []
     routed_rows = routed.to_dict("records")
@@ -220,10 +222,8 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
         dup = None
         if dedupe and live and cats[i] and not placeholder[i]:
             dist_m, window_h = rules.workflow.duplicate_window(cats[i])
-            cand = [*([] if open_cases.empty else open_cases[open_cases["category"] == cats[i]].to_dict("records")),
-                    *[b for b in batch if b["category"] == cats[i]]]
             best = None
-            for c in cand:
+            for c in candidates.get(cats[i], ()):
                 age = (pd.Timestamp(t) - pd.Timestamp(c["reported_at"])).total_seconds() / 3600
                 if not 0 <= age <= window_h:
                     continue
@@ -280,8 +280,9 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
                           "to_status": b, "unit_id": row["unit_id"], "deadline_at": row.get("stage_deadline"),
                           "note": note, "source": row["source"]})
         rows.append(row)
-        if row["status"] in OPEN:
-            batch.append({"problem_id": pid, "category": cats[i], "lon": lon[i], "lat": lat[i], "reported_at": t})
+        if row["status"] in OPEN and cats[i]:
+            candidates.setdefault(cats[i], []).append(
+                {"problem_id": pid, "category": cats[i], "lon": lon[i], "lat": lat[i], "reported_at": t})
         answers.append({"problem_id": pid, "status": row["status"], "status_zh": STATE_ZH.get(row["status"]),
                         "duplicate_of": row.get("duplicate_of"),
                         "zone_code": r["zone_code"], "zone_kind": r["zone_kind"], "zone_version": r["zone_version"],
@@ -473,7 +474,8 @@ def case_view(row: dict, user: User, rules: Rules, now: dt.datetime, unit_names:
     return _jsonable(out)
 
 
-def _rows(frame: gpd.GeoDataFrame) -> list[dict]:
+def case_rows(frame: gpd.GeoDataFrame) -> list[dict]:
+    """Rows of the problems layer as plain dicts with lon/lat, None for every missing value."""
     if frame.empty:
         return []
     df = pd.DataFrame(frame.drop(columns="geometry"))
@@ -492,7 +494,7 @@ def _unit_names(store: Store, ids) -> dict:
 
 def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None) -> dict:
     rules = rules or Rules()
-    got = _rows(store.read("problems", where={"problem_id": problem_id}))
+    got = case_rows(store.read("problems", where={"problem_id": problem_id}))
     if not got or not _visible(got[0], user):
         raise NotFound(f"no case {problem_id!r}")
     steps = store.read("case_steps", where={"problem_id": problem_id}).to_dict("records")
@@ -549,7 +551,7 @@ def list_cases(store: Store, user: User, *, bbox=None, status=None, category=Non
             ["_at", "problem_id"], ascending=False, na_position="last").drop(columns="_at")
     total = len(frame)
     now = now or utc_now()
-    chunk = [r for r in _rows(frame.iloc[(page - 1) * per_page: page * per_page]) if _visible(r, user)]
+    chunk = case_rows(frame.iloc[(page - 1) * per_page: page * per_page])  # visibility filtered above
     names = _unit_names(store, [r["unit_id"] for r in chunk])
     return {"total": total, "page": page, "per_page": per_page,
             "cases": [case_view(r, user, rules, now, names) for r in chunk]}
@@ -571,5 +573,5 @@ def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
     return out.sort_values(by).reset_index(drop=True)
 
 
-__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_view", "get_case", "intake", "list_cases",
+__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "get_case", "intake", "list_cases",
            "on_time_rates", "report_one", "transition"]

@@ -61,12 +61,7 @@ def register(app: Flask, store) -> None:
         return jsonify({"service_code": code, "attributes": []})
 
     def _rows(where=None) -> list[dict]:
-        frame = store().read("problems", where=where)
-        if frame.empty:
-            return []
-        df = pd.DataFrame(frame.drop(columns="geometry"))
-        df["lon"], df["lat"] = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
-        return df.astype(object).where(df.notna(), None).to_dict("records")
+        return cases.case_rows(store().read("problems", where=where))
 
     def _as_request(r: dict, names: dict, cats: dict, parents: dict) -> dict:
         cat = cats.get(r["category"] or "")
