@@ -59,7 +59,7 @@ class Router:
         self.index = ZoneIndex(self.zones.to_crs(self.metric).geometry.to_numpy())
         self._to_metric = pyproj.Transformer.from_crs("EPSG:4326", self.metric, always_xy=True)
         # the zones as stored (lon/lat): a point inside one needs no reprojection at all
-        self._lonlat_tree = shapely.STRtree(self.zones.geometry.to_numpy())
+        self._lonlat = ZoneIndex(self.zones.geometry.to_numpy())
         # the zones' attributes as plain arrays: picking from them costs nothing per request
         self._cols = {c: self.zones[c].to_numpy(dtype=object) for c in ("code", "kind", "version", "primary_unit")}
         # a report placed inside a building goes to the nearest zone of an owner, not public space
@@ -74,7 +74,7 @@ class Router:
         community (社区) or, failing that, its street office (街道), when a unit of that name
         exists; else to the generic street office."""
         grid = store.read("grid")
-        self._grid_tree = None
+        self._grid = None
         if grid.empty:
             return
         names = units["name"].value_counts()
@@ -82,15 +82,7 @@ class Router:
         self._grid_codes = grid["code"].to_numpy(dtype=object)
         self._grid_units = np.array([by_name.get(c) or by_name.get(s) for c, s in
                                      zip(grid["community"], grid["street"])], dtype=object)
-        self._grid_tree = shapely.STRtree(grid.geometry.to_numpy())
-
-    def _grid_of(self, wlon: np.ndarray, wlat: np.ndarray) -> np.ndarray:
-        """Index of the grid cell holding each point (-1: none)."""
-        out = np.full(len(wlon), np.iinfo(np.int64).max, dtype=np.int64)
-        if self._grid_tree is not None and len(wlon):
-            p, g = self._grid_tree.query(shapely.points(wlon, wlat), predicate="intersects")
-            np.minimum.at(out, p, g)
-        return np.where(out == np.iinfo(np.int64).max, -1, out)
+        self._grid = ZoneIndex(grid.geometry.to_numpy())  # lon/lat: only "which cell holds it"
 
     def route(self, lon, lat, crs: str = "wgs84", category=None) -> pd.DataFrame:
         """One row per point; `category` (one code, or one per point) applies the rules."""
@@ -100,7 +92,7 @@ class Router:
         """The same routing for a single point, as a dict of plain values (the web API).
         Without a category it takes a scalar path (ZoneIndex.route_point), which a test
         holds to the same answers as `route`; with one, the category rules' array path."""
-        if category is not None or self.empty or self._grid_tree is not None:
+        if category is not None or self.empty or self._grid is not None:
             return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0])
                     for k, v in self.route_arrays([lon], [lat], crs, category).items()}
         if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
@@ -110,10 +102,8 @@ class Router:
         else:
             a, b = to_wgs84(np.array([lon], float), np.array([lat], float), crs)
             wlon, wlat = float(a[0]), float(b[0])
-        hits = self._lonlat_tree.query(shapely.Point(wlon, wlat), predicate="intersects")
-        if len(hits):
-            i, method, dist = int(hits.min()), "zone", 0.0
-        else:
+        i, method, dist = self._lonlat.route_point(wlon, wlat, 0.0)  # inside a zone: no metric work
+        if i < 0:
             mx, my = self._to_metric.transform(wlon, wlat)
             i, method, dist = self.index.route_point(mx, my, self.tolerance_m)
         if i < 0 and len(self.owned):
@@ -202,9 +192,9 @@ class Router:
             versions = np.where(hit, self._cols["version"][pick], None)
             unit = np.where(hit, self._cols["primary_unit"][pick], STREET_OFFICE["unit_id"])
         unit = np.where(dept != None, dept, unit)  # noqa: E711 - elementwise
-        cell = self._grid_of(wlon, wlat)
         grid_code = np.full(len(idx), None, dtype=object)
-        if self._grid_tree is not None:
+        if self._grid is not None:
+            cell = self._grid.route(wlon, wlat, 0.0)[0]
             in_grid = cell >= 0
             grid_code[in_grid] = self._grid_codes[cell[in_grid]]
             office = np.full(len(idx), None, dtype=object)
