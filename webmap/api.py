@@ -12,7 +12,6 @@ from pathlib import Path
 from flask import Flask, abort, jsonify, request
 
 from layers import cases
-from layers.deadlines import load_categories
 from layers.users import ANONYMOUS, User, user_for_token
 
 MAX_PHOTO = 10 * 1024 * 1024
@@ -99,12 +98,11 @@ def register(app: Flask, store, router) -> None:
 
         from flask import render_template
 
-        from .i18n import report_labels
+        from .i18n import pick_lang, report_labels
 
-        lang = request.args.get("lang", "zh")
-        lang = lang if lang in ("zh", "en") else "zh"
+        lang = pick_lang(request.args.get("lang"))
         t = report_labels(lang)
-        cats = list(load_categories().values())
+        cats = list(rules.categories.values())
         groups = [(major, list(items)) for major, items in groupby(cats, key=lambda c: c.major)]
         return render_template("report.html", t=t, lang=lang, groups=groups)
 
@@ -116,10 +114,9 @@ def register(app: Flask, store, router) -> None:
 
         from layers.workflow import LINKED, STATE_ZH, STATES
 
-        from .i18n import cases_labels
+        from .i18n import cases_labels, pick_lang
 
-        lang = request.args.get("lang", "zh")
-        lang = lang if lang in ("zh", "en") else "zh"
+        lang = pick_lang(request.args.get("lang"))
         states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
         return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,
                                states_map=dict(states))
@@ -128,7 +125,7 @@ def register(app: Flask, store, router) -> None:
     def api_categories():
         return jsonify([{"code": c.code, "name": c.name, "major": c.major, "limit": c.limit,
                          "limit_unit": c.limit_unit, "urgency": c.urgency, "department": c.department}
-                        for c in load_categories().values()])
+                        for c in rules.categories.values()])
 
     @app.post("/api/problems")
     def api_report():

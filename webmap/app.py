@@ -17,7 +17,7 @@ from layers.schema import LAYERS
 from layers.store import open_store
 
 from . import api, open311
-from .i18n import labels
+from .i18n import labels, pick_lang
 from .maps import layers_page
 
 LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
@@ -52,8 +52,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/")
     def index():
-        lang = request.args.get("lang", "zh")
-        lang = lang if lang in ("zh", "en") else "zh"
+        lang = pick_lang(request.args.get("lang"))
         leaflet = "vendor/leaflet" if (LEAFLET_DIST / "leaflet.js").exists() else None
         if leaflet is None:
             log.warning("Leaflet is not installed under webmap/node_modules (run scripts/run); "

@@ -84,5 +84,10 @@ def report_labels(lang: str | None) -> dict:
     return REPORT.get((lang or "zh").lower(), REPORT["zh"])
 
 
+def pick_lang(text: str | None) -> str:
+    """The page language from ?lang=: zh (default) or en."""
+    return text if text in ("zh", "en") else "zh"
+
+
 def labels(lang: str | None) -> dict:
     return LABELS.get((lang or "zh").lower(), LABELS["zh"])

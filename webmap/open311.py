@@ -13,7 +13,6 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from layers import cases
-from layers.deadlines import load_categories
 from layers.errors import ZonemapError
 from layers.workflow import FINAL, LINKED, STATE_ZH
 
@@ -41,7 +40,7 @@ def _open_closed(status: str, case_status: str | None) -> str:
 
 def register(app: Flask, store) -> None:
     def categories():
-        return load_categories()
+        return app.extensions["rules"].categories  # loaded once per server, like the workflow
 
     def json_only(fmt: str):
         if fmt != "json":
