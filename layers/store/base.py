@@ -243,8 +243,8 @@ def from_db(layer: Layer, cols: list[str], values) -> dict:
     for c, v in zip(cols, values):
         type_ = "integer" if c == "fid" else layer.column(c).type
         if v is not None and type_ == "datetime" and not isinstance(v, dt.datetime):
-            v = pd.Timestamp(v).tz_convert("UTC").to_pydatetime() if pd.Timestamp(v).tzinfo \
-                else pd.Timestamp(v).tz_localize("UTC").to_pydatetime()
+            t = pd.Timestamp(v)
+            v = (t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")).to_pydatetime()
         elif v is not None and type_ == "date" and not isinstance(v, dt.date):
             v = dt.date.fromisoformat(str(v)[:10])
         elif v is not None and type_ == "boolean":
