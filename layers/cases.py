@@ -23,25 +23,13 @@ import pandas as pd
 from geo.crs import NAMED_CRS, to_wgs84
 
 from .deadlines import Category, WorkingCalendar, light_of, load_categories
-from .errors import InputError, ZonemapError
+from .errors import Forbidden, InputError, NotFound, Refused
 from .routing import STREET_OFFICE, Router
 from .store import Store
 from .users import User
 from .workflow import FINAL, LINKED, MOVES, OPEN, REPORTERS, STATE_ZH, STATES, Limit, Workflow, find_move, moves_from
 
 PAGE_MAX = 500
-
-
-class Refused(ZonemapError):
-    """A transition the workflow does not allow from the case's state (HTTP 409)."""
-
-
-class Forbidden(ZonemapError):
-    """The user's role may not do this (HTTP 403)."""
-
-
-class NotFound(ZonemapError):
-    """No such case (HTTP 404)."""
 
 
 @dataclass
