@@ -38,6 +38,13 @@ class Transaction(ABC):
         values, read inside this transaction; `lock` holds them until it ends (a case's state
         is read and changed with no other writer in between)."""
 
+    @abstractmethod
+    def next_number(self, name: str, count: int = 1) -> int:
+        """Reserve `count` consecutive numbers of the counter `name` (e.g. "case:20261130")
+        and return the first. Counters start at 1. The reservation is part of this
+        transaction: atomic across threads and processes, and undone by a rollback, so the
+        numbers of committed transactions have neither duplicates nor gaps."""
+
 
 class Store(ABC):
     """Where the layers live. Subclasses: GeoPackageStore, PostGISStore."""
@@ -251,6 +258,16 @@ def from_db(layer: Layer, cols: list[str], values) -> dict:
             v = bool(v)
         out[c] = v
     return out
+
+
+COUNTERS = "zonemap_counters"  # name TEXT PRIMARY KEY, value INTEGER: the last number handed out
+
+
+def check_counter(name: str, count: int) -> None:
+    if not isinstance(name, str) or not name:
+        raise StoreError(f"a counter needs a non-empty name, not {name!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise StoreError(f"counter {name!r}: count must be a whole number >= 1, not {count!r}")
 
 
 def check_layer(name: str) -> Layer:

@@ -21,8 +21,10 @@ import shapely
 from ..errors import StoreError
 from ..schema import LAYERS, STORAGE_CRS, TYPES
 from .base import (
+    COUNTERS,
     Store,
     Transaction,
+    check_counter,
     check_layer,
     empty_frame,
     from_db,
@@ -109,6 +111,15 @@ class _GpkgTransaction(Transaction):
     def delete_source(self, layer, source):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = ?', (source,)).rowcount
+
+    def next_number(self, name, count=1):
+        # BEGIN IMMEDIATE holds SQLite's write lock, so no other connection reads or moves the
+        # counter between this statement and our COMMIT.
+        check_counter(name, count)
+        last = self.con.execute(
+            f"INSERT INTO {COUNTERS} (name, value) VALUES (?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET value = value + excluded.value RETURNING value", (name, count)).fetchone()[0]
+        return last - count + 1
 
     def rows(self, layer, where, lock=False):  # BEGIN IMMEDIATE already holds the write lock
         spec = check_layer(layer)
@@ -198,6 +209,17 @@ class GeoPackageStore(Store):
                 con.execute("COMMIT")
             finally:
                 con.close()
+        self._create_counters()  # after GDAL made the file a GeoPackage
+
+    def _create_counters(self) -> None:
+        """A plain SQLite table, not registered in gpkg_contents: GDAL and QGIS do not list it
+        (the file registers its other attribute tables), and the GeoPackage spec allows it."""
+        con = self._connect()
+        try:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
+                        "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+        finally:
+            con.close()
 
     def _create_table(self, spec) -> None:
         """A table without geometry: a GeoPackage 'attributes' table, which QGIS lists too."""

@@ -14,8 +14,10 @@ import shapely
 from ..errors import StoreError
 from ..schema import LAYERS, TYPES
 from .base import (
+    COUNTERS,
     Store,
     Transaction,
+    check_counter,
     check_layer,
     frame_from_rows,
     from_db,
@@ -64,6 +66,16 @@ class _PgTransaction(Transaction):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
 
+    def next_number(self, name, count=1):
+        # One statement takes the row lock (or inserts the row) and moves the counter; a
+        # concurrent transaction waits on that lock until we commit or roll back.
+        check_counter(name, count)
+        last = self.con.execute(
+            f"INSERT INTO {COUNTERS} (name, value) VALUES (%s, %s) ON CONFLICT (name) "
+            f"DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value RETURNING value",
+            (name, count)).fetchone()[0]
+        return last - count + 1
+
     def rows(self, layer, where, lock=False):
         spec = check_layer(layer)
         cols = ["fid", *spec.column_names]
@@ -111,6 +123,9 @@ class PostGISStore(Store):
                 except psycopg.Error as exc:
                     raise StoreError("PostGIS is not installed in this database and could not "
                                      f"be created ({exc}); run CREATE EXTENSION postgis") from None
+        with self.con.transaction():
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
+                             "(name text PRIMARY KEY, value bigint NOT NULL)")
         existing = self._tables()
         for name, spec in LAYERS.items():
             if name in existing:
