@@ -49,6 +49,7 @@ class Report:
     flagged: int = 0  # problems: rows whose location is a placeholder
     routed: dict[str, int] = field(default_factory=dict)  # problems: how many by each method
     linked: int = 0  # problems: duplicates linked to an open case
+    reader: str | None = None  # pyogrio, pyogrio+fiona (damaged records read again), fiona, pandas
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -275,7 +276,7 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     """Validate `source` for `layer`: the frame to write (EPSG:4326) and the report.
     `required` replaces the layer's required columns (an update needs only its key)."""
     report = Report(file=source.path.name, layer=layer.name, rows=len(source.frame),
-                    warnings=list(source.warnings))
+                    warnings=list(source.warnings), reader=source.reader)
     frame = source.frame
     has_geometry = frame.geometry.notna().any() or source.xy_columns is not None
     if layer.geometry_required and not has_geometry:
@@ -295,6 +296,8 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     for label, rec, g in zip(source.row_numbers, frame[columns].to_dict("records"),
                              frame.geometry.values):
         try:
+            if int(label) in source.damaged:  # GDAL could not read the record
+                raise _Rejected(source.damaged[int(label)])
             row, g, repaired = _check_row(layer, mapping, rec, g, geographic, bad_xy.get(int(label)),
                                           required)
         except _Rejected as why:

@@ -4,13 +4,21 @@ Formats: GeoPackage, Shapefile (.cpg honoured; `encoding` for the many without o
 GeoJSON, KML, DXF through pyogrio/GDAL; CSV and XLSX with coordinate columns through pandas.
 Nothing is validated row by row here (that is layers.importer); this module only makes sure
 the file can be read at all, and says clearly why not.
+
+GIS files are read in bulk with pyogrio. A damaged record either makes that bulk read fail
+(then the file is read again record by record with fiona, which keeps the good records) or
+comes back from it as a null geometry (then fiona reads just those records again): either way
+the records GDAL could not read carry GDAL's own words in `Source.damaged`.
 """
 
 from __future__ import annotations
 
 import codecs
+import logging
 import re
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from .errors import InputError
@@ -49,6 +58,9 @@ class Source:
     row_word: str = "row"
     xy_columns: tuple[str, str] | None = None
     warnings: list[str] = field(default_factory=list)
+    # records GDAL could not read: the user's row number → GDAL's reason (their geometry is None)
+    damaged: dict[int, str] = field(default_factory=dict)
+    reader: str = "pandas"  # pyogrio (bulk), pyogrio+fiona (some records again), fiona, pandas
 
 
 def _normalise_encoding(name: str) -> str:
@@ -170,32 +182,170 @@ def _read_gis(path: Path, fmt: str, layer: str | None, encoding: str | None) -> 
             if not (path.with_suffix(part).exists() or path.with_suffix(part.upper()).exists()):
                 raise InputError(f"{path.name}: the shapefile's {part} file is missing; "
                                  f"copy {path.stem}{part} next to it")
+        _check_shapefile_complete(path)
     layer = _pick_layer(path, layer)
-    kwargs = {}
-    if fmt == "Shapefile":
-        kwargs["encoding"] = "latin1"  # raw bytes, decoded below with the right codec
+    # a shapefile's text is read as latin-1 (raw bytes) and decoded below with the right codec
+    raw_encoding = "latin1" if fmt == "Shapefile" else None
+    warn = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            info = pyogrio.read_info(path, layer=layer, **kwargs)
-            frame = pyogrio.read_dataframe(path, layer=layer, on_invalid="ignore", **kwargs)
+        frame = _bulk_read(path, layer, raw_encoding)
     except (DataSourceError, DataLayerError, RuntimeError, ValueError) as exc:
-        raise InputError(f"{path.name} cannot be read as {fmt}: {exc}; "
-                         "is the file complete (not truncated)?") from None
-    expected = info.get("features")
-    if fmt == "Shapefile":
-        _check_shapefile_complete(path, expected)
+        frame, damaged = _salvage_read(path, fmt, layer, raw_encoding, exc)
+        reader = "fiona"
+        warn.append(f"the file could not be read in one go ({exc}); it was read record by record "
+                    f"and {len(damaged)} damaged records were set aside")
+    else:
+        damaged = _explain_null_geometries(path, layer, raw_encoding, frame)
+        reader = "pyogrio+fiona" if damaged is not None else "pyogrio"
+        damaged = damaged or {}
+        frame = frame.reset_index(drop=True)
     if not isinstance(frame, gpd.GeoDataFrame):
         frame = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([None] * len(frame)))
-    warn = []
     if fmt == "Shapefile":
         frame, how = _decode_frame(path, frame, encoding)
         warn.append(f"text read as {how}")
-    crs = frame.crs
-    return Source(path, fmt, frame, crs, np.arange(1, len(frame) + 1), "feature", None, warn)
+    rows = np.arange(1, len(frame) + 1)
+    counted = "; GDAL numbers shapes from 0" if fmt == "Shapefile" else ""
+    notes = {int(rows[i]): f"damaged record (features counted from 1{counted}): {why}"
+             for i, why in damaged.items()}
+    return Source(path, fmt, frame, frame.crs, rows, "feature", None, warn, notes, reader)
 
 
-def _check_shapefile_complete(path: Path, expected: int | None) -> None:
+def _bulk_read(path: Path, layer: str | None, raw_encoding: str | None) -> gpd.GeoDataFrame:
+    """The whole layer in one pyogrio call, indexed by GDAL's feature ids (FIDs)."""
+    kwargs = {"encoding": raw_encoding} if raw_encoding else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyogrio.read_dataframe(path, layer=layer, on_invalid="ignore", fid_as_index=True, **kwargs)
+
+
+# ---- fiona: record by record, for damaged files -------------------------------------------
+
+_EXPLAIN_AT_MOST = 1000  # null geometries looked at again one by one (KML/DXF seek slowly)
+
+
+class _GdalMessages(logging.Handler):
+    """GDAL's errors and warnings, which fiona hands to the `fiona` logger, raised by this
+    thread (a server may read other files at the same time)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage().strip())
+
+    def take(self) -> list[str]:
+        out, self.messages = self.messages, []
+        return out
+
+
+@contextmanager
+def _fiona_open(path: Path, layer: str | None, raw_encoding: str | None):
+    """The file opened with fiona, and the GDAL messages said while it is read."""
+    import fiona
+
+    messages = _GdalMessages()
+    log = logging.getLogger("fiona")
+    log.addHandler(messages)
+    try:
+        kwargs = {"encoding": raw_encoding} if raw_encoding else {}
+        with fiona.open(path, layer=layer, **kwargs) as src:
+            yield src, messages
+    finally:
+        log.removeHandler(messages)
+
+
+def _record(feature, messages: _GdalMessages) -> tuple[dict, object, str | None]:
+    """(properties, shapely geometry or None, why the record is damaged or None)."""
+    problems = messages.take()
+    geometry = None
+    if feature.geometry is not None:
+        try:
+            geometry = shapely.geometry.shape(feature.geometry)
+        except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError) as exc:
+            problems.append(f"its {feature.geometry.type} geometry is malformed: {exc}")
+    return dict(feature.properties), (None if problems else geometry), "; ".join(problems) or None
+
+
+def _salvage_read(path: Path, fmt: str, layer: str | None, raw_encoding: str | None,
+                  bulk_error: Exception) -> tuple[gpd.GeoDataFrame, dict[int, str]]:
+    """Every record fiona can read, in file order, and {position: GDAL's reason} for the rest
+    (those rows are kept, empty, so that the user's feature numbers stay right)."""
+    from fiona.errors import FionaError
+
+    cannot = InputError(f"{path.name} cannot be read as {fmt}: {bulk_error}; "
+                        "is the file complete (not truncated)?")
+    try:
+        with _fiona_open(path, layer, raw_encoding) as (src, messages):
+            columns = list(src.schema["properties"])
+            crs = src.crs.to_wkt() if src.crs else None
+            expected = len(src)
+            props, geoms, damaged = _read_records(src, messages, expected)
+    except (FionaError, OSError, RuntimeError, ValueError):
+        raise cannot from None
+    if not props:
+        raise cannot
+    frame = gpd.GeoDataFrame(pd.DataFrame(props, columns=columns),
+                             geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+    return frame, damaged
+
+
+def _read_records(src, messages: _GdalMessages, expected: int):
+    props, geoms, damaged = [], [], {}
+
+    def keep(p, g, why):
+        if why:
+            damaged[len(props)] = why
+        props.append(p)
+        geoms.append(g)
+
+    records = iter(src)
+    while expected < 0 or len(props) < expected:
+        try:
+            feature = next(records)
+        except StopIteration:
+            break
+        except Exception as exc:  # fiona raises many kinds for one bad record
+            keep({}, None, "; ".join([*messages.take(), str(exc)]))
+            continue
+        keep(*_record(feature, messages))
+    # GDAL stopped early (a truncated .dbf): the records it never reached
+    tail = "; ".join(messages.take()) or "GDAL stopped reading the file before this record"
+    while len(props) < expected:
+        keep({}, None, tail)
+    return props, geoms, damaged
+
+
+def _explain_null_geometries(path: Path, layer: str | None, raw_encoding: str | None,
+                             frame: gpd.GeoDataFrame) -> dict[int, str] | None:
+    """{position: GDAL's reason} for records the bulk read returned without geometry because
+    GDAL could not read them (it says so only to an error handler, which fiona has). Records
+    that really have no geometry are not in the answer. None when fiona was not needed."""
+    if not isinstance(frame, gpd.GeoDataFrame):
+        return None
+    null = np.flatnonzero(frame.geometry.isna().to_numpy())[:_EXPLAIN_AT_MOST]
+    if not len(null):
+        return None
+    out = {}
+    with _fiona_open(path, layer, raw_encoding) as (src, messages):
+        for pos in null:
+            try:
+                feature = src.get(int(frame.index[pos]))
+            except Exception as exc:  # fiona raises many kinds for one bad record
+                out[int(pos)] = "; ".join([*messages.take(), str(exc)])
+                continue
+            _, geometry, why = _record(feature, messages)
+            if why is None and geometry is not None:
+                why = f"its {geometry.geom_type} geometry could not be decoded in bulk"
+            if why:
+                out[int(pos)] = why
+    return out
+
+
+def _check_shapefile_complete(path: Path) -> None:
     """A truncated .shp still opens in GDAL; its header says how long it should be."""
     shp = path.read_bytes()[:100]
     if len(shp) < 100 or int.from_bytes(shp[0:4], "big") != 9994:
