@@ -1,15 +1,29 @@
 """The embedded store: one GeoPackage file that QGIS opens as it is.
 
-GDAL (through pyogrio) creates the file, its tables and their R-tree spatial indexes, and
-reads. Writes go through Python's sqlite3 in one SQLite transaction, so that an import into
-several layers lands whole or not at all; the R-tree triggers GDAL installed call the
-GeoPackage SQL functions ST_IsEmpty/ST_MinX/…, which are registered on our connection.
+One SQLite library per file while serving. Two copies of SQLite in one process (Python's
+sqlite3 and the one GDAL bundles in pyogrio) break each other's POSIX locks: closing a file
+in one drops the locks the other holds, which is how reports answered 201 were lost and
+files ended "malformed". So every read and write goes through Python's sqlite3: features are
+decoded from the GeoPackage geometry blob (header, optional envelope, ISO WKB) with shapely,
+bbox queries use the layer's R-tree table. GDAL only creates missing layers in `init()`
+(before serving, with none of our connections open), because it writes the GeoPackage
+metadata and R-tree triggers QGIS expects. The triggers call the GeoPackage SQL functions
+ST_IsEmpty/ST_MinX/…, which are registered on every connection.
+
+Writes: the file is in WAL mode (readers never wait for the writer), every connection has a
+busy timeout, every write transaction starts with BEGIN IMMEDIATE (it takes the write lock
+at once, so it can never fail half-way on a lock), and threads of one process queue on an
+in-process lock first. A writer that cannot get the lock in time gets StoreUnavailable
+(503, "try again"); an error at COMMIT is raised, never swallowed.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,7 +32,7 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, STORAGE_CRS, TYPES
 from .base import (
     COUNTERS,
@@ -130,22 +144,6 @@ class _GpkgTransaction(Transaction):
         return [from_db(spec, cols, r) for r in got]
 
 
-def _literal(v) -> str:
-    if v is None:
-        return "NULL"
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return "'" + str(to_date_text(v)).replace("'", "''") + "'"
-
-
-def _where_text(spec, where) -> str:
-    """The same filter as SQL text with quoted literals (pyogrio takes no parameters)."""
-    return " AND ".join(f'"{col}" IN ({", ".join(map(_literal, values))})'
-                        for col, values in where_values(spec, where))
-
-
 def _where_sql(spec, where) -> tuple[str, list]:
     parts, params = [], []
     for col, values in where_values(spec, where):
@@ -154,142 +152,269 @@ def _where_sql(spec, where) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
+# ---- decoding what we read ----------------------------------------------------------------
+
+# Bytes of the envelope after the 8-byte header, by the header's envelope indicator (flags
+# bits 1-3): none, [minx maxx miny maxy], +[minz maxz], +[minm maxm], +z+m.
+_ENVELOPE_BYTES = (0, 32, 48, 48, 64, 0, 0, 0)
+
+
+def geoms_from_blobs(blobs) -> np.ndarray:
+    """Shapely geometries (None for NULL) of GeoPackage geometry blobs: the WKB after each
+    header and envelope, decoded in one vectorised call."""
+    wkb = np.empty(len(blobs), dtype=object)
+    wkb[:] = [None if b is None else b[8 + _ENVELOPE_BYTES[(b[3] >> 1) & 7]:] for b in blobs]
+    return shapely.from_wkb(wkb)
+
+
+def _column(type_: str, values: tuple) -> np.ndarray | pd.Series:
+    """One column as pyogrio gives it (nulls_as_none then makes text and yes/no objects):
+    numbers as float64 (int64 when an integer column has no null), dates as datetime64[ms],
+    times as datetime64[ms, UTC]."""
+    if type_ == "real":
+        return np.array(values, dtype=float)
+    if type_ == "integer":
+        return np.array(values, dtype=float if None in values else np.int64)
+    if type_ == "boolean":
+        return np.array([None if v is None else bool(v) for v in values], dtype=object)
+    if type_ == "date":
+        return pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601").astype("datetime64[ms]")
+    if type_ == "datetime":
+        return pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601", utc=True
+                              ).astype("datetime64[ms, UTC]")
+    return np.array(values, dtype=object)
+
+
+def _features(spec, rows: list[tuple], bbox) -> gpd.GeoDataFrame:
+    """The frame of a spatial layer from rows (fid, columns…, geom blob); with a bbox, only
+    the geometries that really meet it (the R-tree gave their boxes), as GDAL does."""
+    geoms = geoms_from_blobs([r[-1] for r in rows])
+    if bbox is not None:
+        keep = shapely.intersects(geoms, shapely.box(*bbox))
+        geoms, rows = geoms[keep], [r for r, k in zip(rows, keep) if k]
+    if not rows:
+        return empty_frame(spec)
+    columns = list(zip(*rows))
+    data = {"fid": np.array(columns[0], dtype=np.int64)}
+    for c, values in zip(spec.columns, columns[1:-1]):
+        data[c.name] = _column(c.type, values)
+    frame = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=STORAGE_CRS))
+    return nulls_as_none(spec, frame)
+
+
+# ---- connections ----------------------------------------------------------------------------
+
+# Threads of one process queue here before asking SQLite for the write lock (SQLite's busy
+# handler polls with sleeps; a lock wakes the next writer at once). One lock per file, shared
+# by every store object on it; fresh after a fork, where a lock held by a parent's thread
+# would stay held forever.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+# Connections a forked child inherited from its parent: never used, and never closed either
+# (closing one in the child could checkpoint or unlock the parent's file), only kept.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    global _WRITE_LOCKS_GUARD
+    _WRITE_LOCKS.clear()
+    _WRITE_LOCKS_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(str(path.resolve()), threading.Lock())
+
+
+def _open(path: Path, busy_s: float) -> sqlite3.Connection:
+    # isolation_level=None: we say BEGIN ourselves; check_same_thread=False only so that
+    # close() may close every thread's connection (each is used by its own thread alone).
+    con = sqlite3.connect(path, isolation_level=None, timeout=busy_s, check_same_thread=False)
+    con.execute(f"PRAGMA busy_timeout = {int(busy_s * 1000)}")
+    con.create_function("ST_IsEmpty", 1, _is_empty, deterministic=True)
+    for i, name in enumerate(["ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"]):
+        con.create_function(name, 1, _env_part(i), deterministic=True)
+    return con
+
+
+class _Connections:
+    """One connection per thread, per process: reused across calls (opening one costs a
+    schema parse), never shared by threads, and never used after a fork by the child."""
+
+    def __init__(self, path: Path, busy_s: float):
+        self.path, self.busy_s = path, busy_s
+        self._local = threading.local()
+        self._open: list[tuple[int, sqlite3.Connection]] = []
+        self._guard = threading.Lock()
+        self._generation = 0  # close_all() makes every thread open a new one
+
+    def get(self) -> sqlite3.Connection:
+        mine = getattr(self._local, "con", None)
+        if mine is not None:
+            pid, generation, con = mine
+            if pid == os.getpid() and generation == self._generation:
+                return con
+            if pid != os.getpid():
+                _INHERITED.append(con)
+        con = _open(self.path, self.busy_s)
+        with self._guard:
+            self._open = [(p, c) for p, c in self._open if p == os.getpid()]
+            self._open.append((os.getpid(), con))
+            self._local.con = (os.getpid(), self._generation, con)
+        return con
+
+    def close_all(self) -> None:
+        with self._guard:
+            self._generation += 1
+            here = [c for p, c in self._open if p == os.getpid()]
+            _INHERITED.extend(c for p, c in self._open if p != os.getpid())
+            self._open = []
+        for con in here:
+            con.close()
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
 class GeoPackageStore(Store):
     kind = "geopackage"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 10.0):
+        """`busy_timeout_s`: how long a writer waits for the write lock (and a reader for a
+        checkpoint) before the store answers StoreUnavailable."""
         self.path = Path(path)
         self.url = str(self.path)
+        self.busy_timeout_s = busy_timeout_s
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not a GeoPackage (not an SQLite file); "
                                      "give another --db path")
+        self._cons = _Connections(self.path, busy_timeout_s)
+        self._write_lock = _write_lock(self.path)
         self.init()
 
-    # -- connections --------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        con.create_function("ST_IsEmpty", 1, _is_empty, deterministic=True)
-        for i, name in enumerate(["ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"]):
-            con.create_function(name, 1, _env_part(i), deterministic=True)
-        return con
+    def close(self) -> None:
+        self._cons.close_all()
 
+    @contextmanager
+    def _reading(self):
+        """The thread's connection; a lock held past the busy timeout is a 503, not a 500."""
+        try:
+            yield self._cons.get()
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise StoreUnavailable(f"the GeoPackage {self.path.name} is busy ({exc}); "
+                                       "try again shortly") from None
+            raise StoreError(f"the GeoPackage {self.path} cannot be read: {exc}") from None
+
+    # -- creating ---------------------------------------------------------------------------
     def _existing(self) -> set[str]:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return set()
-        with self._connect() as con:
-            try:
-                rows = con.execute("SELECT table_name FROM gpkg_contents").fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{self.path} is not a GeoPackage ({exc})") from None
-        return {r[0] for r in rows}
+        con = _open(self.path, self.busy_timeout_s)
+        try:
+            return {r[0] for r in con.execute("SELECT table_name FROM gpkg_contents")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a GeoPackage ({exc})") from None
+        finally:
+            con.close()
 
     def init(self) -> None:
+        """Create what is missing. GDAL writes new spatial layers while none of this
+        store's sqlite3 connections is open (see the module's docstring); everything else
+        is one BEGIN IMMEDIATE transaction, so processes opening the store at once agree."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._cons.close_all()
         existing = self._existing()
-        missing = [n for n in LAYERS if n not in existing]
-        self._add_new_columns([n for n in LAYERS if n in existing])
-        for name in missing:
-            spec = LAYERS[name]
-            if not spatial(spec):
-                self._create_table(spec)
-                continue
+        new_spatial = [n for n in LAYERS if n not in existing and spatial(n)]
+        for name in new_spatial:
             empty = gpd.GeoDataFrame(geometry=gpd.GeoSeries([], crs=STORAGE_CRS))
             pyogrio.write_dataframe(empty, self.path, layer=name, driver="GPKG",
-                                    geometry_type=spec.geometry_type, append=False,
+                                    geometry_type=LAYERS[name].geometry_type, append=False,
                                     layer_options={"SPATIAL_INDEX": "YES"})
-            con = self._connect()
-            try:
-                con.execute("BEGIN")
-                for c in spec.columns:
-                    con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {TYPES[c.type][0]}')
-                    if c.unique:
-                        con.execute(f'CREATE UNIQUE INDEX "{name}_{c.name}_uq" ON "{name}"("{c.name}")')
-                con.execute("COMMIT")
-            finally:
-                con.close()
-        self._create_counters()  # after GDAL made the file a GeoPackage
+        if self._missing():
+            with self.transaction() as tx:
+                for name in LAYERS:
+                    have = {r[1] for r in tx.con.execute(f'PRAGMA table_info("{name}")')}
+                    if not have:
+                        self._create_table(tx.con, LAYERS[name])
+                    else:  # columns of a new layer, or added to the schema since (nullable)
+                        self._add_columns(tx.con, LAYERS[name], have)
+                tx.con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
+                               "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+        with self._reading() as con:  # persistent: set once for the file, kept by QGIS too
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode = WAL")
 
-    def _create_counters(self) -> None:
-        """A plain SQLite table, not registered in gpkg_contents: GDAL and QGIS do not list it
-        (the file registers its other attribute tables), and the GeoPackage spec allows it."""
-        con = self._connect()
-        try:
-            con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
-                        "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
-        finally:
-            con.close()
+    def _missing(self) -> bool:
+        """Whether a table or column is missing (read first: opening a complete store takes
+        no write lock, so it never waits for a running import)."""
+        with self._reading() as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if COUNTERS not in tables or any(n not in tables for n in LAYERS):
+                return True
+            return any({c.name for c in spec.columns} - {r[1] for r in con.execute(f'PRAGMA table_info("{n}")')}
+                       for n, spec in LAYERS.items())
 
-    def _create_table(self, spec) -> None:
-        """A table without geometry: a GeoPackage 'attributes' table, which QGIS lists too."""
-        cols = ", ".join(f'"{c.name}" {TYPES[c.type][0]}' for c in spec.columns)
-        con = self._connect()
-        try:
-            con.execute("BEGIN")
-            con.execute(f'CREATE TABLE "{spec.name}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, {cols})')
-            for c in spec.columns:
+    @staticmethod
+    def _add_columns(con, spec, have: set[str]) -> None:
+        for c in spec.columns:
+            if c.name not in have:
+                con.execute(f'ALTER TABLE "{spec.name}" ADD COLUMN "{c.name}" {TYPES[c.type][0]}')
                 if c.unique:
-                    con.execute(f'CREATE UNIQUE INDEX "{spec.name}_{c.name}_uq" ON "{spec.name}"("{c.name}")')
-            con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
-                        "VALUES (?, 'attributes', ?, ?)", (spec.name, spec.name, spec.doc))
-            con.execute("COMMIT")
-        finally:
-            con.close()
+                    con.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{spec.name}_{c.name}_uq" '
+                                f'ON "{spec.name}"("{c.name}")')
 
-    def _add_new_columns(self, names: list[str]) -> None:
-        """Columns added to the schema since the file was made (nullable, so always safe)."""
-        con = self._connect()
-        try:
-            for name in names:
-                have = {r[1] for r in con.execute(f'PRAGMA table_info("{name}")')}
-                for c in LAYERS[name].columns:
-                    if c.name not in have:
-                        con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {TYPES[c.type][0]}')
-        finally:
-            con.close()
+    @staticmethod
+    def _create_table(con, spec) -> None:
+        """A table without geometry: a GeoPackage 'attributes' table, which QGIS lists too.
+        (The counters table is not registered: GDAL and QGIS leave unregistered tables out
+        when a file registers its attribute tables, and the spec allows extra tables.)"""
+        cols = ", ".join(f'"{c.name}" {TYPES[c.type][0]}' for c in spec.columns)
+        con.execute(f'CREATE TABLE "{spec.name}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, {cols})')
+        for c in spec.columns:
+            if c.unique:
+                con.execute(f'CREATE UNIQUE INDEX "{spec.name}_{c.name}_uq" ON "{spec.name}"("{c.name}")')
+        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
+                    "VALUES (?, 'attributes', ?, ?)", (spec.name, spec.name, spec.doc))
 
-    # -- reading ------------------------------------------------------------------------
+    # -- reading ----------------------------------------------------------------------------
     def count(self, layer: str) -> int:
         check_layer(layer)
-        con = self._connect()
-        try:
+        with self._reading() as con:
             return con.execute(f'SELECT count(*) FROM "{layer}"').fetchone()[0]
-        finally:
-            con.close()
 
     def read(self, layer, bbox=None, where=None):
         spec = check_layer(layer)
-        if self.count(layer) == 0:
-            return empty_frame(spec)
         sql, params = _where_sql(spec, where)
+        cols = ["fid", *spec.column_names]
+        names = ", ".join(f'"{c}"' for c in cols)
         if not spatial(spec):
-            cols = ["fid", *spec.column_names]
-            names = ", ".join(f'"{c}"' for c in cols)
-            con = self._connect()
-            try:
+            with self._reading() as con:
                 got = con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
-            finally:
-                con.close()
             if not got:
                 return empty_frame(spec)
             return nulls_as_none(spec, pd.DataFrame([from_db(spec, cols, r) for r in got], columns=cols))
-        text_where = _where_text(spec, where) if where else None
-        df = pyogrio.read_dataframe(self.path, layer=layer, bbox=bbox, fid_as_index=True, where=text_where)
-        if df.empty:
-            return empty_frame(spec)
-        df.index.name = "fid"
-        df = df.reset_index()
-        df = df.rename_geometry("geometry") if df.geometry.name != "geometry" else df
-        return nulls_as_none(spec, df[["fid", *spec.column_names, "geometry"]])
+        if bbox is not None:
+            w, s, e, n = map(float, bbox)
+            sql += (" AND " if sql else " WHERE ") + (
+                f'fid IN (SELECT id FROM "rtree_{layer}_geom" '
+                "WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)")
+            params = [*params, e, w, n, s]
+        with self._reading() as con:
+            got = con.execute(f'SELECT {names}, geom FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
+        return _features(spec, got, bbox) if got else empty_frame(spec)
 
     def extent(self):
-        con = self._connect()
-        try:
+        with self._reading() as con:
             boxes = [con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) '
                                  f'FROM "rtree_{name}_geom"').fetchone() for name in LAYERS if spatial(name)]
-        finally:
-            con.close()
         boxes = [b for b in boxes if b[0] is not None]
         if not boxes:
             return None
@@ -297,28 +422,58 @@ class GeoPackageStore(Store):
                 max(b[2] for b in boxes), max(b[3] for b in boxes))
 
     def has_spatial_index(self, layer: str) -> bool:
-        con = self._connect()
-        try:
+        with self._reading() as con:
             row = con.execute("SELECT count(*) FROM gpkg_extensions WHERE table_name = ? "
                               "AND extension_name = 'gpkg_rtree_index'", (layer,)).fetchone()
-            return row[0] == 1
-        finally:
-            con.close()
+        return row[0] == 1
 
-    # -- writing ------------------------------------------------------------------------
+    def check(self) -> dict:
+        with self._reading() as con:
+            mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+            counters = con.execute(f"SELECT count(*) FROM {COUNTERS}").fetchone()[0]
+        return {"store": self.kind, "ok": True, "journal_mode": mode, "counters": counters}
+
+    # -- writing ----------------------------------------------------------------------------
+    def _unavailable(self, why) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the GeoPackage {self.path.name} is busy with another writer for more than "
+            f"{self.busy_timeout_s:g} s ({why}); nothing was written, try again shortly")
+
     def _begin(self):
-        con = self._connect()
-        con.execute("BEGIN IMMEDIATE")
+        if not self._write_lock.acquire(timeout=self.busy_timeout_s):
+            raise self._unavailable("other threads of this process are writing")
+        try:
+            con = self._cons.get()
+            if con.in_transaction:
+                raise StoreError("a write transaction is already open in this thread; "
+                                 "nest the writes in one `with store.transaction()` block")
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._write_lock.release()
+            if _busy(exc):
+                raise self._unavailable(exc) from None
+            raise StoreError(f"cannot write the GeoPackage {self.path}: {exc}") from None
+        except BaseException:
+            self._write_lock.release()
+            raise
         return _GpkgTransaction(con)
 
     def _commit(self, tx):
         try:
             tx.con.execute("COMMIT")
-        finally:
-            tx.con.close()
+        except sqlite3.Error as exc:
+            # A failed COMMIT may leave the transaction open: undo it, and say nothing landed.
+            self._end(tx)
+            raise StoreError(f"the GeoPackage {self.path} could not commit ({exc}); "
+                             "nothing was written") from None
+        self._write_lock.release()
 
     def _rollback(self, tx):
+        self._end(tx)
+
+    def _end(self, tx):
         try:
-            tx.con.execute("ROLLBACK")
+            if tx.con.in_transaction:
+                tx.con.execute("ROLLBACK")
         finally:
-            tx.con.close()
+            self._write_lock.release()

@@ -3,12 +3,19 @@ PostgreSQL restart, and the GeoPackage read path (sqlite3) against GDAL's."""
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing as mp
 
+import geopandas as gpd
+import pandas as pd
+import pyogrio
 import pytest
+import shapely
 
 from layers.errors import StoreError
+from layers.schema import LAYERS
 from layers.store import open_store
+from layers.store.base import empty_frame, nulls_as_none
 
 # ---- counters -----------------------------------------------------------------------------
 
@@ -76,3 +83,75 @@ def test_counters_from_several_processes_have_no_duplicate_and_no_gap(store_url)
     assert numbers == list(range(1, len(numbers) + 1))
     # 4 processes x 20 committed transactions, alternately reserving 2 and 1 numbers
     assert len(numbers) == 4 * sum(1 + i % 2 for i in range(30) if i % 3 != 2)
+
+
+# ---- the GeoPackage read path (sqlite3 + shapely) against GDAL's ---------------------------
+
+_VALUES = {"text": lambda i: f"值 {i} o'k", "integer": lambda i: i * 7, "real": lambda i: i + 0.25,
+           "boolean": lambda i: i % 2 == 0, "date": lambda i: dt.date(2026, 1, 1) + dt.timedelta(days=i),
+           "datetime": lambda i: dt.datetime(2026, 11, 29, 16, 30, i % 60, 123000, tzinfo=dt.UTC)}
+
+
+def _every_kind_of_row(spec, n: int) -> list[dict]:
+    """Rows with a value of every column type, and a null in each column every fourth row
+    (unique columns stay filled)."""
+    return [{c.name: None if (i % 4 == 3 and not c.unique) else _VALUES[c.type](i) for c in spec.columns}
+            for i in range(n)]
+
+
+def _geometries(kind: str, n: int) -> list:
+    out = []
+    for i in range(n):
+        x, y = 118.70 + i * 0.01, 32.00 + (i % 7) * 0.01
+        if i % 9 == 4:
+            out.append(None)
+        elif i % 9 == 8:
+            out.append(shapely.from_wkt(f"{kind.upper()} EMPTY"))
+        elif kind == "Point":
+            out.append(shapely.Point(x, y))
+        elif kind == "MultiLineString":  # diagonals: their box meets bboxes the line misses
+            out.append(shapely.MultiLineString([[(x, y), (x + 0.03, y + 0.03)]]))
+        else:
+            out.append(shapely.MultiPolygon([shapely.box(x, y, x + 0.004, y + 0.004)]))
+    return out
+
+
+def _gdal_read(path, layer, spec, bbox=None, where=None):
+    """What GeoPackageStore.read returned when it read through GDAL."""
+    df = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, where=where, fid_as_index=True)
+    if df.empty:
+        return empty_frame(spec)
+    df.index.name = "fid"
+    df = df.reset_index()
+    df = df.rename_geometry("geometry") if df.geometry.name != "geometry" else df
+    return nulls_as_none(spec, df[["fid", *spec.column_names, "geometry"]])
+
+
+def _assert_same_frame(ours, gdal, spec):
+    assert list(ours.columns) == list(gdal.columns)
+    assert ours["fid"].tolist() == gdal["fid"].tolist()
+    assert len(ours) > 0 or len(gdal) == 0
+    for c in spec.columns:
+        if c.type == "boolean":  # GDAL gives 0.0/1.0 once a null is in the column
+            assert [None if v is None else bool(v) for v in gdal[c.name]] == ours[c.name].tolist()
+            continue
+        pd.testing.assert_series_equal(ours[c.name], gdal[c.name], check_names=True)
+    assert ours.crs == gdal.crs
+    assert [None if g is None else g.wkb for g in ours.geometry] == \
+        [None if g is None else g.wkb for g in gdal.geometry]
+
+
+@pytest.mark.parametrize("layer", ["problems", "zones", "roads", "sites"])
+def test_the_sqlite3_read_path_returns_what_gdal_reads(gpkg_store, layer):
+    spec = LAYERS[layer]
+    rows = _every_kind_of_row(spec, 40)
+    gpkg_store.append(layer, gpd.GeoDataFrame(rows, geometry=_geometries(spec.geometry_type, 40),
+                                              crs="EPSG:4326"))
+    path = gpkg_store.path
+    text = next(c.name for c in spec.columns if c.type == "text" and not c.unique)
+    for bbox in [None, (118.745, 32.005, 118.905, 32.035), (0.0, 0.0, 1.0, 1.0)]:
+        for where, sql in [(None, None), ({text: [_VALUES["text"](1), _VALUES["text"](6)]},
+                                          f"\"{text}\" IN ('值 1 o''k', '值 6 o''k')")]:
+            ours = gpkg_store.read(layer, bbox=bbox, where=where)
+            _assert_same_frame(ours, _gdal_read(path, layer, spec, bbox, sql), spec)
+    assert len(gpkg_store.read(layer)) == 40
