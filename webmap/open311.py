@@ -1,30 +1,92 @@
-"""Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2) under /open311/v2/.
+"""Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2) under /open311/v2/, in JSON
+and XML (the format every client supports).
 
 Services are the category table; a request is a case. `agency_responsible` is the unit the
 report was routed to; zonemap's states map to open/closed (closed and voided are closed).
-Only the JSON format is served. POST takes the spec's form fields (service_code, lat, long,
-description, address_string, email, phone, first_name, last_name, media_url, api_key);
-lat/long are WGS 84. Errors are the spec's list of {code, description}."""
+POST takes the spec's form fields (service_code, lat, long, description, address_string,
+email, phone, first_name, last_name, media_url, api_key); lat/long are WGS 84. Errors are the
+spec's list of {code, description}. Nothing personal is served: no reporter, no contact, and
+phone numbers or e-mail addresses typed into a description are masked."""
 
 from __future__ import annotations
 
+import json
+import re
+import xml.etree.ElementTree as ET
+
 import pandas as pd
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, jsonify, request
 
 from layers import cases
-from layers.errors import ZonemapError
+from layers.errors import InputError, NotFound
+from layers.privacy import redact
 from layers.workflow import FINAL, LINKED, STATE_ZH
 
-from .api import w3c
+from .api import IDEMPOTENCY_HEADER, take_report
+from .common import city_time, current_user, form_fields, json_body, services, settings
 
 PREFIX = "/open311/v2"
 DEFAULT_DAYS = 90
-MAX_RESULTS = 1000
+FORMATS = ("json", "xml")
+# XML names: the list element and the element of each item, per answer kind
+XML_NAMES = {"services": ("services", "service"), "requests": ("service_requests", "request"),
+             "errors": ("errors", "error")}
+# the spec's content types (its "Format Support"): UTF-8 everywhere, said in the header
+CONTENT_TYPES = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
+# characters XML 1.0 cannot hold at all, not even escaped: a stored description may carry them
+# (a control character typed or pasted on a phone) and one would make the whole list unreadable
+XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+bp = Blueprint("open311", __name__, url_prefix=PREFIX)
 
 
-def _error(code: int, description: str):
-    return jsonify([{"code": code, "description": description}]), code
+def _fmt(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise InputError(f"format {fmt!r} is not served; use .json or .xml")
+    return fmt
+
+
+def _xml_value(parent: ET.Element, key: str, value) -> None:
+    el = ET.SubElement(parent, key)
+    if isinstance(value, list):
+        for item in value:
+            _xml_value(el, key[:-1] if key.endswith("s") else "item", item)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _xml_value(el, k, v)
+    elif isinstance(value, bool):
+        el.text = "true" if value else "false"
+    elif value is not None:  # None stays an empty element, as in the spec's <account_id/>
+        el.text = XML_ILLEGAL.sub("\ufffd", str(value))
+
+
+def render(items, fmt: str, kind: str, status: int = 200) -> Response:
+    """A list of dicts (or one dict, for a service definition) as JSON or the spec's XML."""
+    if fmt == "json":
+        response = jsonify(items)
+    else:
+        if isinstance(items, dict):  # a service definition: one element, no list around it
+            root = ET.Element(kind)
+            for k, v in items.items():
+                _xml_value(root, k, v)
+        else:
+            outer, inner = XML_NAMES[kind]
+            root = ET.Element(outer)
+            for item in items:
+                el = ET.SubElement(root, inner)
+                for k, v in item.items():
+                    _xml_value(el, k, v)
+        body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+        response = Response(body)
+    response.content_type = CONTENT_TYPES[fmt]
+    response.status_code = status
+    return response
+
+
+def error(status: int, message: str) -> Response:
+    """The spec's error list, in the format the path asked for."""
+    fmt = "xml" if request.path.endswith(".xml") else "json"
+    return render([{"code": status, "description": message}], fmt, "errors", status)
 
 
 def _service(c) -> dict:
@@ -38,146 +100,136 @@ def _open_closed(status: str, case_status: str | None) -> str:
     return "closed" if s in FINAL else "open"
 
 
-def register(app: Flask, store) -> None:
-    def categories():
-        return app.extensions["rules"].categories  # loaded once per server, like the workflow
+@bp.get("/services.<fmt>")
+def services_list(fmt):
+    return render([_service(c) for c in services().rules.categories.values()], _fmt(fmt), "services")
 
-    def json_only(fmt: str):
-        if fmt != "json":
-            return _error(400, f"format {fmt!r} is not served; use .json")
-        return None
 
-    @app.get(f"{PREFIX}/services.<fmt>")
-    def o311_services(fmt):
-        return json_only(fmt) or jsonify([_service(c) for c in categories().values()])
+def _offered(code: str, fmt: str) -> str:
+    """`code` when it is a service of this server; else the spec's 404 for an unknown service_code."""
+    if code not in services().rules.categories:
+        raise NotFound(f"service_code {code!r} is not offered; see {PREFIX}/services.{fmt}")
+    return code
 
-    @app.get(f"{PREFIX}/services/<code>.<fmt>")
-    def o311_service(code, fmt):
-        if (bad := json_only(fmt)) is not None:
-            return bad
-        if code not in categories():
-            return _error(404, f"service_code {code!r} is not offered; see {PREFIX}/services.json")
-        return jsonify({"service_code": code, "attributes": []})
 
-    def _rows(where=None) -> list[dict]:
-        return cases.case_rows(store().read("problems", where=where))
+@bp.get("/services/<code>.<fmt>")
+def service(code, fmt):
+    fmt = _fmt(fmt)
+    return render({"service_code": _offered(code, fmt), "attributes": []}, fmt, "service_definition")
 
-    def _as_request(r: dict, names: dict, cats: dict, parents: dict) -> dict:
-        cat = cats.get(r["category"] or "")
-        parent = parents.get(r.get("duplicate_of"))
-        notes = STATE_ZH.get(r["status"], r["status"])
-        if r["status"] == LINKED:
-            notes += f" → {r['duplicate_of']}"
-        updated = r.get("closed_at") or r.get("stage_started_at") or r.get("reported_at")
-        return {
-            "service_request_id": r["problem_id"],
-            "status": _open_closed(r["status"], parent),
-            "status_notes": notes,
-            "service_name": cat.name if cat else r["category"],
-            "service_code": r["category"],
-            "description": r.get("description"),
-            "agency_responsible": names.get(r.get("unit_id"), r.get("unit_id")),
-            "service_notice": (f"由 {names.get(r.get('unit_id'), r.get('unit_id'))} 负责"
-                               + (f", 处置时限 {w3c(r['target_at'])}" if r.get("target_at") else "")),
-            "requested_datetime": w3c(r.get("reported_at")),
-            "updated_datetime": w3c(updated),
-            "expected_datetime": w3c(r.get("target_at") or r.get("stage_deadline")),
-            "address": r.get("address"),
-            "address_id": None,
-            "zipcode": None,
-            "lat": None if r.get("location_placeholder") else float(r["lat"]),
-            "long": None if r.get("location_placeholder") else float(r["lon"]),
-            "media_url": None,
-        }
 
-    def _answer(rows: list[dict]):
-        units = store().read("units")
-        names = dict(zip(units["unit_id"], units["name"]))
-        parent_ids = sorted({r["duplicate_of"] for r in rows if r.get("duplicate_of")})
-        parents = {}
-        if parent_ids:
-            got = store().read("problems", where={"problem_id": parent_ids})
-            parents = dict(zip(got["problem_id"], got["status"]))
-        cats = categories()
-        return jsonify([_as_request(r, names, cats, parents) for r in rows])
+def _rows(where=None) -> list[dict]:
+    return cases.case_rows(services().store.read("problems", where=where))
 
-    @app.get(f"{PREFIX}/requests/<request_id>.<fmt>")
-    def o311_request(request_id, fmt):
-        if (bad := json_only(fmt)) is not None:
-            return bad
-        rows = _rows({"problem_id": request_id})
-        if not rows:
-            return _error(404, f"no service request {request_id!r}")
-        return _answer(rows)
 
-    def _time(name):
-        return cases.parse_time(request.args.get(name), name, "a W3C datetime, e.g. 2026-11-01T00:00:00Z")
+def _as_request(r: dict, names: dict, cats: dict, parents: dict) -> dict:
+    cat = cats.get(r["category"] or "")
+    parent = parents.get(r.get("duplicate_of"))
+    notes = STATE_ZH.get(r["status"], r["status"])
+    if r["status"] == LINKED:
+        notes += f" → {r['duplicate_of']}"
+    updated = r.get("closed_at") or r.get("stage_started_at") or r.get("reported_at")
+    unit = names.get(r.get("unit_id"), r.get("unit_id"))
+    due = city_time(r.get("target_at") or r.get("stage_deadline"))
+    return {
+        "service_request_id": r["problem_id"],
+        "status": _open_closed(r["status"], parent),
+        "status_notes": notes,
+        "service_name": cat.name if cat else r["category"],
+        "service_code": r["category"],
+        "description": redact(r.get("description")),
+        "agency_responsible": unit,
+        "service_notice": f"由 {unit} 负责" + (f", 处置时限 {city_time(r['target_at'])}" if r.get("target_at") else ""),
+        "requested_datetime": city_time(r.get("reported_at")),
+        "updated_datetime": city_time(updated),
+        "expected_datetime": due,
+        "address": redact(r.get("address")),
+        "address_id": None,
+        "zipcode": None,
+        "lat": None if r.get("location_placeholder") else float(r["lat"]),
+        "long": None if r.get("location_placeholder") else float(r["lon"]),
+        "media_url": None,
+    }
 
-    @app.get(f"{PREFIX}/requests.<fmt>")
-    def o311_requests(fmt):
-        if (bad := json_only(fmt)) is not None:
-            return bad
-        a = request.args
-        if a.get("service_request_id"):
-            ids = [i.strip() for i in a["service_request_id"].split(",") if i.strip()]
-            rows = _rows({"problem_id": ids})
-            return _answer(rows)
-        try:
-            start, end = _time("start_date"), _time("end_date")
-        except ZonemapError as exc:
-            return _error(400, str(exc))
-        status = [s.strip() for s in a.get("status", "").split(",") if s.strip()]
-        if any(s not in ("open", "closed") for s in status):
-            return _error(400, "status is open, closed or open,closed")
-        where = {"category": [c.strip() for c in a["service_code"].split(",")]} if a.get("service_code") else None
-        rows = _rows(where)
-        if start is None and end is None:
-            start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=DEFAULT_DAYS)
-        parents = {r["problem_id"]: r["status"] for r in rows}
-        out = []
-        for r in rows:
-            at = pd.Timestamp(r["reported_at"]) if r.get("reported_at") is not None else None
-            if at is not None:
-                at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-            if start is not None and (at is None or at < start):
-                continue
-            if end is not None and (at is None or at > end):
-                continue
-            if status and _open_closed(r["status"], parents.get(r.get("duplicate_of"))) not in status:
-                continue
-            out.append(r)
-        out.sort(key=lambda r: (str(r.get("reported_at")), r["problem_id"]), reverse=True)
-        return _answer(out[:MAX_RESULTS])
 
-    @app.post(f"{PREFIX}/requests.<fmt>")
-    def o311_post(fmt):
-        if (bad := json_only(fmt)) is not None:
-            return bad
-        f = request.form.to_dict() if request.form else (request.get_json(silent=True) or {})
-        if not isinstance(f, dict):
-            return _error(400, "send the request's fields as a form (or a JSON object)")
-        if not f.get("service_code"):
-            return _error(400, "service_code is required; see services.json")
-        if f.get("lat") in (None, "") or f.get("long") in (None, ""):
-            return _error(400, "lat and long are required (WGS 84); this server does not geocode addresses")
-        contact = ", ".join(str(f[k]) for k in ("first_name", "last_name", "email", "phone") if f.get(k)) or None
-        data = {"lon": f.get("long"), "lat": f.get("lat"), "crs": "wgs84", "category": f.get("service_code"),
-                "description": f.get("description"), "address": f.get("address_string"), "contact": contact}
-        if f.get("media_url"):
-            import json as _json
+def _answer(rows: list[dict], fmt: str) -> Response:
+    store = services().store
+    units = store.read("units")
+    names = dict(zip(units["unit_id"], units["name"]))
+    parent_ids = sorted({r["duplicate_of"] for r in rows if r.get("duplicate_of")})
+    parents = {}
+    if parent_ids:
+        got = store.read("problems", where={"problem_id": parent_ids})
+        parents = dict(zip(got["problem_id"], got["status"]))
+    cats = services().rules.categories
+    return render([_as_request(r, names, cats, parents) for r in rows], fmt, "requests")
 
-            data["attrs"] = _json.dumps({"media_url": str(f["media_url"])[:1000]}, ensure_ascii=False)
-        try:
-            user = app.extensions["current_user"](f.get("api_key"))
-            answer = app.extensions["report"](data, user, "open311")
-        except HTTPException as exc:
-            return _error(exc.code or 400, exc.description)
-        except cases.Forbidden as exc:
-            return _error(403, str(exc))
-        except ZonemapError as exc:
-            return _error(400, str(exc))
-        notice = f"由 {answer['unit_name']} 负责"
-        if answer.get("duplicate_of"):
-            notice += f"; 与 {answer['duplicate_of']} 重复,已关联"
-        return jsonify([{"service_request_id": answer["problem_id"], "service_notice": notice,
-                         "account_id": None}])
+
+@bp.get("/requests/<request_id>.<fmt>")
+def one_request(request_id, fmt):
+    fmt = _fmt(fmt)
+    rows = _rows({"problem_id": request_id})
+    if not rows:
+        raise NotFound(f"no service request {request_id!r}")
+    return _answer(rows, fmt)
+
+
+def _time(name, end: bool = False):
+    """start_date/end_date; a bare date is the city's day, and an end_date takes that day whole."""
+    return cases.parse_time(request.args.get(name), name, "a W3C datetime, e.g. 2026-11-01T00:00:00+08:00",
+                            tz=services().rules.tz, end=end)
+
+
+@bp.get("/requests.<fmt>")
+def requests_list(fmt):
+    fmt = _fmt(fmt)
+    a = request.args
+    if a.get("service_request_id"):
+        ids = [i.strip() for i in a["service_request_id"].split(",") if i.strip()]
+        return _answer(_rows({"problem_id": ids}), fmt)
+    start, end = _time("start_date"), _time("end_date", end=True)
+    status = [s.strip() for s in a.get("status", "").split(",") if s.strip()]
+    if any(s not in ("open", "closed") for s in status):
+        raise InputError("status is open, closed or open,closed")
+    where = {"category": [c.strip() for c in a["service_code"].split(",")]} if a.get("service_code") else None
+    rows = _rows(where)
+    if start is None and end is None:
+        start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=DEFAULT_DAYS)
+    parents = {r["problem_id"]: r["status"] for r in rows}
+    out = []
+    for r in rows:
+        at = pd.Timestamp(r["reported_at"]) if r.get("reported_at") is not None else None
+        if at is not None:
+            at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+        if start is not None and (at is None or at < start):
+            continue
+        if end is not None and (at is None or at > end):
+            continue
+        if status and _open_closed(r["status"], parents.get(r.get("duplicate_of"))) not in status:
+            continue
+        out.append(r)
+    out.sort(key=lambda r: (str(r.get("reported_at")), r["problem_id"]), reverse=True)
+    return _answer(out[:settings().open311_max], fmt)
+
+
+@bp.post("/requests.<fmt>")
+def post_request(fmt):
+    fmt = _fmt(fmt)
+    f = json_body() if request.mimetype == "application/json" else form_fields()
+    if not f.get("service_code"):
+        raise InputError(f"service_code is required; see services.{fmt}")
+    _offered(str(f["service_code"]), fmt)  # the spec answers an unknown one with 404, naming service_code
+    if f.get("lat") in (None, "") or f.get("long") in (None, ""):
+        raise InputError("lat and long are required (WGS 84); this server does not geocode addresses")
+    contact = ", ".join(str(f[k]) for k in ("first_name", "last_name", "email", "phone") if f.get(k)) or None
+    data = {"lon": f.get("long"), "lat": f.get("lat"), "crs": "wgs84", "category": f.get("service_code"),
+            "description": f.get("description"), "address": f.get("address_string"), "contact": contact}
+    if f.get("media_url"):
+        data["attrs"] = json.dumps({"media_url": str(f["media_url"])[:1000]}, ensure_ascii=False)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    answer = take_report(data, current_user(f.get("api_key")), "open311", key=key)
+    notice = f"由 {answer['unit_name']} 负责"
+    if answer.get("duplicate_of"):
+        notice += f"; 与 {answer['duplicate_of']} 重复,已关联"
+    return render([{"service_request_id": answer["problem_id"], "service_notice": notice, "account_id": None}],
+                  fmt, "requests")
