@@ -2,12 +2,18 @@
 
 A limit is counted in clock hours, working hours (the office periods of working days) or
 working days (the same time of day, that many working days later). A case's light is green
-below 80 % of its limit, yellow from 80 % to 100 %, red beyond (domain.md)."""
+below 80 % of its limit, yellow from 80 % to 100 %, red beyond (domain.md).
+
+Working days are Monday to Friday, less China's statutory holidays, plus the weekend days
+worked instead (调休), both from the State Council's annual notice as the PyPI package
+`chinesecalendar` carries it; the city's calendar.toml adds or removes days and wins."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
+import logging
 import os
 import re
 import tomllib
@@ -18,6 +24,7 @@ from .errors import InputError
 
 RULES = Path(__file__).resolve().parent / "rules"
 UNITS = ("working_hours", "working_days", "hours", "minutes")
+log = logging.getLogger("zonemap.calendar")
 
 
 def rule_file(name: str) -> Path:
@@ -72,11 +79,48 @@ def _hm(text: str) -> dt.time:
     return dt.time(int(h), int(m))
 
 
+@functools.cache
+def national_days() -> tuple[frozenset[dt.date], frozenset[dt.date], frozenset[int]]:
+    """China's statutory rest days and make-up workdays (调休上班) from chinesecalendar, and the
+    years it knows (the State Council publishes each year's late in the year before)."""
+    import chinese_calendar
+
+    rest, work = frozenset(chinese_calendar.holidays), frozenset(chinese_calendar.workdays)
+    years = {d.year for d in rest | work}
+    return rest, work, frozenset(range(min(years), max(years) + 1))
+
+
+_warned_years: set[int] = set()
+
+
+def _warn_unknown_year(year: int) -> None:
+    """Say once per process that a year's national holidays are not known."""
+    if year not in _warned_years:
+        _warned_years.add(year)
+        log.warning("chinesecalendar does not know China's holidays for %d: working days that year "
+                    "are Monday to Friday plus calendar.toml; add that year's holidays and make-up "
+                    "workdays to calendar.toml, or upgrade chinesecalendar", year)
+
+
+def _city_days(d: dict, path: Path) -> dict[str, frozenset[dt.date]]:
+    days = {k: frozenset(dt.date.fromisoformat(str(v)) for v in d.get(k, [])) for k in ("holidays", "workdays")}
+    both = sorted(days["holidays"] & days["workdays"])
+    if both:
+        raise InputError(f"{path.name}: {both[0]} is both a holiday and a workday; keep it in one list")
+    return days
+
+
 @dataclass(frozen=True)
 class WorkingCalendar:
+    """`holidays` and `workdays` are the rest days and worked weekend days in force (national
+    and city merged); `national_years` the years whose national days are known, checked only
+    when `national` is on."""
+
     periods: tuple[tuple[dt.time, dt.time], ...]
     holidays: frozenset[dt.date] = frozenset()
     workdays: frozenset[dt.date] = frozenset()
+    national: bool = False
+    national_years: frozenset[int] = frozenset()
 
     @classmethod
     def load(cls, path: Path | None = None) -> WorkingCalendar:
@@ -84,14 +128,25 @@ class WorkingCalendar:
         try:
             d = tomllib.loads(path.read_text("utf-8"))
             periods = tuple((_hm(a), _hm(b)) for a, b in (p.split("-") for p in d["work_periods"]))
-            days = {k: frozenset(dt.date.fromisoformat(str(v)) for v in d.get(k, [])) for k in ("holidays", "workdays")}
+            city = _city_days(d, path)
         except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
             raise InputError(f"{path.name}: {exc}; see the comments in layers/rules/calendar.toml") from None
         if not periods or any(a >= b for a, b in periods):
             raise InputError(f"{path.name}: work_periods must be HH:MM-HH:MM with start before end")
-        return cls(periods, days["holidays"], days["workdays"])
+        national = d.get("national_holidays", False)
+        if not isinstance(national, bool):
+            raise InputError(f"{path.name}: national_holidays = {national!r}; use true or false")
+        if not national:
+            return cls(periods, city["holidays"], city["workdays"])
+        rest, work, years = national_days()
+        # the city's entries win: its workdays cancel national rest days, its holidays cancel
+        # national make-up workdays
+        return cls(periods, (rest - city["workdays"]) | city["holidays"],
+                   (work - city["holidays"]) | city["workdays"], True, years)
 
     def is_working_day(self, day: dt.date) -> bool:
+        if self.national and day.year not in self.national_years:
+            _warn_unknown_year(day.year)
         if day in self.workdays:
             return True
         return day.weekday() < 5 and day not in self.holidays
