@@ -57,6 +57,7 @@ def main(ctx, db):
     """zonemap: the map and ledger of who answers for every square metre of a city."""
     ctx.ensure_object(dict)
     ctx.obj["db"] = db
+    ctx.obj["db_given"] = ctx.get_parameter_source("db") != click.core.ParameterSource.DEFAULT
 
 
 @main.command()
@@ -321,42 +322,85 @@ def demo(ctx, force, no_zones, as_json):
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--server", "server", default="gunicorn", show_default=True, type=click.Choice(["gunicorn", "waitress"]),
-              help="gunicorn: worker processes with threads (Linux); waitress: one process, threads.")
-@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
-@click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
-@click.option("--reports-need-token", is_flag=True,
+@click.option("--host", help="Address to listen on (env ZONEMAP_HOST; default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (env ZONEMAP_PORT; default 8000).")
+@click.option("--server", "server", type=click.Choice(["gunicorn", "waitress"]),
+              help="gunicorn: worker processes with threads (Linux, the default); waitress: one process, threads.")
+@click.option("--workers", type=int, help="gunicorn worker processes (env ZONEMAP_WORKERS; default 2).")
+@click.option("--threads", type=int, help="Threads per process (env ZONEMAP_THREADS; default 4).")
+@click.option("--reports-need-token", is_flag=True, default=None,
               help="Refuse reports without a token (by default the public may report anonymously).")
 @json_option
 @click.pass_context
 def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json):
-    """Serve the map and the API with a production WSGI server (never Flask's dev server)."""
+    """Serve the map and the API with a production WSGI server (never Flask's dev server).
+    Every setting (`zonemap config check`) is read and checked before it starts."""
+    import logging
+
     from webmap.app import create_app
 
-    app = create_app({"DB": ctx.obj["db"], "REPORTS_NEED_TOKEN": reports_need_token})
-    _emit(as_json, {"url": f"http://{host}:{port}/", "store": ctx.obj["db"], "server": server},
-          f"zonemap serving {ctx.obj['db']} at http://{host}:{port}/ with {server}  (Ctrl-C stops)")
+    try:
+        settings = _settings(ctx, host=host, port=port, server=server, workers=workers, threads=threads,
+                             reports_need_token=reports_need_token)
+        app = create_app(settings)
+    except ZonemapError as exc:
+        _fail(as_json, str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    host, port, server = settings.host, settings.port, settings.server
+    _emit(as_json, {"url": f"http://{host}:{port}/", "store": settings.db, "server": server},
+          f"zonemap serving {settings.db} at http://{host}:{port}/ with {server}  (Ctrl-C stops)")
     sys.stdout.flush()
     if server == "waitress":
         import waitress
 
-        waitress.serve(app, host=host, port=port, threads=threads, ident="zonemap")
+        waitress.serve(app, host=host, port=port, threads=settings.threads, ident="zonemap",
+                       max_request_body_size=app.config["MAX_CONTENT_LENGTH"])
         return
     from gunicorn.app.base import BaseApplication
 
     class Gunicorn(BaseApplication):
         def load_config(self):
-            for key, value in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                               "worker_class": "gthread", "timeout": 300, "graceful_timeout": 10,
-                               "proc_name": "zonemap", "errorlog": "-", "loglevel": "warning"}.items():
+            for key, value in {"bind": f"{host}:{port}", "workers": settings.workers,
+                               "threads": settings.threads, "worker_class": "gthread", "timeout": 300,
+                               "graceful_timeout": 10, "proc_name": "zonemap", "errorlog": "-",
+                               "loglevel": "warning", "limit_request_line": 8190}.items():
                 self.cfg.set(key, value)
 
         def load(self):
             return app
 
     Gunicorn().run()
+
+
+def _settings(ctx, **given):
+    from layers.settings import Settings
+
+    return Settings.load({"db": ctx.obj["db"] if ctx.obj.get("db_given") else None, **given})
+
+
+@main.group()
+def config():
+    """The settings: every path, limit and environment variable."""
+
+
+@config.command("check")
+@json_option
+@click.pass_context
+def config_check(ctx, as_json):
+    """Read and check every setting; print each with its value and where it came from."""
+    from layers.settings import Settings
+
+    values = {"db": ctx.obj["db"] if ctx.obj.get("db_given") else None}
+    try:
+        settings = Settings.load(values)
+    except ZonemapError as exc:
+        _fail(as_json, str(exc))
+    sources = settings.sources(values)
+    rows = [d | {"from": sources[d["name"]]} for d in settings.describe()]
+    width = max(len(r["env"]) for r in rows)
+    _emit(as_json, rows, "\n".join(f"{r['env']:<{width}}  {r['value']!s:<28} ({r['from']})  {r['doc']}"
+                                   for r in rows) + "\nsettings ok")
 
 
 @main.group()

@@ -1,21 +1,43 @@
-"""The case API: report a problem, list and read cases, move them along the workflow.
+"""The JSON API under /api/: map layers, routing, reports, cases, and /health.
 
 Authentication: `Authorization: Bearer TOKEN` (tokens from `zonemap token NAME`). Without a
-token a request acts as the public: it may report (unless REPORTS_NEED_TOKEN is set) and read
-nothing but Open311. A bad or revoked token is refused with 401, a role that may not act with
-403, a move the case's state does not allow with 409; each answer says why."""
+token a request acts as the public: it may report (unless reports need a token) and read the
+public map layers. Errors carry their status (layers/errors.py): 401 bad token, 403 role,
+404 unknown, 409 a move the state does not allow, 413 too large, 422 outside the service
+area, 429 too many, 503 store busy or restarting."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+import secrets
 
-from flask import Flask, abort, jsonify, request
+import pandas as pd
+from flask import Blueprint, Response, jsonify, request
 
 from layers import cases
-from layers.users import ANONYMOUS, User, user_for_token
+from layers.errors import InputError, TooLarge, Unauthorized
+from layers.privacy import visible_columns
+from layers.schema import LAYERS
+from layers.users import ANONYMOUS, User
 
-MAX_PHOTO = 10 * 1024 * 1024
+from .common import (
+    bbox_arg,
+    city_time,
+    client_addr,
+    current_user,
+    form_fields,
+    int_arg,
+    json_body,
+    services,
+    settings,
+    signed_in,
+)
+
+bp = Blueprint("api", __name__)
+
 PHOTO_KINDS = {b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
+CRS_NAMES = ("wgs84", "gcj02", "bd09", "cgcs2000")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def photo_kind(head: bytes) -> str | None:
@@ -27,190 +49,170 @@ def photo_kind(head: bytes) -> str | None:
     return None
 
 
-def register(app: Flask, store, router) -> None:
-    rules = cases.Rules()
-    app.config.setdefault("REPORTS_NEED_TOKEN", False)
-    app.config.setdefault("MAX_CONTENT_LENGTH", MAX_PHOTO + 1024 * 1024)
-    app.extensions["rules"] = rules
-
-    def current_user(token: str | None = None) -> User:
-        header = request.headers.get("Authorization", "")
-        if header:
-            kind, _, value = header.partition(" ")
-            if kind.lower() != "bearer" or not value.strip():
-                abort(401, "Authorization must be 'Bearer TOKEN' (get one with `zonemap token NAME`)")
-            token = value.strip()
-        if not token:
-            return ANONYMOUS
-        user = user_for_token(store(), token)
-        if user is None:
-            abort(401, "the token is unknown or revoked; ask an admin for a new one (`zonemap token NAME`)")
-        return user
-
-    def signed_in(token: str | None = None) -> User:
-        user = current_user(token)
-        if user is ANONYMOUS:
-            abort(401, "sign in: send Authorization: Bearer TOKEN (get one with `zonemap token NAME`)")
-        return user
-
-    app.extensions["current_user"] = current_user
-
-    def photos_dir() -> Path:
-        if app.config.get("PHOTOS"):
-            return Path(app.config["PHOTOS"])
-        db = str(app.config["DB"])
-        base = Path(db).parent if "://" not in db else Path(__file__).resolve().parents[1] / "var"
-        return base / "photos"
-
-    def report(data: dict, user: User, channel: str, upload=None) -> dict:
-        if user is ANONYMOUS and app.config["REPORTS_NEED_TOKEN"]:
-            abort(401, "reports need a token on this server (Authorization: Bearer TOKEN)")
-        now = cases.utc_now()
-        pid = cases.new_id(now)
-        saved = None
-        if upload is not None and upload.filename:
-            head = upload.stream.read(16)
-            kind = photo_kind(head)
-            if kind is None:
-                abort(400, f"photo {upload.filename!r} is not a JPEG, PNG or WebP image")
-            body = head + upload.stream.read(MAX_PHOTO + 1 - len(head))
-            if len(body) > MAX_PHOTO:
-                abort(413, f"photo {upload.filename!r} is larger than {MAX_PHOTO // 1024 // 1024} MB")
-            folder = photos_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            saved = folder / f"{pid}.{kind}"
-            saved.write_bytes(body)
-            data = {**data, "photo": saved.name}
-        try:
-            return cases.report_one(store(), data, user, channel, now=now, rules=rules, router=router(),
-                                    problem_id=pid)
-        except BaseException:
-            if saved is not None:
-                saved.unlink(missing_ok=True)
-            raise
-
-    app.extensions["report"] = report
-
-    @app.get("/report")
-    def report_page():
-        """The phone page: pick a category, locate, describe, photograph, send; see who answers."""
-        from itertools import groupby
-
-        from flask import render_template
-
-        from .i18n import pick_lang, report_labels
-
-        lang = pick_lang(request.args.get("lang"))
-        t = report_labels(lang)
-        cats = list(rules.categories.values())
-        groups = [(major, list(items)) for major, items in groupby(cats, key=lambda c: c.major)]
-        return render_template("report.html", t=t, lang=lang, groups=groups)
-
-    @app.get("/cases")
-    def cases_page():
-        """The case desk: the cases a token's user may see, with lights, steps and the moves
-        its role may make (the page calls the same API)."""
-        from flask import render_template
-
-        from layers.workflow import LINKED, STATE_ZH, STATES
-
-        from .i18n import cases_labels, pick_lang
-
-        lang = pick_lang(request.args.get("lang"))
-        states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
-        return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,
-                               states_map=dict(states))
-
-    @app.get("/api/categories")
-    def api_categories():
-        return jsonify([{"code": c.code, "name": c.name, "major": c.major, "limit": c.limit,
-                         "limit_unit": c.limit_unit, "urgency": c.urgency, "department": c.department}
-                        for c in rules.categories.values()])
-
-    @app.post("/api/problems")
-    def api_report():
-        """JSON {lon, lat, crs, category, description, address, contact}, or the same as form
-        fields with a `photo` file (multipart/form-data)."""
-        if request.mimetype == "multipart/form-data" or request.mimetype == "application/x-www-form-urlencoded":
-            data, upload = request.form.to_dict(), request.files.get("photo")
-        else:
-            data, upload = request.get_json(silent=True), None
-            if not isinstance(data, dict):
-                abort(400, "send a JSON object: {\"lon\": …, \"lat\": …, \"crs\": \"wgs84\", \"category\": \"06010\", "
-                           "\"description\": …}, or a multipart form with a photo")
-        # the stored photo's name and the attrs JSON are zonemap's to set, never a client's
-        data = {k: v for k, v in data.items() if k not in ("photo", "attrs", "problem_id")}
-        user = current_user()
-        answer = report(data, user, "api", upload)
-        return jsonify(answer), 201
-
-    def _page_args():
-        try:
-            page = int(request.args.get("page", 1))
-            per_page = int(request.args.get("per_page", 50))
-        except ValueError:
-            abort(400, "page and per_page must be whole numbers")
-        return page, per_page
-
-    @app.get("/api/cases")
-    def api_cases():
-        from .app import _bbox_arg
-
-        user = signed_in()
-        page, per_page = _page_args()
-        a = request.args
-        got = cases.list_cases(store(), user, bbox=_bbox_arg(a.get("bbox")), status=a.get("status"),
-                               category=a.get("category"), unit=a.get("unit"), since=a.get("since"),
-                               until=a.get("until"), page=page, per_page=per_page,
-                               include_linked=a.get("linked") in ("1", "true", "yes"), rules=rules)
-        return jsonify(got)
-
-    @app.get("/api/cases/<problem_id>")
-    def api_case(problem_id):
-        return jsonify(cases.get_case(store(), problem_id, signed_in(), rules=rules))
-
-    @app.post("/api/cases/<problem_id>/transition")
-    def api_transition(problem_id):
-        """JSON {action, note?, unit_id? (dispatch to another unit)}."""
-        user = signed_in()
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict) or not isinstance(data.get("action"), str):
-            abort(400, "send a JSON object with an action, e.g. {\"action\": \"dispatch\", \"note\": \"…\"}")
-        try:
-            cases.get_case(store(), problem_id, user, rules=rules)  # a unit may not probe others' cases
-        except cases.NotFound:
-            abort(404, f"no case {problem_id!r}")
-        note = data.get("note")
-        return jsonify(cases.transition(store(), problem_id, data["action"], user,
-                                        note=None if note is None else str(note),
-                                        unit_id=data.get("unit_id"), rules=rules))
-
-    @app.get("/api/me")
-    def api_me():
-        return jsonify(signed_in().to_dict())
-
-    @app.errorhandler(cases.Refused)
-    def refused(exc):
-        return jsonify({"error": str(exc), "status": 409}), 409
-
-    @app.errorhandler(cases.Forbidden)
-    def forbidden(exc):
-        return jsonify({"error": str(exc), "status": 403}), 403
-
-    @app.errorhandler(cases.NotFound)
-    def not_found(exc):
-        return jsonify({"error": str(exc), "status": 404}), 404
+def map_layers() -> list[str]:
+    return [n for n, spec in LAYERS.items() if spec.geometry_type and not spec.private]
 
 
-def w3c(value) -> str | None:
-    """ISO 8601 / W3C datetime with offset, as Open311 wants."""
-    if value is None:
-        return None
-    import pandas as pd
-
-    t = pd.Timestamp(value)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+@bp.get("/api/layers")
+def layers():
+    st = services().store
+    return jsonify({"store": st.kind, "extent": st.extent(),
+                    "layers": [i for i in st.layer_info() if i["name"] in map_layers()]})
 
 
-__all__ = ["register", "w3c"]
+@bp.get("/api/layers/<name>.geojson")
+def layer(name):
+    """One map layer in a box, with the columns the caller's role may see, times in city time."""
+    if name not in map_layers():
+        raise cases.NotFound(f"no map layer {name!r}; the map layers are: {', '.join(map_layers())}")
+    bbox = bbox_arg(request.args.get("bbox"))
+    limit = int_arg("limit", 5000, 1, settings().max_features)
+    user = current_user()
+    frame = services().store.read(name, bbox=bbox)
+    truncated = len(frame) > limit
+    cols = visible_columns(name, None if user is ANONYMOUS else user.role)
+    frame = frame.iloc[:limit][[*cols, "geometry"]].copy()
+    for c in LAYERS[name].columns:
+        if c.type == "datetime" and c.name in frame.columns:
+            frame[c.name] = [city_time(v) for v in frame[c.name]]
+    geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
+    body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
+    return Response(body, mimetype="application/geo+json")
+
+
+@bp.get("/api/route")
+def route():
+    """Who answers for a point: GET /api/route?lon=&lat=&crs=wgs84|gcj02|bd09|cgcs2000&category="""
+    args = request.args.to_dict()  # a plain dict: the hot path pays no per-lookup exceptions
+    try:
+        lon, lat = float(args["lon"]), float(args["lat"])
+    except (KeyError, ValueError):
+        raise InputError("give lon and lat as numbers, e.g. /api/route?lon=118.7835&lat=32.0418") from None
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InputError("lon and lat must be finite numbers")
+    system = args.get("crs", "wgs84").lower()
+    if system not in CRS_NAMES:
+        raise InputError(f"crs must be {', '.join(CRS_NAMES)}")
+    svc = services()
+    category = args.get("category") or None
+    if category is not None and category not in svc.rules.categories:
+        raise InputError(f"category {category!r} is not in the category table; see /api/categories")
+    row = svc.router.route_one(lon, lat, system, category=category)
+    return jsonify(row | {"lon": lon, "lat": lat, "crs": system, "category": category})
+
+
+@bp.get("/api/ping")
+def ping():  # the trivial endpoint the routing benchmark compares /api/route with
+    return jsonify({"ok": True})
+
+
+@bp.get("/health")
+def health():
+    """Asks the store for real; 503 when it cannot answer."""
+    return jsonify(services().store.check())
+
+
+@bp.get("/api/categories")
+def categories():
+    return jsonify([{"code": c.code, "name": c.name, "major": c.major, "limit": c.limit,
+                     "limit_unit": c.limit_unit, "urgency": c.urgency, "department": c.department}
+                    for c in services().rules.categories.values()])
+
+
+def save_photo(upload) -> str:
+    """Keep an uploaded photo under a new random name; answers that name."""
+    limit = int(settings().max_photo_mb * 1024 * 1024)
+    head = upload.stream.read(16)
+    kind = photo_kind(head)
+    if kind is None:
+        raise InputError(f"photo {upload.filename!r} is not a JPEG, PNG or WebP image")
+    body = head + upload.stream.read(limit + 1 - len(head))
+    if len(body) > limit:
+        raise TooLarge(f"photo {upload.filename!r} is larger than {settings().max_photo_mb:g} MB")
+    folder = settings().photos_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{pd.Timestamp.now(tz='UTC'):%Y%m%d}-{secrets.token_hex(8)}.{kind}"
+    path.write_bytes(body)
+    return path.name
+
+
+def take_report(data: dict, user: User, channel: str, upload=None, key: str | None = None) -> dict:
+    """One report from any door: the photo kept first (removed again if the report fails),
+    then one transaction through layers.cases; the answer goes out only after COMMIT."""
+    if user is ANONYMOUS and settings().reports_need_token:
+        raise Unauthorized("reports need a token on this server (Authorization: Bearer TOKEN)")
+    svc = services()
+    saved = None
+    if upload is not None and upload.filename:
+        saved = settings().photos_dir / save_photo(upload)
+        data = {**data, "photo": saved.name}
+    try:
+        return cases.report_one(svc.store, data, user, channel, rules=svc.rules, router=svc.router,
+                                area=svc.area, idempotency_key=key, origin=client_addr())
+    except BaseException:
+        if saved is not None:
+            saved.unlink(missing_ok=True)
+        raise
+
+
+@bp.post("/api/problems")
+def report():
+    """JSON {lon, lat, crs, category, description, address, contact}, or the same as form
+    fields with a `photo` file (multipart/form-data). `Idempotency-Key: <uuid>` makes a retry
+    answer the same case."""
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        data, upload = form_fields(), request.files.get("photo")
+    else:
+        data, upload = json_body(), None
+    # the stored photo's name, the attrs JSON and the id are zonemap's to set, never a client's
+    data = {k: v for k, v in data.items() if k not in ("photo", "attrs", "problem_id", "idempotency_key")}
+    answer = take_report(data, current_user(), "api", upload, request.headers.get(IDEMPOTENCY_HEADER))
+    replayed = bool(answer.pop("replayed", False))
+    response = jsonify(answer)
+    response.status_code = 201
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/api/cases")
+def case_list():
+    user = signed_in()
+    a = request.args
+    got = cases.list_cases(services().store, user, bbox=bbox_arg(a.get("bbox")), status=a.get("status"),
+                           category=a.get("category"), unit=a.get("unit"), since=a.get("since"),
+                           until=a.get("until"), page=int_arg("page", 1),
+                           per_page=int_arg("per_page", 50, 1, settings().page_max),
+                           include_linked=a.get("linked") in ("1", "true", "yes"), rules=services().rules)
+    return jsonify(got)
+
+
+@bp.get("/api/cases/<problem_id>")
+def case(problem_id):
+    return jsonify(cases.get_case(services().store, problem_id, signed_in(), rules=services().rules))
+
+
+@bp.post("/api/cases/<problem_id>/transition")
+def transition(problem_id):
+    """JSON {action, note?, unit_id? (dispatch to another unit)}."""
+    user = signed_in()
+    data = json_body()
+    if not isinstance(data.get("action"), str):
+        raise InputError("send a JSON object with an action, e.g. {\"action\": \"dispatch\", \"note\": \"…\"}")
+    svc = services()
+    cases.get_case(svc.store, problem_id, user, rules=svc.rules)  # a unit may not probe others' cases
+    note = data.get("note")
+    unit_id = data.get("unit_id")
+    if unit_id is not None and not isinstance(unit_id, str):
+        raise InputError("field 'unit_id' must be text")
+    return jsonify(cases.transition(svc.store, problem_id, data["action"], user,
+                                    note=None if note is None else str(note), unit_id=unit_id,
+                                    rules=svc.rules, origin=client_addr()))
+
+
+@bp.get("/api/me")
+def me():
+    return jsonify(signed_in().to_dict())
+
+
+__all__ = ["bp", "take_report"]

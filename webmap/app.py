@@ -1,152 +1,162 @@
-"""`create_app(config)`: the Flask app. Routes parse the request, call layers/, serialise."""
+"""`create_app(settings)`: the Flask app, made of blueprints over layers/.
+
+pages (the map, the phone report page, the case desk), api (JSON under /api/), open311
+(GeoReport v2 under /open311/v2/). Here, once for all of them: the settings, the error
+handler (every layers error carries its HTTP status), rate limits, security headers and the
+access log."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
+import secrets
 import time
-from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
-from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask import Flask, Response, g, jsonify, render_template_string, request
+from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
 
 from layers.errors import ZonemapError
-from layers.routing import Router
-from layers.schema import LAYERS
-from layers.store import open_store
+from layers.settings import Settings
 
-from . import api, open311
-from .i18n import labels, pick_lang
-from .maps import layers_page
-
-LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
-MAX_LIMIT = 20000
+from . import api, open311, openapi, pages
+from .common import Services, client_addr, settings
 
 log = logging.getLogger("zonemap.web")
+access = logging.getLogger("zonemap.access")
+
+# old-style keys (create_app({"DB": …})) and the setting each stands for
+_LEGACY = {"DB": "db", "PHOTOS": "photos", "REPORTS_NEED_TOKEN": "reports_need_token"}
+SECRET_PARAMS = {"api_key", "token", "access_token", "password", "key"}
 
 
-def _bbox_arg(text: str | None):
-    if not text:
-        return None
-    try:
-        w, s, e, n = (float(v) for v in text.split(","))
-    except ValueError:
-        abort(400, "bbox must be W,S,E,N in degrees, e.g. bbox=118.76,32.03,118.80,32.05")
-    if not all(map(math.isfinite, (w, s, e, n))) or w > e or s > n:
-        abort(400, "bbox must be W,S,E,N with W ≤ E and S ≤ N")
-    return w, s, e, n
-
-
-def create_app(config: dict | None = None) -> Flask:
-    app = Flask(__name__)
-    app.config.update({"DB": None, "JSON_AS_ASCII": False})
-    app.config.update(config or {})
+def create_app(config: Settings | dict | None = None) -> Flask:
+    """The app for `config`: a Settings, or a dict of settings (by name; the old upper-case
+    DB/PHOTOS/REPORTS_NEED_TOKEN keys too) and Flask keys (TESTING…)."""
+    flask_keys = {}
+    if not isinstance(config, Settings):
+        values = {}
+        for k, v in (config or {}).items():
+            if k in _LEGACY or k.islower():
+                values[_LEGACY.get(k, k)] = v
+            else:
+                flask_keys[k] = v
+        config = Settings.load(values)
+    app = Flask(__name__, static_folder=None)
+    app.config.update(flask_keys)
+    app.config["MAX_CONTENT_LENGTH"] = int(config.max_body_mb * 1024 * 1024)
     app.json.ensure_ascii = False
     app.json.sort_keys = False  # answers keep the order they are built in (and cost less)
+    app.extensions["zonemap"] = Services(config)
 
-    def store():
-        if "store" not in app.extensions:
-            app.extensions["store"] = open_store(app.config["DB"])
-        return app.extensions["store"]
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(open311.bp)
+    app.register_blueprint(openapi.bp)
+    _limits(app, config)
+    _errors(app)
+    _headers_and_log(app, config)
+    return app
 
-    @app.get("/")
-    def index():
-        lang = pick_lang(request.args.get("lang"))
-        leaflet = "vendor/leaflet" if (LEAFLET_DIST / "leaflet.js").exists() else None
-        if leaflet is None:
-            log.warning("Leaflet is not installed under webmap/node_modules (run scripts/run); "
-                        "the page falls back to Folium's CDN and needs the internet")
-        html = layers_page(store().extent(), labels(lang), lang, leaflet)
-        return Response(html, mimetype="text/html")
 
-    @app.get("/vendor/leaflet/<path:name>")
-    def leaflet_asset(name):
-        return send_from_directory(LEAFLET_DIST, name, max_age=86400)
+def _limits(app: Flask, config: Settings) -> None:
+    """Reports per client, and failed sign-ins per address. Counted in each worker process's
+    memory: with gunicorn's N workers a client may get up to N times the limit."""
+    limiter = Limiter(key_func=client_addr, app=app, storage_uri="memory://", headers_enabled=True,
+                      default_limits=[config.auth_failure_limit],
+                      default_limits_deduct_when=lambda response: response.status_code == 401,
+                      default_limits_exempt_when=lambda: request.endpoint in ("pages.vendor", "api.health"))
 
-    @app.get("/api/layers")
-    def api_layers():
-        st = store()
-        return jsonify({"store": st.kind, "extent": st.extent(), "layers": st.layer_info()})
+    def reporter():  # a signed-in reporter is counted by name, the public by address
+        header = request.headers.get("Authorization", "")
+        return "token:" + header[-16:] if header else client_addr()
 
-    @app.get("/api/layers/<name>.geojson")
-    def api_layer(name):
-        shown = [n for n, spec in LAYERS.items() if spec.geometry_type and not spec.private]
-        if name not in shown:
-            abort(404, f"no map layer {name!r}; the map layers are: {', '.join(shown)}")
-        bbox = _bbox_arg(request.args.get("bbox"))
-        try:
-            limit = min(int(request.args.get("limit", 5000)), MAX_LIMIT)
-        except ValueError:
-            abort(400, "limit must be a whole number")
-        frame = store().read(name, bbox=bbox)
-        truncated = len(frame) > limit
-        hidden = ["attrs", *(c.name for c in LAYERS[name].columns if c.private)]
-        frame = frame.iloc[:limit].drop(columns=hidden)
-        geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
-        body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
-        return Response(body, mimetype="application/geo+json")
+    for endpoint in ("api.report", "open311.post_request"):
+        app.view_functions[endpoint] = limiter.limit(config.report_rate_limit, key_func=reporter)(
+            app.view_functions[endpoint])
 
-    def router():
-        """The Router over the zones in force, rebuilt when the zones change (checked at most
-        once a minute) or the day turns (zones have validity dates)."""
-        cached = app.extensions.get("router")
-        now = time.monotonic()
-        if cached is not None and now - cached["checked"] < 60:
-            return cached["router"]
-        key = (store().count("zones"), dt.date.today())
-        if cached is None or cached["key"] != key:
-            # with no zones yet every point falls back to the street office (属地兜底): reports still go in
-            cached = {"router": Router(store(), allow_empty=True), "key": key}
-        cached["checked"] = now
-        app.extensions["router"] = cached
-        return cached["router"]
 
-    @app.get("/api/route")
-    def api_route():
-        """Who answers for a point: GET /api/route?lon=&lat=&crs=wgs84|gcj02|bd09|cgcs2000&category="""
-        args = request.args.to_dict()  # a plain dict: the hot path pays no per-lookup exceptions
-        try:
-            lon, lat = float(args["lon"]), float(args["lat"])
-        except (KeyError, ValueError):
-            abort(400, "give lon and lat as numbers, e.g. /api/route?lon=118.7835&lat=32.0418")
-        system = args.get("crs", "wgs84").lower()
-        if system not in ("wgs84", "gcj02", "bd09", "cgcs2000"):
-            abort(400, "crs must be wgs84, gcj02, bd09 or cgcs2000")
-        category = args.get("category") or None
-        if category is not None and category not in app.extensions["rules"].categories:
-            abort(400, f"category {category!r} is not in the category table; see /api/categories")
-        if not (math.isfinite(lon) and math.isfinite(lat)):
-            abort(400, "lon and lat must be finite numbers")
-        row = router().route_one(lon, lat, system, category=category)
-        return jsonify(row | {"lon": lon, "lat": lat, "crs": system, "category": category})
+ERROR_PAGE = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ status }}</title>
+<body style="font:16px sans-serif;margin:2em"><h1>{{ status }}</h1><p>{{ message }}</p>
+<p><a href="/">地图 / map</a></p></body></html>"""
 
-    @app.get("/api/ping")
-    def ping():  # the trivial endpoint the routing benchmark compares /api/route with
-        return jsonify({"ok": True})
 
-    api.register(app, store, router)
-    open311.register(app, store)
-
-    @app.get("/favicon.ico")
-    def favicon():
-        return Response(status=204)
-
-    @app.get("/health")
-    def health():
-        return jsonify({"ok": True})
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc):
-        return jsonify({"error": exc.description, "status": exc.code}), exc.code
+def _errors(app: Flask) -> None:
+    def render(status: int, message: str):
+        if request.blueprint == "open311":
+            return open311.error(status, message)
+        if request.blueprint == "pages" and request.accept_mimetypes.accept_html:
+            return render_template_string(ERROR_PAGE, status=status, message=message), status
+        return jsonify({"error": message, "status": status}), status
 
     @app.errorhandler(ZonemapError)
     def zonemap_error(exc):
-        return jsonify({"error": str(exc), "status": 400}), 400
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc)
+        response = render(exc.status, str(exc))
+        if exc.status == 503:
+            response = app.make_response(response)
+            response.headers["Retry-After"] = "2"
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        message = exc.description
+        if exc.code == 413:
+            message = f"the request body is larger than this server takes ({settings().max_body_mb:g} MB)"
+        elif exc.code == 429:
+            message = f"too many requests ({exc.description}); wait a moment and try again"
+        return render(exc.code or 500, message)
 
     @app.errorhandler(Exception)
     def server_error(exc):  # never crash the server; say what happened
-        log.exception("unhandled error")
-        return jsonify({"error": f"internal error: {type(exc).__name__}", "status": 500}), 500
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return render(500, f"internal error: {type(exc).__name__}")
 
-    return app
+
+def _csp(nonce: str) -> str:
+    return ("default-src 'self'; "
+            f"script-src 'self' 'nonce-{nonce}'; "
+            "style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob: https://tile.openstreetmap.org; "
+            "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+def redacted_query() -> str:
+    pairs = parse_qsl(request.query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs])
+
+
+def _headers_and_log(app: Flask, config: Settings) -> None:
+    @app.before_request
+    def started():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def headers(response: Response):
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "same-origin")
+        h.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html" and not response.direct_passthrough:
+            # our own inline scripts get this response's nonce; untrusted text is escaped in
+            # every page, so no "<script" in a page comes from a user
+            nonce = secrets.token_urlsafe(16)
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace("<script", f'<script nonce="{nonce}"'))
+            h["Content-Security-Policy"] = _csp(nonce)
+        else:
+            h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        if config.access_log:
+            query = redacted_query()
+            user = getattr(g, "user", None)
+            took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            access.info("%s %s %s %s%s %s %s %.1fms", client_addr(), user.name if user else "-", request.method,
+                        request.path, f"?{query}" if query else "", response.status_code,
+                        response.content_length if response.content_length is not None else "-", took)
+        return response
+
+
+__all__ = ["create_app"]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from webmap.app import LEAFLET_DIST, create_app
+from webmap.app import create_app
+from webmap.pages import LEAFLET_DIST
 
 
 @pytest.fixture
