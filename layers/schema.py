@@ -227,6 +227,9 @@ LAYERS: dict[str, Layer] = {
                _c("closed_at", "datetime", "when the case was closed", aliases=("closed_dt", "结案时间")),
                _c("rework_count", "integer", "times a check failed (返工)"),
                _c("extension_count", "integer", "extensions approved (延期)"),
+               _c("idempotency_key", "text", "the reporting user's name, a space and the "
+                  "Idempotency-Key the report came with: a retry returns this case", unique=True,
+                  private=True),
                *_RAW, *_TAIL)),
         Layer("case_steps", "案卷流转", None, False,
               "every change of a case's state: who, when, from, to and why; never rewritten",
@@ -243,6 +246,18 @@ LAYERS: dict[str, Layer] = {
                _c("light", "text", "green/yellow/red of the state left, at the time of the step"),
                _c("note", "text", "opinion or reason given"),
                *_TAIL)),
+        Layer("audit", "审计日志", None, False,
+              "every write: who, when, what and from where, appended in the same transaction "
+              "as the write it describes; never rewritten, never holds a token or a password", (
+                  _c("at", "datetime", "when (UTC)", required=True),
+                  _c("actor", "text", "user name (import, anonymous, … for the command line and the public)"),
+                  _c("role", "text", "the actor's role"),
+                  _c("action", "text", "report, transition:ACTION, import:LAYER, users:add, token:issue, "
+                     "token:revoke", required=True),
+                  _c("target", "text", "what it acted on: a case id, a user name, a file"),
+                  _c("detail", "text", "a short JSON object (counts, states, the unit)"),
+                  _c("origin", "text", "the client address, or cli"),
+                  *_TAIL), private=True),
         Layer("users", "用户", None, False,
               "people who sign in, with one role each", (
                   _c("name", "text", "login name", required=True, unique=True),
