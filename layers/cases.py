@@ -10,8 +10,9 @@ Nothing is ever overwritten: a state change adds a step; the case row holds the 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
-import secrets
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -22,9 +23,11 @@ import pandas as pd
 
 from geo.crs import NAMED_CRS, to_wgs84
 
+from . import audit
 from .deadlines import Category, WorkingCalendar, light_of, load_categories
-from .errors import Forbidden, InputError, NotFound, Refused
+from .errors import Forbidden, InputError, NotFound, Refused, StoreError
 from .routing import STREET_OFFICE, Router
+from .service_area import ServiceArea
 from .store import Store
 from .users import User
 from .workflow import FINAL, LINKED, MOVES, OPEN, REPORTERS, STATE_ZH, STATES, Limit, Workflow, find_move, moves_from
@@ -87,15 +90,16 @@ class Rules:
 
 
 def _missing(v) -> bool:
-    return v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+    return v is None or v is pd.NaT or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def new_id(now: dt.datetime) -> str:
-    return "ZM" + now.strftime("%Y%m%d") + "-" + secrets.token_hex(3).upper()
+def case_number(day: dt.date, n: int) -> str:
+    """`ZM20261130-000123`: the city's date and the day's sequence (more digits past 999,999)."""
+    return f"ZM{day:%Y%m%d}-{n:06d}"
 
 
 def _metres(lon0, lat0, lon, lat) -> np.ndarray:
@@ -109,7 +113,7 @@ def _metres(lon0, lat0, lon, lat) -> np.ndarray:
 # ---- intake ----------------------------------------------------------------------------
 
 def _routers(store: Store, rules: Rules, allow_empty: bool):
-    """A Router per date when the zones have history, else one for all."""
+    """A Router per date when the zones have history, else one for all (and whether they have)."""
     zones = store.read("zones")
     history = not zones.empty and zones["valid_to"].notna().any()
     cache: dict = {}
@@ -119,19 +123,23 @@ def _routers(store: Store, rules: Rules, allow_empty: bool):
         if key not in cache:
             cache[key] = Router(store, as_of=key, rules=rules.workflow.category_rules, allow_empty=allow_empty)
         return cache[key]
-    return get
+    return get, history
 
 
-def _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, router=None) -> pd.DataFrame:
-    get = (lambda day: router) if router is not None else _routers(store, rules, allow_empty)
-    days = pd.Series(when).map(lambda t: pd.Timestamp(t).astimezone(rules.tz).date()).to_numpy()
-    out = []
-    for day in dict.fromkeys(days):
-        sel = np.flatnonzero(days == day)
-        r = get(day).route(lon[sel], lat[sel], "wgs84", category=cats[sel])
-        r.index = sel
-        out.append(r)
-    routed = pd.concat(out).sort_index()
+def _route_all(store, rules, lon, lat, cats, when: pd.Series, allow_empty, placeholder, router=None) -> pd.DataFrame:
+    """Route every report in bulk: one call per city day when zones have history, else one."""
+    get, history = ((lambda day: router), False) if router is not None else _routers(store, rules, allow_empty)
+    if not history:
+        routed = get(None).route(lon, lat, "wgs84", category=cats)
+    else:
+        days = when.dt.tz_convert(rules.tz).dt.tz_localize(None).dt.normalize().to_numpy()
+        out = []
+        for day in pd.unique(days):
+            sel = np.flatnonzero(days == day)
+            r = get(pd.Timestamp(day).date()).route(lon[sel], lat[sel], "wgs84", category=cats[sel])
+            r.index = sel
+            out.append(r)
+        routed = pd.concat(out).sort_index()
     if placeholder.any():  # a stand-in point says nothing about the place
         routed.loc[placeholder, ["zone_code", "zone_kind", "zone_version", "distance_m", "grid_code"]] = None
         dept = routed["method"].eq("category") & routed["unit_id"].str.startswith("DEPT-", na=False)
@@ -142,29 +150,240 @@ def _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, rou
     return routed
 
 
-def _open_cases(store: Store, cats: set, lon, lat) -> pd.DataFrame:
+def _open_cases(store: Store, cats: set, lon, lat, since: pd.Timestamp) -> pd.DataFrame:
+    """The store's open cases of these categories near the batch and recent enough to repeat."""
     if not len(lon) or not cats:
         return pd.DataFrame()
-    pad = 0.01
+    pad = 0.01  # > 1 km: wider than any duplicate distance
     box = (float(np.min(lon)) - pad, float(np.min(lat)) - pad, float(np.max(lon)) + pad, float(np.max(lat)) + pad)
     got = store.read("problems", bbox=box, where={"status": list(OPEN), "category": sorted(cats)})
     if got.empty:
         return pd.DataFrame()
-    return pd.DataFrame({"problem_id": got["problem_id"], "category": got["category"],
-                         "lon": got.geometry.x, "lat": got.geometry.y,
-                         "reported_at": pd.to_datetime(got["reported_at"], utc=True)})
+    at = pd.to_datetime(got["reported_at"], utc=True)
+    keep = (at >= since).to_numpy() & ~got["location_placeholder"].fillna(False).astype(bool).to_numpy()
+    return pd.DataFrame({"problem_id": got["problem_id"].to_numpy()[keep], "category": got["category"].to_numpy()[keep],
+                         "lon": got.geometry.x.to_numpy()[keep], "lat": got.geometry.y.to_numpy()[keep],
+                         "at": at.to_numpy()[keep]})
+
+
+def _pairs(cat, lon, lat, t_ns, queries, dist_m: float, window_h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (query i, candidate j, metres) with the same category, j reported 0…window_h
+    before i and within dist_m of it. Points meet in grid cells at least dist_m wide and time
+    buckets of window_h: only the 3 × 3 neighbouring cells of this and the previous bucket are
+    compared, so the work grows with the reports, not with reports × candidates."""
+    r = 6371008.8
+    # metres east at the latitude farthest from the equator: never longer than the true distance
+    x = r * np.radians(lon) * max(np.cos(np.radians(np.max(np.abs(lat)))), 1e-6)
+    y = r * np.radians(lat)
+    span = max(window_h * 3600e9, 1.0)
+    t = np.floor((t_ns - t_ns.min()) / span).astype(np.int64)
+    cell = dist_m * 1.01 + 1.0
+    while True:  # one int64 key per (category, cell, bucket); far-flung points get coarser cells
+        cx = np.floor((x - x.min()) / cell).astype(np.int64) + 1
+        cy = np.floor((y - y.min()) / cell).astype(np.int64) + 1
+        dims = (int(cat.max()) + 2, int(cx.max()) + 2, int(cy.max()) + 2, int(t.max()) + 2)
+        if math.prod(dims) < 2**62:
+            break
+        cell *= 2
+    key = np.ravel_multi_index((cat + 1, cx, cy, t + 1), dims)  # category -1 (none): never met
+    order = np.argsort(key, kind="stable")
+    ranked = key[order]
+    found_i, found_j = [], []
+    for dx, dy, dt_ in itertools.product((-1, 0, 1), (-1, 0, 1), (-1, 0)):
+        k = np.ravel_multi_index((cat[queries] + 1, cx[queries] + dx, cy[queries] + dy, t[queries] + 1 + dt_), dims)
+        lo, hi = np.searchsorted(ranked, k, "left"), np.searchsorted(ranked, k, "right")
+        count = hi - lo
+        total = int(count.sum())
+        if not total:
+            continue
+        first = np.repeat(lo - (np.cumsum(count) - count), count)  # position of each pair's candidate
+        found_i.append(np.repeat(queries, count))
+        found_j.append(order[first + np.arange(total)])
+    if not found_i:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    age_h = (t_ns[i] - t_ns[j]) / 1e9 / 3600
+    near = (age_h >= 0) & (age_h <= window_h) & (i != j) & ((x[i] - x[j]) ** 2 + (y[i] - y[j]) ** 2 <= cell**2)
+    i, j = i[near], j[near]
+    d = _metres(lon[j], lat[j], lon[i], lat[i])
+    near = d <= dist_m
+    return i[near], j[near], d[near]
+
+
+def _ns(times) -> np.ndarray:
+    """UTC times as int64 nanoseconds since 1970."""
+    t = pd.to_datetime(pd.Series(times), utc=True).dt.tz_localize(None)
+    return t.to_numpy("datetime64[ns]").view(np.int64)
+
+
+def _duplicates(rules: Rules, open_cases: pd.DataFrame, cats, lon, lat, when: pd.Series, eligible) -> tuple:
+    """For each report, the open case it repeats: a case in the store (its id) or an earlier
+    report of this batch that is itself not a duplicate (its index), the nearest within the
+    category's window, ties to the first. Returns (store id or None, batch index or -1, metres)."""
+    n, m = len(cats), len(open_cases)
+    # one point set: the store's open cases first, then the batch, in order (the tie-break)
+    all_cat = np.concatenate([open_cases["category"].to_numpy(dtype=object) if m else np.empty(0, object), cats])
+    all_lon = np.concatenate([open_cases["lon"].to_numpy(float) if m else np.empty(0), lon])
+    all_lat = np.concatenate([open_cases["lat"].to_numpy(float) if m else np.empty(0), lat])
+    all_ns = np.concatenate([_ns(open_cases["at"]) if m else np.empty(0, np.int64), _ns(when)])
+    usable = np.concatenate([np.ones(m, bool), eligible])  # placeholders neither repeat nor are repeated
+    codes, uniques = pd.factorize(pd.Series(all_cat).where(usable))
+    by_window: dict[tuple, list[int]] = {}
+    for k, c in enumerate(uniques):
+        by_window.setdefault(rules.workflow.duplicate_window(c), []).append(k)
+    found = []
+    for (dist_m, window_h), ks in by_window.items():
+        queries = m + np.flatnonzero(np.isin(codes[m:], ks))
+        if len(queries):
+            found.append(_pairs(codes, all_lon, all_lat, all_ns, queries, dist_m, window_h))
+    store_id = np.full(n, None, dtype=object)
+    batch_of = np.full(n, -1, dtype=np.int64)
+    dist = np.full(n, np.nan)
+    if not found:
+        return store_id, batch_of, dist
+    i, j, d = (np.concatenate(a) for a in zip(*found))
+    keep = (j < m) | (j < i)  # a batch report can only repeat one before it in the batch
+    i, j, d = i[keep], j[keep], d[keep]
+    order = np.lexsort((j, d, i))
+    i, j, d = i[order].tolist(), j[order].tolist(), d[order].tolist()
+    linked = np.zeros(m + n, bool)
+    ids = open_cases["problem_id"].to_numpy(dtype=object) if m else None
+    k, total = 0, len(i)
+    while k < total:  # in batch order: whether a report is linked decides whether it can be repeated
+        q = i[k]
+        while k < total and i[k] == q:
+            if not linked[j[k]]:
+                linked[q] = True
+                if j[k] < m:
+                    store_id[q - m] = ids[j[k]]
+                else:
+                    batch_of[q - m] = j[k] - m
+                dist[q - m] = d[k]
+                while k < total and i[k] == q:
+                    k += 1
+                break
+            k += 1
+    return store_id, batch_of, dist
+
+
+class _Columns:
+    """A report frame's columns as object arrays, with a default for a missing column."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame, self.n = frame, len(frame)
+
+    def __contains__(self, name) -> bool:
+        return name in self.frame
+
+    def __call__(self, name, default=None) -> np.ndarray:
+        if name in self.frame:
+            return self.frame[name].to_numpy(dtype=object)
+        if isinstance(default, np.ndarray):
+            return default.astype(object)
+        return np.full(self.n, default, dtype=object)
+
+
+def _times(values: np.ndarray, now: dt.datetime) -> pd.Series:
+    """Report times as UTC (naive ones are UTC: the file importer localised them already)."""
+    try:
+        t = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a report time cannot be read ({exc}); give ISO 8601 times") from None
+    return t.fillna(pd.Timestamp(now)).dt.floor("us")
+
+
+def _deadlines(rules: Rules, starts, limits) -> list:
+    """start + limit on the calendar for each row (None without a limit), each pair computed once."""
+    cache: dict = {}
+    out = []
+    for t, limit in zip(starts, limits):
+        if limit is None or _missing(t):
+            out.append(None)
+            continue
+        key = (t, limit)
+        if key not in cache:
+            cache[key] = rules.add(t, limit)
+        out.append(cache[key])
+    return out
+
+
+def _per_pair(fn, a, b) -> list:
+    """fn(a[i], b[i]) for every row, called once per distinct pair (states × categories)."""
+    cache: dict = {}
+    return [cache[k] if k in cache else cache.setdefault(k, fn(*k)) for k in zip(a, b)]
+
+
+def _states(rules: Rules, rep: _Columns, cats, when: pd.Series, dup, live: bool, public: bool) -> dict:
+    """status, stage_started_at, stage_deadline (and target_at, closed_at for a file's own states)."""
+    n = len(cats)
+    starts = np.array(when.dt.to_pydatetime(), dtype=object)
+    if live:
+        status = np.where(dup, LINKED, "verifying" if public else "reported").astype(object)
+        limits = _per_pair(lambda s, c: None if s == LINKED else rules.stage_limit(s, c), status, cats)
+        return {"status": status, "stage_started_at": starts, "stage_deadline": _deadlines(rules, starts, limits)}
+    # a file with its own states: take them as they are, invent no history
+    status = rep("status")
+    target = np.array([None if _missing(v) else v for v in rep("target_at")], dtype=object)
+    if "target_at" not in rep:  # a file with no deadlines gets the category's; an empty cell keeps none
+        needs = [s not in ("reported", "verifying", "filed") for s in status]
+        limits = _per_pair(lambda c, yes: rules.disposal(c) if yes else None, cats, needs)
+        target = np.array(_deadlines(rules, starts, limits), dtype=object)
+    limits = _per_pair(lambda s, c: None if s in FINAL or s in ("dispatched", "processing")
+                       else rules.stage_limit(s, c), status, cats)
+    stage = np.array(_deadlines(rules, starts, limits), dtype=object)
+    held = np.isin(status.astype(str), ["dispatched", "processing"])
+    stage[held] = target[held]
+    closed = [None if _missing(v) else v for v in rep("closed_at")]
+    return {"status": status, "stage_started_at": starts, "stage_deadline": stage, "target_at": target,
+            "closed_at": np.array(closed, dtype=object) if n else np.empty(0, object)}
+
+
+def _departments(rules: Rules, rep: _Columns, cats, routed: pd.DataFrame) -> np.ndarray:
+    of_category = {c: (rules.category(c).department if rules.category(c) else None) for c in set(cats)}
+    dept = np.array([of_category[c] if _missing(g) else g for g, c in zip(rep("department"), cats)], dtype=object)
+    rule = (routed["method"].eq("category") & routed["unit_id"].astype(str).str.startswith("DEPT-")).to_numpy()
+    dept[rule] = routed["unit_name"].to_numpy(dtype=object)[rule]
+    return dept
+
+
+class _Replay(Exception):  # not an error: the key was used before; answer with that case
+    def __init__(self, row: dict):
+        self.row = row
+
+
+def check_idempotency_key(key) -> str | None:
+    """The key as given (None: none). Refuses long keys and control characters (InputError)."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip():
+        raise InputError("Idempotency-Key: give a non-empty text, e.g. a UUID made once per report")
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        raise InputError(f"Idempotency-Key is {len(key)} characters; the limit is {IDEMPOTENCY_KEY_MAX}")
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in key):
+        raise InputError("Idempotency-Key holds a control character; use letters, digits and - _ . :")
+    _check_unicode("Idempotency-Key", key)
+    return key
+
+
+def _scoped_key(user: User, key: str | None) -> str | None:
+    """The key within its user's scope: user names hold no spaces, so the first one divides."""
+    return None if key is None else f"{user.name} {key}"
 
 
 def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now: dt.datetime | None = None,
            rules: Rules | None = None, dedupe: bool = True, allow_empty: bool = False,
-           source_label: str | None = None, router: Router | None = None) -> pd.DataFrame:
+           source_label: str | None = None, router: Router | None = None, idempotency_key: str | None = None,
+           origin: str | None = None) -> pd.DataFrame:
     """Write `reports` as cases (or duplicates linked to open ones) in one transaction.
 
     `reports` has lon, lat (WGS 84) and may have raw_x/raw_y/raw_crs, category, description,
     address, contact, photo, reported_at, problem_id, status (a zonemap state, for files),
     source_status, department, target_at, closed_at, location_placeholder, source, attrs.
+    A report without problem_id is numbered `ZM<city date>-<n>` from the store's sequence of
+    the day it is taken in, inside the write transaction. `idempotency_key` (one report only):
+    see report_one. One audit row describes the batch (origin: the client, or cli for files).
     Returns one row per report: problem_id, status, duplicate_of, zone_code, unit_id,
-    unit_name, routed_by, distance_m, stage_deadline."""
+    unit_name, routed_by, distance_m, stage_deadline, replayed."""
     if user.role not in REPORTERS:
         raise Forbidden(f"role {user.role!r} may not report problems; reporters are {', '.join(REPORTERS)}")
     rules = rules or Rules()
@@ -172,118 +391,136 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
     n = len(reports)
     if n == 0:
         raise InputError("no reports to take in")
-    rep = reports.reset_index(drop=True)
-
-    cols: dict[tuple, np.ndarray] = {}
-
-    def col(name, default=None):
-        if (name, default) not in cols:
-            cols[name, default] = rep[name].to_numpy(dtype=object) if name in rep \
-                else np.full(n, default, dtype=object)
-        return cols[name, default]
-
-    lon, lat = rep["lon"].to_numpy(float), rep["lat"].to_numpy(float)
-    cats = np.array([None if _missing(c) else str(c).strip() or None for c in col("category")], dtype=object)
+    if idempotency_key is not None and n != 1:
+        raise InputError("an idempotency key is for one report, not a batch")
+    rep = _Columns(reports.reset_index(drop=True))
+    lon, lat = rep.frame["lon"].to_numpy(float), rep.frame["lat"].to_numpy(float)
+    cats = np.array([None if _missing(c) else str(c).strip() or None for c in rep("category")], dtype=object)
     unknown = [c for c in cats if c and c.isdigit() and len(c) == 5 and c not in rules.categories]
     if unknown:
         raise InputError(f"category {unknown[0]} is not in the category table; see GET /api/categories "
                          "or layers/rules/categories.csv")
-    when = np.array([now if _missing(t) else pd.Timestamp(t).to_pydatetime() for t in col("reported_at")],
-                    dtype=object)
-    placeholder = np.array([bool(v) and not _missing(v) for v in col("location_placeholder", False)])
+    when = _times(rep("reported_at"), now)
+    placeholder = np.array([bool(v) and not _missing(v) for v in rep("location_placeholder", False)])
     routed = _route_all(store, rules, lon, lat, cats, when, allow_empty, placeholder, router)
-    given_status = col("status")
-    live = all(_missing(s) for s in given_status)
+    live = all(_missing(s) for s in rep("status"))
     public = user.role == "public"
 
     # duplicates: an open case of the same category within the window, nearest first
-    open_cases = _open_cases(store, {c for c in cats if c}, lon, lat) if dedupe and live else pd.DataFrame()
-    candidates: dict[str, list[dict]] = {}  # by category: the store's open cases, then this batch's
-    for c in open_cases.to_dict("records"):
-        candidates.setdefault(c["category"], []).append(c)
-    ids = col("problem_id")
-    rows, steps, answers = [], [], []
-    routed_rows = routed.to_dict("records")
-    for i in range(n):
-        pid = str(ids[i]) if not _missing(ids[i]) else new_id(now)
-        t = when[i]
-        dup = None
-        if dedupe and live and cats[i] and not placeholder[i]:
-            dist_m, window_h = rules.workflow.duplicate_window(cats[i])
-            best = None
-            for c in candidates.get(cats[i], ()):
-                age = (pd.Timestamp(t) - pd.Timestamp(c["reported_at"])).total_seconds() / 3600
-                if not 0 <= age <= window_h:
-                    continue
-                d = float(_metres(c["lon"], c["lat"], lon[i], lat[i]))
-                if d <= dist_m and (best is None or d < best[1]):
-                    best = (c["problem_id"], d)
-            dup = best
-        r = routed_rows[i]
-        cat = rules.category(cats[i])
-        dept = col("department")[i]
-        if _missing(dept):
-            dept = cat.department if cat else None
-        if r["method"] == "category" and str(r["unit_id"]).startswith("DEPT-"):
-            dept = r["unit_name"]
-        row = {"problem_id": pid, "category": cats[i], "description": col("description")[i],
-               "address": col("address")[i], "reported_at": t, "channel": channel,
-               "public_report": public, "reporter": col("reporter", user.name)[i] if "reporter" in rep else user.name,
-               "contact": col("contact")[i], "photo": col("photo")[i], "department": dept,
-               "zone_code": r["zone_code"], "zone_version": r["zone_version"], "unit_id": r["unit_id"],
-               "grid_code": r["grid_code"],
-               "routed_by": r["method"], "route_distance_m": r["distance_m"],
-               "location_placeholder": bool(placeholder[i]), "rework_count": 0, "extension_count": 0,
-               "source_status": col("source_status")[i],
-               "raw_x": col("raw_x", lon[i])[i], "raw_y": col("raw_y", lat[i])[i],
-               "raw_crs": col("raw_crs", "wgs84")[i],
-               "source": col("source", source_label or channel)[i], "attrs": col("attrs")[i]}
-        first = []
-        if dup is not None:
-            row |= {"status": LINKED, "duplicate_of": dup[0], "stage_started_at": t, "stage_deadline": None}
-            first.append(("report", None, LINKED, f"重复上报:关联到 {dup[0]} ({dup[1]:.0f} m)"))
-        elif not live:  # a file with its own states: take them as they are, invent no history
-            status = given_status[i]
-            target = col("target_at")[i]
-            closed = col("closed_at")[i]
-            # a file with no deadlines gets the category's; one whose row left it empty keeps none
-            if "target_at" not in rep and status not in ("reported", "verifying", "filed"):
-                target = rules.add(pd.Timestamp(t).to_pydatetime(), rules.disposal(cats[i]))
-            row |= {"status": status, "target_at": None if _missing(target) else target,
-                    "closed_at": None if _missing(closed) else closed, "stage_started_at": t}
-            limit = rules.stage_limit(status, cats[i]) if status not in FINAL else None
-            row["stage_deadline"] = (row["target_at"] if status in ("dispatched", "processing")
-                                     else rules.add(pd.Timestamp(t).to_pydatetime(), limit) if limit else None)
-            first.append(("import", None, status, f"导入 {row['source']},原状态 {row['source_status'] or '—'}"))
-        else:
-            row |= {"status": "reported", "stage_started_at": t}
-            first.append(("report", None, "reported", None))
-            if public:
-                first.append(("await_verification", "reported", "verifying", "公众上报,待监督员核实"))
-                row["status"] = "verifying"
-            row["stage_deadline"] = rules.add(t, rules.stage_limit(row["status"], cats[i]))
-        for seq, (action, a, b, note) in enumerate(first, start=1):
-            steps.append({"problem_id": pid, "seq": seq, "at": t, "actor": user.name if seq == 1 else "system",
-                          "role": user.role if seq == 1 else "system", "action": action, "from_status": a,
-                          "to_status": b, "unit_id": row["unit_id"], "deadline_at": row.get("stage_deadline"),
-                          "note": note, "source": row["source"]})
-        rows.append(row)
-        if row["status"] in OPEN and cats[i]:
-            candidates.setdefault(cats[i], []).append(
-                {"problem_id": pid, "category": cats[i], "lon": lon[i], "lat": lat[i], "reported_at": t})
-        answers.append({"problem_id": pid, "status": row["status"], "status_zh": STATE_ZH.get(row["status"]),
-                        "duplicate_of": row.get("duplicate_of"),
-                        "zone_code": r["zone_code"], "zone_kind": r["zone_kind"], "zone_version": r["zone_version"],
-                        "grid_code": r["grid_code"],
-                        "unit_id": r["unit_id"], "unit_name": r["unit_name"], "routed_by": r["method"],
-                        "distance_m": r["distance_m"], "department": dept,
-                        "stage_deadline": row.get("stage_deadline")})
-    frame = gpd.GeoDataFrame(pd.DataFrame(rows), geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
-    with store.transaction() as tx:
-        _ensure_units(tx, store, routed)
-        tx.append("problems", frame)
-        tx.append("case_steps", pd.DataFrame(steps))
-    return pd.DataFrame(answers)
+    dup_id, dup_row, dup_m = np.full(n, None, dtype=object), np.full(n, -1), np.full(n, np.nan)
+    eligible = (cats != None) & ~placeholder  # noqa: E711 - elementwise
+    if dedupe and live and eligible.any():
+        longest = max(rules.workflow.duplicate_window(c)[1] for c in set(cats[eligible]))
+        open_cases = _open_cases(store, set(cats[eligible]), lon, lat,
+                                 when.min() - pd.Timedelta(hours=longest))
+        dup_id, dup_row, dup_m = _duplicates(rules, open_cases, cats, lon, lat, when, eligible)
+    dup = (dup_id != None) | (dup_row >= 0)  # noqa: E711 - elementwise
+    states = _states(rules, rep, cats, when, dup, live, public)
+    source = rep("source", source_label or channel)
+    columns = {
+        "category": cats, "description": rep("description"), "address": rep("address"),
+        "reported_at": states["stage_started_at"], "channel": channel, "public_report": public,
+        "reporter": rep("reporter") if "reporter" in rep else user.name, "contact": rep("contact"),
+        "photo": rep("photo"), "department": _departments(rules, rep, cats, routed),
+        "zone_code": routed["zone_code"].to_numpy(), "zone_version": routed["zone_version"].to_numpy(),
+        "unit_id": routed["unit_id"].to_numpy(), "grid_code": routed["grid_code"].to_numpy(),
+        "routed_by": routed["method"].to_numpy(), "route_distance_m": routed["distance_m"].to_numpy(),
+        "location_placeholder": placeholder, "rework_count": 0, "extension_count": 0,
+        "source_status": rep("source_status"), "raw_x": rep("raw_x", lon), "raw_y": rep("raw_y", lat),
+        "raw_crs": rep("raw_crs", "wgs84"), "source": source, "attrs": rep("attrs"), **states,
+        "idempotency_key": _scoped_key(user, idempotency_key)}
+    given = rep("problem_id")
+    key = columns["idempotency_key"]
+    try:
+        with store.transaction() as tx:
+            ids = _number(tx, given, now, rules.tz)
+            if key is not None:  # after numbering: a twin that took the day's counter has committed
+                seen = tx.rows("problems", {"idempotency_key": key})
+                if seen:
+                    raise _Replay(seen[0])
+            duplicate_of = np.where(dup_row >= 0, ids[np.maximum(dup_row, 0)], dup_id)
+            frame = gpd.GeoDataFrame(pd.DataFrame({"problem_id": ids, **columns, "duplicate_of": duplicate_of}),
+                                     geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+            _ensure_units(tx, store, routed)
+            tx.append("problems", frame)
+            tx.append("case_steps", _first_steps(frame, user, live, public, dup_m))
+            audit.record(tx, actor=user.name, role=user.role, **_audit_of(frame, channel, source_label),
+                         origin=origin if origin is not None or channel != "file" else "cli", at=now)
+    except _Replay as replay:
+        return pd.DataFrame([_replayed(store, replay.row, rules)])
+    except StoreError:
+        if key is not None and (twin := store.read("problems", where={"idempotency_key": key})).shape[0]:
+            return pd.DataFrame([_replayed(store, case_rows(twin)[0], rules)])  # a racing twin won
+        raise
+    return pd.DataFrame({"problem_id": ids, "status": frame["status"].to_numpy(),
+                         "status_zh": [STATE_ZH.get(s) for s in frame["status"]],
+                         "duplicate_of": duplicate_of, "zone_code": routed["zone_code"].to_numpy(),
+                         "zone_kind": routed["zone_kind"].to_numpy(), "zone_version": routed["zone_version"].to_numpy(),
+                         "grid_code": routed["grid_code"].to_numpy(), "unit_id": routed["unit_id"].to_numpy(),
+                         "unit_name": routed["unit_name"].to_numpy(), "routed_by": routed["method"].to_numpy(),
+                         "distance_m": routed["distance_m"].to_numpy(), "department": columns["department"],
+                         "stage_deadline": frame["stage_deadline"].to_numpy(), "replayed": False})
+
+
+def _number(tx, given: np.ndarray, now: dt.datetime, tz: ZoneInfo) -> np.ndarray:
+    """Ids the file gave, as they are; the others the next numbers of the city's day."""
+    ids = np.array([None if _missing(v) else str(v) for v in given], dtype=object)
+    need = np.flatnonzero(ids == None)  # noqa: E711 - elementwise
+    if len(need):
+        day = now.astimezone(tz).date()
+        first = tx.next_number(f"case:{day:%Y%m%d}", len(need))
+        ids[need] = [case_number(day, first + k) for k in range(len(need))]
+    return ids
+
+
+def _first_steps(frame: pd.DataFrame, user: User, live: bool, public: bool, dup_m) -> pd.DataFrame:
+    """The step(s) a report starts with: report (or import), and for the public the wait for
+    verification; a duplicate's step names the case it repeats."""
+    status = frame["status"].to_numpy(dtype=object)
+    dup = status == LINKED
+    if live:
+        action, to = "report", np.where(dup, LINKED, "reported").astype(object)
+        note = np.array([f"重复上报:关联到 {p} ({d:.0f} m)" if k else None
+                         for k, p, d in zip(dup, frame["duplicate_of"], dup_m)], dtype=object)
+    else:
+        action, to = "import", status
+        note = np.array([f"导入 {s},原状态 {'—' if _missing(o) or not o else o}"
+                         for s, o in zip(frame["source"], frame["source_status"])], dtype=object)
+    first = pd.DataFrame({"problem_id": frame["problem_id"], "seq": 1, "at": frame["reported_at"],
+                          "actor": user.name, "role": user.role, "action": action, "from_status": None,
+                          "to_status": to, "unit_id": frame["unit_id"], "deadline_at": frame["stage_deadline"],
+                          "note": note, "source": frame["source"]})
+    if not (live and public):
+        return first
+    wait = first[~dup].assign(seq=2, actor="system", role="system", action="await_verification",
+                              from_status="reported", to_status="verifying", note="公众上报,待监督员核实")
+    return pd.concat([first, wait]).sort_index(kind="stable").reset_index(drop=True)
+
+
+def _audit_of(frame: pd.DataFrame, channel: str, source_label: str | None) -> dict:
+    if len(frame) == 1 and channel != "file":
+        r = frame.iloc[0]
+        return {"action": "report", "target": r["problem_id"],
+                "detail": {"channel": channel, "status": r["status"], "unit_id": r["unit_id"]}}
+    counts = frame["status"].value_counts()
+    return {"action": "import:problems", "target": source_label or channel,
+            "detail": {"channel": channel, "rows": len(frame), "linked": int(counts.get(LINKED, 0)),
+                       "first": frame["problem_id"].iloc[0], "last": frame["problem_id"].iloc[-1]}}
+
+
+def _replayed(store: Store, row: dict, rules: Rules) -> dict:
+    """The intake answer for a case taken in before (an idempotent retry), as it stands now."""
+    kind = None
+    if row.get("zone_code"):
+        z = store.read("zones", where={"code": row["zone_code"], "version": row["zone_version"]})
+        kind = z["kind"].iloc[0] if len(z) else None
+    names = _unit_names(store, [row.get("unit_id")])
+    return {"problem_id": row["problem_id"], "status": row["status"], "status_zh": STATE_ZH.get(row["status"]),
+            "duplicate_of": row.get("duplicate_of"), "zone_code": row.get("zone_code"), "zone_kind": kind,
+            "zone_version": row.get("zone_version"), "grid_code": row.get("grid_code"),
+            "unit_id": row.get("unit_id"), "unit_name": names.get(row.get("unit_id"), STREET_OFFICE["name"]),
+            "routed_by": row.get("routed_by"), "distance_m": row.get("route_distance_m"),
+            "department": row.get("department"), "stage_deadline": row.get("stage_deadline"), "replayed": True}
 
 
 def _ensure_units(tx, store: Store, routed: pd.DataFrame) -> None:
@@ -297,55 +534,106 @@ def _ensure_units(tx, store: Store, routed: pd.DataFrame) -> None:
                 geometry=gpd.GeoSeries([None], crs="EPSG:4326")))
 
 
-def report_one(store: Store, data: dict, user: User, channel: str, *, now=None, rules=None, router=None,
-               problem_id: str | None = None) -> dict:
-    """One report from the API or Open311: checks, converts the phone's coordinates, intakes.
-    `router`: a live Router over the zones in force (a server keeps one)."""
-    def number(key):
-        v = data.get(key)
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"field {key!r}: {v!r} is not a number") from None
-        if not math.isfinite(f):
-            raise InputError(f"field {key!r}: {v!r} is not a finite number")
-        return f
+# ---- one report from the API or Open311 ---------------------------------------------------
 
-    lon, lat = number("lon"), number("lat")
-    crs = str(data.get("crs") or "wgs84").lower()
+TEXT_LIMITS = {"description": 4000, "address": 500, "contact": 200, "photo": 200}
+NOTE_MAX = 2000
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _check_unicode(name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON lets through
+        raise InputError(f"field {name!r} is not valid Unicode (it holds a lone surrogate); "
+                         "send UTF-8 text") from None
+
+
+def check_text(name: str, value, limit: int | None = None) -> str | None:
+    """`value` as text, whole, or InputError: text is kept intact or refused, never cut.
+    Refused: a NUL character (GeoPackage would cut the text there), invalid Unicode, more
+    than `limit` characters, or a value that is not text or a number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(f"field {name!r} must be text, not {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    _check_unicode(name, text)
+    if "\x00" in text:
+        raise InputError(f"field {name!r} holds a NUL character (\\x00); remove it")
+    if limit is not None and len(text) > limit:
+        raise InputError(f"field {name!r} is {len(text)} characters; the limit is {limit} "
+                         "(nothing is cut: shorten it)")
+    return text
+
+
+def _number_field(data: dict, key: str) -> float:
+    v = data.get(key)
+    if isinstance(v, bool):  # JSON true is not longitude 1
+        raise InputError(f"field {key!r}: {v!r} is a boolean, not a number")
+    if isinstance(v, str):
+        check_text(key, v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"field {key!r}: {v!r} is not a number") from None
+    if not math.isfinite(f):
+        raise InputError(f"field {key!r}: {v!r} is not a finite number")
+    return f
+
+
+def report_one(store: Store, data: dict, user: User, channel: str, *, now=None, rules=None, router=None,
+               problem_id: str | None = None, area: ServiceArea | None = None,
+               idempotency_key: str | None = None, origin: str | None = None) -> dict:
+    """One report from the API or Open311: checks, converts the phone's coordinates, intakes.
+
+    `router`: a live Router over the zones in force (a server keeps one); `area`: the service
+    area, whose check refuses a place this deployment does not serve (OutsideServiceArea, 422);
+    `data["photo"]`: the file name the web layer saved the photo under; `origin`: the client's
+    address, for the audit log.
+    `idempotency_key`: a retry with the same key from the same user (anonymous callers share one
+    scope) answers the case the first request made, with "replayed": True, and stores nothing
+    new, also when the two requests race. The retry's body is not compared: a replay with a
+    different body still answers the first case (a key names one report, whatever is resent)."""
+    idempotency_key = check_idempotency_key(idempotency_key)
+    for key, value in data.items():  # every text, before any of it is echoed in a message
+        if isinstance(value, str):
+            check_text(str(key), value)
+    lon, lat = _number_field(data, "lon"), _number_field(data, "lat")
+    crs = str(check_text("crs", data.get("crs")) or "wgs84").lower()
     if crs not in NAMED_CRS:
         raise InputError(f"field 'crs': {crs!r}; use one of {', '.join(NAMED_CRS)}")
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise InputError(f"fields 'lon'/'lat': ({lon}, {lat}) is not a longitude/latitude (swapped?)")
-    category = str(data.get("category") or "").strip()
+    category = (check_text("category", data.get("category")) or "").strip()
     rules = rules or Rules()
     if not category:
         raise InputError("field 'category' is required: a 5-digit code, see GET /api/categories")
     if category not in rules.categories:
         raise InputError(f"field 'category': {category!r} is not in the category table; see GET /api/categories")
-    desc = data.get("description")
-    if desc is not None and len(str(desc)) > 4000:
-        raise InputError("field 'description' is longer than 4000 characters")
+    text = {k: check_text(k, data.get(k) if data.get(k) != "" else None, limit) for k, limit in TEXT_LIMITS.items()}
     wlon, wlat = to_wgs84(np.array([lon]), np.array([lat]), crs)
+    if area is not None:
+        area.check(float(wlon[0]), float(wlat[0]))
     frame = pd.DataFrame([{
         "lon": float(wlon[0]), "lat": float(wlat[0]), "raw_x": lon, "raw_y": lat, "raw_crs": crs,
-        "category": category, "description": None if desc is None else str(desc),
-        "address": (str(data["address"])[:500] if data.get("address") else None),
-        "contact": (str(data["contact"])[:200] if data.get("contact") else None),
-        "photo": data.get("photo"), "problem_id": problem_id, "attrs": data.get("attrs")}])
-    out = intake(store, frame, user, channel, now=now, rules=rules, source_label=channel, router=router)
-    return _jsonable(out.iloc[0].to_dict())
+        "category": category, **text, "problem_id": problem_id, "attrs": data.get("attrs")}])
+    out = intake(store, frame, user, channel, now=now, rules=rules, source_label=channel, router=router,
+                 idempotency_key=idempotency_key, origin=origin)
+    return _jsonable(out.iloc[0].to_dict(), rules.tz)
 
 
-def _jsonable(d: dict) -> dict:
+def _jsonable(d: dict, tz: ZoneInfo) -> dict:
+    """Plain JSON values; times in the city's time zone with its offset (they are stored in UTC)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, np.generic):
             v = v.item()
-        if _missing(v) or v is pd.NA:
+        if _missing(v):
             v = None
         elif isinstance(v, (dt.datetime, pd.Timestamp)):
-            v = pd.Timestamp(v).tz_convert("UTC").isoformat() if pd.Timestamp(v).tzinfo else pd.Timestamp(v).isoformat()
+            t = pd.Timestamp(v)
+            v = (t.tz_localize("UTC") if t.tzinfo is None else t).tz_convert(tz).isoformat()
         elif isinstance(v, dt.date):
             v = v.isoformat()
         out[k] = v
@@ -355,13 +643,15 @@ def _jsonable(d: dict) -> dict:
 # ---- the workflow ------------------------------------------------------------------------
 
 def transition(store: Store, problem_id: str, action: str, user: User, *, note: str | None = None,
-               unit_id: str | None = None, now: dt.datetime | None = None, rules: Rules | None = None) -> dict:
+               unit_id: str | None = None, now: dt.datetime | None = None, rules: Rules | None = None,
+               origin: str | None = None) -> dict:
     """Move case `problem_id` by `action`; Refused (409) when the state does not allow it,
-    Forbidden (403) when the role may not. `unit_id` with dispatch re-assigns (改派)."""
+    Forbidden (403) when the role may not. `unit_id` with dispatch re-assigns (改派).
+    `origin`: the client's address, for the audit row written with the step."""
     rules = rules or Rules()
     now = now or utc_now()
-    if note is not None and len(str(note)) > 2000:
-        raise InputError("field 'note' is longer than 2000 characters")
+    note = check_text("note", note, NOTE_MAX)
+    unit_id = check_text("unit_id", unit_id, 200)
     with store.transaction() as tx:
         got = tx.rows("problems", {"problem_id": problem_id}, lock=True)
         if not got:
@@ -417,6 +707,9 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
             "action": action, "from_status": status, "to_status": move.target,
             "unit_id": new.get("unit_id", case["unit_id"]), "deadline_at": new.get("stage_deadline"),
             "light": left, "note": note, "source": "api"}]))
+        audit.record(tx, actor=user.name, role=user.role, action=f"transition:{action}", target=problem_id,
+                     detail={"from": status, "to": move.target, "unit_id": new.get("unit_id", case["unit_id"])},
+                     origin=origin, at=now)
     return get_case(store, problem_id, user, now=now, rules=rules)
 
 
@@ -455,11 +748,12 @@ def case_view(row: dict, user: User, rules: Rules, now: dt.datetime, unit_names:
     out["actions"] = list(dict.fromkeys(out["actions"]))
     if steps is not None:
         out["steps"] = [_jsonable({k: s.get(k) for k in ("seq", "at", "actor", "role", "action", "from_status",
-                                                       "to_status", "unit_id", "deadline_at", "light", "note")})
+                                                       "to_status", "unit_id", "deadline_at", "light", "note")},
+                                  rules.tz)
                         for s in sorted(steps, key=lambda s: s["seq"])]
     if linked is not None:
         out["duplicates"] = linked
-    return _jsonable(out)
+    return _jsonable(out, rules.tz)
 
 
 def case_rows(frame: gpd.GeoDataFrame) -> list[dict]:
@@ -490,15 +784,31 @@ def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None)
     return case_view(got[0], user, rules, now or utc_now(), _unit_names(store, [got[0]["unit_id"]]), steps, linked)
 
 
-def parse_time(text, name: str, hint: str = "YYYY-MM-DD or ISO 8601") -> pd.Timestamp | None:
-    """A query parameter's date or time in UTC (a time without zone is UTC); None when empty."""
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+
+
+def parse_time(text, name: str, hint: str = "YYYY-MM-DD or ISO 8601", *, tz: ZoneInfo | None = None,
+               end: bool = False) -> pd.Timestamp | None:
+    """A query parameter's date or time, as a UTC instant; None when empty. People mean their
+    city's time (`tz`, the workflow's time zone by default): a date is 00:00 that day in the
+    city, or with `end` (an `until`) the last instant of that city day; a time without offset
+    is city time; a time with an offset is taken as given."""
     if text in (None, ""):
         return None
+    tz = tz or Rules().tz
     try:
+        check_text(name, text)
         t = pd.Timestamp(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, InputError):
         raise InputError(f"parameter {name!r}: {text!r} is not a date or time (use {hint})") from None
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    if t is pd.NaT:
+        raise InputError(f"parameter {name!r}: {text!r} is not a date or time (use {hint})")
+    if t.tzinfo is not None:
+        return t.tz_convert("UTC")
+    if end and _DATE_ONLY.fullmatch(str(text).strip()):
+        t += pd.Timedelta(days=1)  # through the end of that day: just before the next midnight
+        return t.tz_localize(tz, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC") - pd.Timedelta(1, "ns")
+    return t.tz_localize(tz, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
 
 
 def list_cases(store: Store, user: User, *, bbox=None, status=None, category=None, unit=None, since=None,
@@ -523,14 +833,14 @@ def list_cases(store: Store, user: User, *, bbox=None, status=None, category=Non
     frame = store.read("problems", bbox=bbox, where=where or None)
     if not include_linked and not status and not frame.empty:
         frame = frame[frame["status"] != LINKED]
-    t0, t1 = parse_time(since, "since"), parse_time(until, "until")
+    t0, t1 = parse_time(since, "since", tz=rules.tz), parse_time(until, "until", tz=rules.tz, end=True)
     if not frame.empty and (t0 is not None or t1 is not None):
         at = pd.to_datetime(frame["reported_at"], utc=True)
         keep = np.ones(len(frame), bool)
         if t0 is not None:
             keep &= (at >= t0).to_numpy()
         if t1 is not None:
-            keep &= (at < t1 + pd.Timedelta(days=1) if len(str(until)) <= 10 else at <= t1).to_numpy()
+            keep &= (at <= t1).to_numpy()
         frame = frame[keep]
     if not frame.empty and user.role not in ("inspector", "dispatcher", "admin", "planner", "unit"):
         frame = frame[frame["reporter"].eq(user.name).to_numpy() & (user.name != "anonymous")]
