@@ -195,6 +195,10 @@ def test_lists_filter_by_id_status_and_service_code(served, two_cases, fmt):
     assert {open_id, closed_id} <= {r["service_request_id"] for r in every}
     for r in every:
         assert set(r) == REQUEST
+    # a bare W3C date is the city's day: from its start, and through its end
+    day = next(r for r in every if r["service_request_id"] == open_id)["requested_datetime"][:10]
+    that_day = listed(c.get_service_requests(start_date=day, end_date=day))
+    assert open_id in {r["service_request_id"] for r in that_day}
     # an empty list is the bare list element (georeport cannot read that in XML: read it strictly)
     empty = requests.get(f"{served[0]}/open311/v2/requests.{fmt}",
                          params={"end_date": "2020-01-01T00:00:00Z"}, timeout=TIMEOUT)
