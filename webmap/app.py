@@ -84,7 +84,7 @@ ERROR_PAGE = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
 
 def _errors(app: Flask) -> None:
     def render(status: int, message: str):
-        if request.blueprint == "open311":
+        if request.path.startswith(open311.PREFIX + "/"):  # unrouted paths there too
             return open311.error(status, message)
         if request.blueprint == "pages" and request.accept_mimetypes.accept_html:
             return render_template_string(ERROR_PAGE, status=status, message=message), status

@@ -84,8 +84,10 @@ def render(items, fmt: str, kind: str, status: int = 200) -> Response:
 
 
 def error(status: int, message: str) -> Response:
-    """The spec's error list, in the format the path asked for."""
+    """The spec's error list, in the format the path asked for. The spec answers a wrong or
+    missing api_key with 403 where the rest of zonemap says 401."""
     fmt = "xml" if request.path.endswith(".xml") else "json"
+    status = 403 if status == 401 else status
     return render([{"code": status, "description": message}], fmt, "errors", status)
 
 

@@ -237,7 +237,8 @@ def test_open311_answers_follow_the_spec(server):
     assert bad.status_code == 400 and "lat and long" in bad.json[0]["description"]
     bad = client.post("/open311/v2/requests.json", data={"service_code": "06010", "lat": "1", "long": "2",
                                                          "api_key": "wrong"})
-    assert bad.status_code == 401 and bad.json[0]["code"] == 401
+    assert bad.status_code == 403 and bad.json[0]["code"] == 403  # the spec's status for a bad api_key
+    assert client.get("/open311/v2/tokens/1.xml").data.startswith(b'<?xml')  # errors in the spec's format
     assert client.get("/open311/v2/services.csv").status_code == 400
     assert h  # the inspector's token also works as a header
 
