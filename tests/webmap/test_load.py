@@ -67,12 +67,14 @@ def test_geopackage_under_load_keeps_every_acknowledged_report(nanjing_with_zone
 def test_postgis_under_load_survives_a_postgresql_restart(own_postgres, shared_data, tmp_path):
     url, cluster = own_postgres
     load.prepare_store(url, "nanjing")  # the same Nanjing data and zones as on GeoPackage
-    result = load.run_load(load.Config(db=url, restart_pg_at=4.0, pg_dir=str(cluster),
+    result = load.run_load(load.Config(db=url, restart_pg_at=3.0, pg_dir=str(cluster),
                                        log=str(tmp_path / "server.log"), **SMALL))
     check(result)
     restart = result["restart"]
     assert restart["done"] and restart["health_after"]["status"] == 200
-    assert restart["health_while_down"]["status"] != 200  # /health asks the store, not itself
+    down = restart["health_while_down"]
+    assert down["status"] != 200 or not down["before_postgres_was_back"]  # /health asks the store
     # the same server answered routes and reports after the restart: nothing restarted zonemap
-    assert restart["answered_after"]["GET /api/route"] > 0 and restart["answered_after"]["POST /api/problems"] > 0
+    after = restart["answered_after"]
+    assert after.get("GET /api/route", 0) > 0 and after.get("POST /api/problems", 0) > 0, load.summary(result)
     assert result["reports"]["acknowledged"] == result["store_check"]["ours_stored"] > 0
