@@ -85,6 +85,11 @@ class Store(ABC):
     def extent(self) -> tuple[float, float, float, float] | None:
         """(W, S, E, N) of everything stored, from the spatial indexes; None when empty."""
 
+    @abstractmethod
+    def check(self) -> dict:
+        """A real query to the store: {"store": kind, "ok": True, …} (for /health), or
+        StoreUnavailable when it cannot answer now."""
+
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections."""
 

@@ -4,14 +4,26 @@ Tables follow layers/schema.py with an `fid` key and a typed `geom` column in SR
 a GiST index. Rows go in with COPY inside one transaction, so a failure at any row leaves
 every table as it was. The schema the tables live in is the first of the connection's
 search_path (pass `?options=-csearch_path%3Dmy_schema` in the URL to choose another).
+
+Connections come from a pool (psycopg_pool) that checks each one as it is handed out and
+reconnects after PostgreSQL restarts. The pool is opened on first use in each process
+(gunicorn forks its workers after the app is made, and a connection must never be shared
+by two processes). A read that fails because the server went away is retried once on a
+fresh connection; a write transaction is not (the caller decides), and a lost connection
+or an empty pool is StoreUnavailable (503, try again).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from contextlib import contextmanager
+
 import psycopg
 import shapely
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, TYPES
 from .base import (
     COUNTERS,
@@ -26,6 +38,32 @@ from .base import (
     update_values,
     where_values,
 )
+
+
+def _gone(con: psycopg.Connection) -> bool:
+    """The connection itself is lost (server restarted or unreachable), not the statement."""
+    return con.closed or con.broken
+
+
+@contextmanager
+def _lost(con: psycopg.Connection):
+    """A write whose connection is lost mid-transaction: 503, and the transaction is gone."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if not _gone(con):
+            raise
+        raise StoreUnavailable(f"the connection to PostgreSQL was lost ({_first_line(exc)}); "
+                               "nothing was written, try again shortly") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# Pools a forked child inherited: never used and never closed there (closing would end the
+# parent's sessions on the sockets both share), only kept from the garbage collector.
+_INHERITED: list[ConnectionPool] = []
 
 
 class _PgTransaction(Transaction):
@@ -43,7 +81,7 @@ class _PgTransaction(Transaction):
             names = ", ".join(f'"{c}"' for c in [*cols, "geom"])
             tails = [[None if g is None else "SRID=4326;" + g] for g in ewkb]
         try:
-            with self.con.cursor() as cur, cur.copy(
+            with _lost(self.con), self.con.cursor() as cur, cur.copy(
                     f'COPY "{layer}" ({names}) FROM STDIN') as copy:
                 for row, tail in zip(rows, tails):
                     copy.write_row([*row, *tail])
@@ -60,20 +98,23 @@ class _PgTransaction(Transaction):
     def update(self, layer, fid, values):
         cols, vals = update_values(check_layer(layer), values)
         sets = ", ".join(f'"{c}" = %s' for c in cols)
-        self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = %s', [*vals, int(fid)])
+        with _lost(self.con):
+            self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = %s', [*vals, int(fid)])
 
     def delete_source(self, layer, source):
         check_layer(layer)
-        return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
+        with _lost(self.con):
+            return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
 
     def next_number(self, name, count=1):
         # One statement takes the row lock (or inserts the row) and moves the counter; a
         # concurrent transaction waits on that lock until we commit or roll back.
         check_counter(name, count)
-        last = self.con.execute(
+        with _lost(self.con):
+            last = self.con.execute(
             f"INSERT INTO {COUNTERS} (name, value) VALUES (%s, %s) ON CONFLICT (name) "
-            f"DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value RETURNING value",
-            (name, count)).fetchone()[0]
+                f"DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value RETURNING value",
+                (name, count)).fetchone()[0]
         return last - count + 1
 
     def rows(self, layer, where, lock=False):
@@ -81,8 +122,9 @@ class _PgTransaction(Transaction):
         cols = ["fid", *spec.column_names]
         sql, params = _where_sql(spec, where)
         names = ", ".join(f'"{c}"' for c in cols)
-        got = self.con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid'
-                               + (" FOR UPDATE" if lock else ""), params).fetchall()
+        with _lost(self.con):
+            got = self.con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid'
+                                   + (" FOR UPDATE" if lock else ""), params).fetchall()
         return [from_db(spec, cols, r) for r in got]
 
 
@@ -97,59 +139,107 @@ def _where_sql(spec, where) -> tuple[str, list]:
 class PostGISStore(Store):
     kind = "postgis"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 8, timeout_s: float = 10.0):
+        """`min_size`/`max_size`: connections kept open / at most, per process; `timeout_s`:
+        how long a request waits for a connection (and a new connection for the server)
+        before StoreUnavailable."""
         self.url = url
-        try:
-            self.con = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to PostGIS at {url}: {exc}".strip()) from None
+        self.min_size, self.max_size, self.timeout_s = min_size, max_size, timeout_s
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._pool_guard = threading.Lock()
         self.init()
 
+    # -- connections ------------------------------------------------------------------------
+    def _connect_error(self, exc) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot connect to PostGIS at {self.url}: {_first_line(exc)}; "
+                                "is PostgreSQL running? Try again shortly")
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._pool_guard:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                return self._pool
+            if self._pool is not None:  # made by the process we were forked from
+                _INHERITED.append(self._pool)
+            pool = ConnectionPool(
+                self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout_s,
+                check=ConnectionPool.check_connection, open=False, name="zonemap",
+                kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout_s))})
+            pool.open(wait=False)
+            self._pool, self._pool_pid = pool, os.getpid()
+            return pool
+
     def close(self):
-        self.con.close()
+        with self._pool_guard:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close(timeout=5)
+            self._pool = None
 
-    def _tables(self) -> set[str]:
-        rows = self.con.execute(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema()").fetchall()
-        return {r[0] for r in rows}
+    def _read(self, query):
+        """`query(con)` on a pooled connection, once more on a fresh one if the server went
+        away under the first (reads change nothing, so trying again is safe)."""
+        for _ in range(2):
+            try:
+                with self._get_pool().connection() as con:
+                    try:
+                        return query(con)
+                    except psycopg.OperationalError as exc:
+                        if not _gone(con):
+                            raise
+                        lost = exc  # the pool drops the broken connection when it comes back
+            except PoolTimeout as exc:
+                raise self._connect_error(exc) from None
+        raise StoreUnavailable(f"PostgreSQL went away twice during a read ({_first_line(lost)}); "
+                               "try again shortly")
 
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        return self._read(lambda con: con.execute(sql, params).fetchall())
+
+    # -- creating ---------------------------------------------------------------------------
     def init(self):
-        with self.con.transaction():
-            if not self.con.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'"
-                                    ).fetchone():
+        try:
+            con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise self._connect_error(exc) from None
+        with con:  # one plain connection, closed before any fork: the pool opens on first use
+            self._create(con)
+
+    def _create(self, con):
+        with con.transaction():
+            if not con.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone():
                 try:
-                    self.con.execute("CREATE EXTENSION postgis")
+                    con.execute("CREATE EXTENSION postgis")
                 except psycopg.Error as exc:
                     raise StoreError("PostGIS is not installed in this database and could not "
                                      f"be created ({exc}); run CREATE EXTENSION postgis") from None
-        with self.con.transaction():
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
-                             "(name text PRIMARY KEY, value bigint NOT NULL)")
-        existing = self._tables()
+        with con.transaction():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
+                        "(name text PRIMARY KEY, value bigint NOT NULL)")
+        existing = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
         for name, spec in LAYERS.items():
             if name in existing:
-                with self.con.transaction():  # columns added to the schema since (nullable)
+                with con.transaction():  # columns added to the schema since (nullable)
                     for c in spec.columns:
-                        self.con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{c.name}" '
-                                         f"{TYPES[c.type][1]}")
+                        con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{c.name}" '
+                                    f"{TYPES[c.type][1]}")
                 continue
             cols = ", ".join(f'"{c.name}" {TYPES[c.type][1]}' for c in spec.columns)
-            with self.con.transaction():
+            with con.transaction():
                 if spatial(spec):
-                    self.con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols}, '
-                                     f"geom geometry({spec.geometry_type}, 4326))")
-                    self.con.execute(f'CREATE INDEX "{name}_geom_gist" ON "{name}" USING gist (geom)')
+                    con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols}, '
+                                f"geom geometry({spec.geometry_type}, 4326))")
+                    con.execute(f'CREATE INDEX "{name}_geom_gist" ON "{name}" USING gist (geom)')
                 else:
-                    self.con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols})')
+                    con.execute(f'CREATE TABLE "{name}" (fid bigserial PRIMARY KEY, {cols})')
                 for c in spec.columns:
                     if c.unique:
-                        self.con.execute(
-                            f'CREATE UNIQUE INDEX "{name}_{c.name}_uq" ON "{name}" ("{c.name}")')
+                        con.execute(f'CREATE UNIQUE INDEX "{name}_{c.name}_uq" ON "{name}" ("{c.name}")')
 
+    # -- reading ----------------------------------------------------------------------------
     def count(self, layer):
         check_layer(layer)
-        return self.con.execute(f'SELECT count(*) FROM "{layer}"').fetchone()[0]
+        return self._query(f'SELECT count(*) FROM "{layer}"')[0][0]
 
     def read(self, layer, bbox=None, where=None):
         spec = check_layer(layer)
@@ -157,41 +247,68 @@ class PostGISStore(Store):
         names = ", ".join(chr(34) + c + chr(34) for c in cols)
         cond, params = _where_sql(spec, where)
         if not spatial(spec):
-            rows = self.con.execute(f'SELECT fid, {names} FROM "{layer}"{cond} ORDER BY fid', params).fetchall()
+            rows = self._query(f'SELECT fid, {names} FROM "{layer}"{cond} ORDER BY fid', params)
             return frame_from_rows(spec, cols, rows, [])
         sql = f'SELECT fid, {names}, ST_AsBinary(geom) FROM "{layer}"{cond}'
         if bbox is not None:
             sql += (" AND" if cond else " WHERE") + " geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
             params = [*params, *bbox]
-        rows = self.con.execute(sql + " ORDER BY fid", params).fetchall()
+        rows = self._query(sql + " ORDER BY fid", params)
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
 
     def extent(self):
         union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"'
                                    for n in LAYERS if spatial(n))
-        row = self.con.execute(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-                               f"(SELECT ST_Extent(g) AS e FROM ({union}) u) x").fetchone()
+        row = self._query(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                          f"(SELECT ST_Extent(g) AS e FROM ({union}) u) x")[0]
         return None if row[0] is None else tuple(row)
 
     def has_spatial_index(self, layer):
-        row = self.con.execute(
+        row = self._query(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
-            "AND tablename = %s AND indexdef ILIKE %s", (layer, "%USING gist (geom)%")).fetchone()
+            "AND tablename = %s AND indexdef ILIKE %s", (layer, "%USING gist (geom)%"))[0]
         return row[0] == 1
 
+    def check(self) -> dict:
+        version, counters = self._query(
+            f"SELECT current_setting('server_version'), (SELECT count(*) FROM {COUNTERS})")[0]
+        return {"store": self.kind, "ok": True, "server_version": version, "counters": counters}
+
+    # -- writing ----------------------------------------------------------------------------
     def _begin(self):
-        con = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
-        return _PgTransaction(con)
+        pool = self._get_pool()
+        for attempt in (1, 2):  # BEGIN on a connection that died since its check: nothing done yet
+            try:
+                con = pool.getconn()
+            except PoolTimeout as exc:
+                raise self._connect_error(exc) from None
+            try:
+                con.execute("BEGIN")
+                return _PgTransaction(con)
+            except psycopg.OperationalError as exc:
+                pool.putconn(con)
+                if not _gone(con) or attempt == 2:
+                    raise self._connect_error(exc) from None
 
     def _commit(self, tx):
         try:
-            tx.con.commit()
+            tx.con.execute("COMMIT")
+        except psycopg.Error as exc:
+            if _gone(tx.con):  # the server may or may not have committed before it went away
+                raise StoreUnavailable(
+                    f"the connection to PostgreSQL was lost at COMMIT ({_first_line(exc)}); the "
+                    "write may or may not be stored: retry with the same idempotency key") from None
+            raise StoreError(f"PostgreSQL refused the COMMIT ({_first_line(exc)}); nothing was written"
+                             ) from None
         finally:
-            tx.con.close()
+            self._get_pool().putconn(tx.con)
 
     def _rollback(self, tx):
         try:
-            tx.con.rollback()
+            if not _gone(tx.con):
+                tx.con.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # a connection that cannot roll back is broken: the pool drops it on return
         finally:
-            tx.con.close()
+            self._get_pool().putconn(tx.con)

@@ -155,3 +155,112 @@ def test_the_sqlite3_read_path_returns_what_gdal_reads(gpkg_store, layer):
             ours = gpkg_store.read(layer, bbox=bbox, where=where)
             _assert_same_frame(ours, _gdal_read(path, layer, spec, bbox, sql), spec)
     assert len(gpkg_store.read(layer)) == 40
+
+
+# ---- many writers and readers on one GeoPackage --------------------------------------------
+
+_THREADS, _ROUNDS = 4, 8
+
+
+def _report_frame(problem_id: str, number: int, i: int) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"problem_id": [problem_id], "category": ["06010"], "status": ["filed"],
+                             "description": [f"报告 {problem_id} #{number}"]},
+                            geometry=[shapely.Point(118.78 + i * 1e-4, 32.04)], crs="EPSG:4326")
+
+
+def _write_reports(store, tag: str) -> list[tuple[str, int]]:
+    """Threads of one process: each transaction numbers a report, stores it and its first
+    step together, then reads it back; returns (problem_id, number) of those that returned."""
+    import threading
+
+    done, errors = [], []
+
+    def work(t: int):
+        for i in range(_ROUNDS):
+            pid = f"{tag}-{t}-{i}"
+            try:
+                with store.transaction() as tx:
+                    number = tx.next_number("case:20261130")
+                    tx.append("problems", _report_frame(pid, number, i))
+                    tx.append("case_steps", pd.DataFrame([{
+                        "problem_id": pid, "seq": 1, "action": "report", "to_status": "filed",
+                        "at": dt.datetime(2026, 11, 30, tzinfo=dt.UTC)}]))
+                back = store.read("problems", where={"problem_id": pid})
+                assert back["description"].tolist() == [f"报告 {pid} #{number}"]
+                store.read("problems", bbox=(118.7799, 32.0399, 118.7805, 32.0401))
+                done.append((pid, number))
+            except Exception as exc:  # reported to the test below
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(_THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    return done
+
+
+def _writer_process(url_or_store, tag: str, queue) -> None:
+    if isinstance(url_or_store, str):  # spawned: opens its own store
+        with open_store(url_or_store) as store:
+            queue.put(_write_reports(store, tag))
+    else:  # forked: uses the store object made (and used) by the parent, as gunicorn does
+        queue.put(_write_reports(url_or_store, tag))
+
+
+def test_threads_and_processes_writing_one_geopackage_lose_nothing(tmp_path):
+    path = str(tmp_path / "busy.gpkg")
+    store = open_store(path)
+    store.read("problems")  # the parent holds an open connection when it forks
+    queue = mp.get_context("spawn").Queue()  # forked children inherit it as it is
+    procs = [mp.get_context("fork").Process(target=_writer_process, args=(store, f"f{k}", queue))
+             for k in range(2)]
+    procs += [mp.get_context("spawn").Process(target=_writer_process, args=(path, f"s{k}", queue))
+              for k in range(2)]
+    for p in procs:
+        p.start()
+    done = _write_reports(store, "parent")  # and this process writes at the same time
+    for _ in procs:
+        done += queue.get(timeout=300)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len(done) == 5 * _THREADS * _ROUNDS
+    stored = store.read("problems")
+    assert sorted(stored["problem_id"]) == sorted(pid for pid, _ in done)
+    assert dict(zip(stored["problem_id"], stored["description"])) == \
+        {pid: f"报告 {pid} #{n}" for pid, n in done}
+    steps = store.read("case_steps")
+    assert sorted(steps["problem_id"]) == sorted(pid for pid, _ in done)
+    assert sorted(n for _, n in done) == list(range(1, len(done) + 1))
+    assert store.check()["journal_mode"] == "wal"
+    store.close()
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()
+    for name, _ in pyogrio.list_layers(path):
+        assert len(pyogrio.read_dataframe(path, layer=name)) == (len(done) if name in (
+            "problems", "case_steps") else 0)
+
+
+def test_a_writer_that_cannot_get_the_lock_gets_store_unavailable_and_writes_nothing(tmp_path):
+    import sqlite3
+
+    from layers.errors import StoreUnavailable
+    from layers.store.gpkg import GeoPackageStore
+
+    path = tmp_path / "locked.gpkg"
+    store = GeoPackageStore(path, busy_timeout_s=0.5)
+    other = sqlite3.connect(path, isolation_level=None)  # another process's long import
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreUnavailable, match="try again"), store.transaction() as tx:
+        tx.append("problems", _report_frame("x-1", 1, 0))
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.count("problems") == 0
+    store.append("problems", _report_frame("x-2", 1, 0))  # the lock came back
+    assert store.read("problems")["problem_id"].tolist() == ["x-2"]
+    store.close()
