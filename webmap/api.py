@@ -201,12 +201,11 @@ def transition(problem_id):
         raise InputError("send a JSON object with an action, e.g. {\"action\": \"dispatch\", \"note\": \"…\"}")
     svc = services()
     cases.get_case(svc.store, problem_id, user, rules=svc.rules)  # a unit may not probe others' cases
-    note = data.get("note")
-    unit_id = data.get("unit_id")
-    if unit_id is not None and not isinstance(unit_id, str):
-        raise InputError("field 'unit_id' must be text")
-    return jsonify(cases.transition(svc.store, problem_id, data["action"], user,
-                                    note=None if note is None else str(note), unit_id=unit_id,
+    note, unit_id = data.get("note"), data.get("unit_id")
+    for name, value in (("note", note), ("unit_id", unit_id)):  # text stays text: a list is no note
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"field {name!r} must be text")
+    return jsonify(cases.transition(svc.store, problem_id, data["action"], user, note=note, unit_id=unit_id,
                                     rules=svc.rules, origin=client_addr()))
 
 
