@@ -104,6 +104,8 @@ def current_user(token: str | None = None) -> User:
         if kind.lower() != "bearer" or not value.strip():
             raise Unauthorized("Authorization must be 'Bearer TOKEN' (get one with `zonemap token NAME`)")
         token = value.strip()
+    if token is not None and not isinstance(token, str):  # Open311's api_key from a JSON body
+        raise InputError("api_key must be text: a token from `zonemap token NAME`")
     if not token:
         return ANONYMOUS
     user = user_for_token(services().store, token)
