@@ -441,11 +441,11 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
             duplicate_of = np.where(dup_row >= 0, ids[np.maximum(dup_row, 0)], dup_id)
             frame = gpd.GeoDataFrame(pd.DataFrame({"problem_id": ids, **columns, "duplicate_of": duplicate_of}),
                                      geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+            audit.record(tx, actor=user.name, role=user.role, **_audit_of(frame, channel, source_label),
+                         origin=origin if origin is not None or channel != "file" else "cli", at=now)
             _ensure_units(tx, store, routed)
             tx.append("problems", frame)
             tx.append("case_steps", _first_steps(frame, user, live, public, dup_m))
-            audit.record(tx, actor=user.name, role=user.role, **_audit_of(frame, channel, source_label),
-                         origin=origin if origin is not None or channel != "file" else "cli", at=now)
     except _Replay as replay:
         return pd.DataFrame([_replayed(store, replay.row, rules)])
     except StoreError:

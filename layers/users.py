@@ -2,7 +2,9 @@
 
 A user has one role (workflow.ROLES). Passwords are kept as werkzeug's salted scrypt hash;
 tokens are random 32-byte strings shown once, of which only the SHA-256 is stored, so a
-copy of the store gives nobody a way in. A unit user answers the cases of its unit_id."""
+copy of the store gives nobody a way in. A unit user answers the cases of its unit_id.
+Every change is written with its audit row (never the password, the token or its hash);
+`by` and `origin` say who made it and from where (the command line by default)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import audit
 from .errors import InputError
 from .store import Store
 from .workflow import ROLES
@@ -35,7 +38,11 @@ class User:
 ANONYMOUS = User("anonymous", "public")
 
 
-def add_user(store: Store, name: str, role: str, password: str, unit_id: str | None = None) -> User:
+CLI = User("cli", "admin")  # the command line: whoever may open the store
+
+
+def add_user(store: Store, name: str, role: str, password: str, unit_id: str | None = None, *,
+             by: User = CLI, origin: str = "cli") -> User:
     name = (name or "").strip()
     if not re.fullmatch(r"[\w.@-]{2,64}", name):
         raise InputError(f"user name {name!r}: use 2–64 letters, digits, _ . @ or -")
@@ -58,6 +65,8 @@ def add_user(store: Store, name: str, role: str, password: str, unit_id: str | N
             "name": name, "role": role, "unit_id": unit_id, "active": True,
             "password_hash": generate_password_hash(password), "created_at": dt.datetime.now(dt.UTC),
             "source": "zonemap users add"}]))
+        audit.record(tx, actor=by.name, role=by.role, action="users:add", target=name,
+                     detail={"role": role, "unit_id": unit_id}, origin=origin)
     return User(name, role, unit_id)
 
 
@@ -87,22 +96,28 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_token(store: Store, name: str) -> str:
+def issue_token(store: Store, name: str, *, by: User = CLI, origin: str = "cli") -> str:
     """A new API token for user `name` (printed once; only its hash is stored)."""
     get_user(store, name)
     token = "zm_" + secrets.token_urlsafe(32)
-    store.append("tokens", pd.DataFrame([{"token_hash": _digest(token), "user_name": name,
-                                          "created_at": dt.datetime.now(dt.UTC), "revoked": False,
-                                          "source": "zonemap token"}]))
+    with store.transaction() as tx:
+        tx.append("tokens", pd.DataFrame([{"token_hash": _digest(token), "user_name": name,
+                                           "created_at": dt.datetime.now(dt.UTC), "revoked": False,
+                                           "source": "zonemap token"}]))
+        audit.record(tx, actor=by.name, role=by.role, action="token:issue", target=name, origin=origin)
     return token
 
 
-def revoke_tokens(store: Store, name: str) -> int:
-    rows = store.read("tokens", where={"user_name": name})
+def revoke_tokens(store: Store, name: str, *, by: User = CLI, origin: str = "cli") -> int:
+    """Revoke every live token of user `name`; how many there were. Read and revoked in one
+    transaction, so a token issued meanwhile is not missed by the count."""
     with store.transaction() as tx:
-        for fid in rows.loc[~rows["revoked"].astype(bool), "fid"]:
-            tx.update("tokens", int(fid), {"revoked": True})
-    return int((~rows["revoked"].astype(bool)).sum())
+        live = [r for r in tx.rows("tokens", {"user_name": name}) if not r["revoked"]]
+        for r in live:
+            tx.update("tokens", int(r["fid"]), {"revoked": True})
+        audit.record(tx, actor=by.name, role=by.role, action="token:revoke", target=name,
+                     detail={"revoked": len(live)}, origin=origin)
+    return len(live)
 
 
 def user_for_token(store: Store, token: str) -> User | None:
