@@ -50,6 +50,7 @@ class Report:
     routed: dict[str, int] = field(default_factory=dict)  # problems: how many by each method
     linked: int = 0  # problems: duplicates linked to an open case
     reader: str | None = None  # pyogrio, pyogrio+fiona (damaged records read again), fiona, pandas
+    zones: dict = field(default_factory=dict)  # zones: new_zones, new_versions, unchanged, valid_from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +61,10 @@ class Report:
                  f" of {self.rows} rows ({self.repaired} repaired, {len(self.rejected)} rejected)"
                  f"; CRS {self.crs}"]
         lines += [f"  warning: {w}" for w in self.warnings]
+        if self.zones:
+            z = self.zones
+            lines.append(f"  zones in force from {z['valid_from']}: {z['new_zones']} new, "
+                         f"{z['new_versions']} new versions (the old ones closed), {z['unchanged']} unchanged")
         if self.routed:
             lines.append("  routed: " + ", ".join(f"{k} {v}" for k, v in self.routed.items())
                          + (f"; {self.linked} duplicates linked to open cases" if self.linked else ""))
@@ -374,10 +379,12 @@ def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: 
                 layer: str | None = None, encoding: str | None = None, x: str | None = None,
                 y: str | None = None, column_map: dict[str, str] | None = None,
                 dry_run: bool = False, skip_invalid: bool = False, match: str | None = None,
-                tz: str | None = None, status_map: dict[str, str] | None = None) -> Report:
+                tz: str | None = None, status_map: dict[str, str] | None = None,
+                valid_from=None, now=None) -> Report:
     """Import one file into one layer of `store` (None only with dry_run). With `match`
     ("name" or "code", units only) the rows update the units already in the store instead of
-    adding new ones: person, phone, credit code, address and type are filled in."""
+    adding new ones: person, phone, credit code, address and type are filled in. Zones go in
+    as new versions by code, in force from `valid_from` (default: the city's date at `now`)."""
     try:
         spec = get_layer(layer_name)
     except KeyError as exc:
@@ -412,10 +419,34 @@ def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: 
         return report
     if spec.name == "problems":
         return _import_problems(store, frame, report, tz, status_map, dry_run)
+    if spec.name == "zones":
+        return _import_zones(store, frame, report, source.row_word, skip_invalid, dry_run, valid_from, now)
     if not dry_run:
         if store is None:
             raise ValueError("a store is needed unless dry_run")
         report.written = store.append(spec.name, frame)
+    return report
+
+
+def _import_zones(store, frame, report: Report, row_word: str, skip_invalid: bool, dry_run: bool,
+                  valid_from, now) -> Report:
+    """Zones never go in as plain rows: a code in force gets a new version (the old one closed),
+    an unchanged zone writes nothing, a new code is a new zone (layers.zones versioning)."""
+    from . import zones
+
+    if store is None:
+        raise InputError("a zones import compares the file with the zones in force: it needs the store")
+    plan = zones.plan_import(store, frame, valid_from, now)
+    report.rejected += [{"row": n, "reason": f"{row_word} {n}: {why}"} for n, why in plan.problems.items()]
+    report.rejected.sort(key=lambda r: r["row"])
+    report.accepted = len(frame) - len(plan.problems)
+    report.zones = plan.counts()
+    if plan.problems and not skip_invalid:
+        report.error = (f"{len(report.rejected)} of {report.rows} rows are unusable, so nothing was "
+                        "written; fix them, or pass --skip-invalid to import the others")
+        return report
+    if not dry_run:
+        report.written = zones.write_import(store, frame, plan)
     return report
 
 

@@ -4,7 +4,9 @@ base layers → owners and units → geo.frontage under a rule profile → publi
 
 Nothing is hard-deleted: a zone that changes or disappears gets `valid_to`, and its new shape
 is a new row with the next version. A zone whose shape, unit and profile are unchanged keeps
-its row.
+its row. A planner's edited file (`import … --as zones`) goes through the same versioning, by
+code (`plan_import`, `write_import`). Validity dates are the city's dates (`city_today`), and
+one zone writer at a time checks that no code is left in force twice (`_hold_versions`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import shapely
 
 from geo._tiles import densify, polygonal
 from geo.carriageway import build_streets
+from geo.coverage import MIN_AREA_M2, facade_coverage, public_zones
 from geo.coverage import check as check_geometry
-from geo.coverage import facade_coverage, public_zones
 from geo.crs import metric_crs
 from geo.describe import four_bounds
 from geo.frontage import frontage_zones
 
-from .errors import InputError
+from .errors import InputError, Refused
 from .rules import load_curb_rules, load_profile
 from .schema import STORAGE_CRS
 from .store import Store
@@ -244,9 +246,48 @@ def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, og: np.ndarray) -> tupl
     return codes, matched
 
 
+def city_today(now: dt.datetime | None = None) -> dt.date:
+    """The city's date (workflow.toml's time zone, Asia/Shanghai by default) at `now` (an aware
+    time; the present when None): zones drawn at 00:30 Beijing time on 30 November are in force
+    from the 30th, although it is still the 29th in UTC."""
+    from zoneinfo import ZoneInfo
+
+    from .workflow import Workflow
+
+    now = now or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise ValueError("city_today needs an aware time")
+    return now.astimezone(ZoneInfo(Workflow.load().timezone)).date()
+
+
+def _chunks(values: list, size: int = 2000):
+    for k in range(0, len(values), size):
+        yield values[k:k + size]
+
+
+def _hold_versions(tx, codes, closing) -> None:
+    """Inside a zone-writing transaction: wait for any other zone writer to finish (a counter
+    row both stores lock until commit), then make sure that what this writer is about to close
+    is still in force and that nobody else opened a version of a code it writes. Otherwise two
+    versions of one code would be left in force."""
+    tx.next_number("zones:versions")
+    codes, closing = sorted(set(codes)), sorted(set(closing))
+    open_rows = [r for chunk in _chunks(codes) for r in tx.rows("zones", {"code": chunk})
+                 if r["valid_to"] is None]
+    still_open = {r["fid"] for chunk in _chunks(closing) for r in tx.rows("zones", {"fid": chunk})
+                  if r["valid_to"] is None}
+    stray = sorted({r["code"] for r in open_rows if r["fid"] not in set(closing)})
+    if stray or still_open != set(closing):
+        what = f"zone {stray[0]} got a new version" if stray else "zones were closed"
+        raise Refused(f"{what} while this change was being prepared (another import or `zones "
+                      "generate` at the same time); nothing was written: run it again")
+
+
 def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox=None,
-             valid_from: dt.date | None = None, dry_run: bool = False) -> GenerateReport:
-    """Generate zones from the store's base layers under a profile and write a new version."""
+             valid_from: dt.date | None = None, dry_run: bool = False,
+             now: dt.datetime | None = None) -> GenerateReport:
+    """Generate zones from the store's base layers under a profile and write a new version,
+    in force from `valid_from` (default: the city's date at `now`)."""
     t0 = time.time()
     kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
@@ -254,7 +295,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
         raise InputError(f"unknown zone kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
     profile = load_profile(profile_name)
     rules = load_curb_rules()
-    valid_from = valid_from or dt.date.today()
+    valid_from = valid_from or city_today(now)
     buildings = store.read("buildings", bbox=bbox)
     roads = store.read("roads", bbox=None if bbox is None else _grow(bbox, 0.003))
     if buildings.empty or roads.empty:
@@ -370,6 +411,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     report.new_units = len(new_units)
     if not dry_run:
         with store.transaction() as tx:
+            _hold_versions(tx, [r["code"] for r in write_rows], close + retire)
             for fid in close + retire:
                 tx.update("zones", fid, {"valid_to": valid_from})
             if write_rows:
@@ -381,6 +423,143 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
                     geometry=[None] * len(new_units), crs=STORAGE_CRS))
     report.seconds = round(time.time() - t0, 2)
     return report
+
+
+# ---- a planner's file of zones (`import … --as zones`) -------------------------------------
+
+# What a zone row says besides its code and shape; a column the file leaves empty keeps the
+# value of the version in force.
+ZONE_FIELDS = ("kind", "primary_unit", "co_unit", "duties", "profile", "frontage_len_m", "depth_m",
+               "bounds_text", "street")
+_SAME_FIELDS = ("kind", "primary_unit", "co_unit", "duties")
+
+
+@dataclass
+class ZoneImportPlan:
+    """What a file of zones changes: per row (the user's row number) one of "new" (a code not
+    in force), "version" (a new version of a code in force, whose open rows `close` lists) or
+    "unchanged"; and the rows refused, with why."""
+
+    valid_from: dt.date
+    rows: list[dict] = field(default_factory=list)
+    problems: dict[int, str] = field(default_factory=dict)
+
+    def writes(self) -> list[dict]:
+        return [r for r in self.rows if r["action"] != "unchanged" and r["row"] not in self.problems]
+
+    def counts(self) -> dict:
+        done = [r["action"] for r in self.rows if r["row"] not in self.problems]
+        return {"new_zones": done.count("new"), "new_versions": done.count("version"),
+                "unchanged": done.count("unchanged"), "valid_from": self.valid_from.isoformat()}
+
+
+def _row_number(source: str) -> int:
+    return int(str(source).rsplit("#", 1)[1])
+
+
+def _row_problem(rec: dict, old: pd.DataFrame, units: set, valid_from: dt.date) -> str | None:
+    """Why one row of a zones file cannot become the zone's next version, or None."""
+    code = rec["code"]
+    if _val(rec.get("valid_to")) is not None:
+        return (f"valid_to {str(rec['valid_to'])[:10]} marks a closed version; a file of zones "
+                "holds the zones to be in force (leave the closed ones out)")
+    for col in ("primary_unit", "co_unit"):
+        unit = _val(rec.get(col))
+        if unit is not None and unit not in units:
+            return (f"{col} {unit!r} is not a unit_id in the store; import the unit first "
+                    "(import … --as units) or use its unit_id")
+    if old.empty:
+        return None
+    if (old["kind"] != rec["kind"]).any():
+        return (f"zone {code} in force is a {old['kind'].iloc[0]} zone, the file says {rec['kind']}; "
+                "give the new zone a code of its own")
+    starts = pd.to_datetime(old["valid_from"]).dt.date
+    if (starts > valid_from).any():
+        return (f"the version of {code} in force starts on {starts.max()}, after this import's "
+                f"date {valid_from}")
+    return None
+
+
+def plan_import(store: Store, frame: gpd.GeoDataFrame, valid_from: dt.date | None = None,
+                now: dt.datetime | None = None) -> ZoneImportPlan:
+    """Match the rows of a prepared zones file (EPSG:4326, schema columns, `source` = file#row)
+    to the zones in force by code. Nothing is written here."""
+    plan = ZoneImportPlan(valid_from or city_today(now))
+    every = store.read("zones")
+    in_force = current(every)
+    last_version = every.groupby("code")["version"].max().to_dict() if len(every) else {}
+    units = set(store.read("units")["unit_id"])
+    x0, y0, x1, y1 = frame.total_bounds
+    metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
+    new_m = polygonal(frame.to_crs(metric).geometry.to_numpy())
+    old_m = polygonal(in_force.to_crs(metric).geometry.to_numpy()) if len(in_force) else np.array([], dtype=object)
+    rows = frame.drop(columns=frame.geometry.name).to_dict("records")
+    counts = frame["code"].value_counts()
+    for k, rec in enumerate(rows):
+        n, code = _row_number(rec["source"]), rec["code"]
+        old = in_force[in_force["code"] == code]
+        problem = (f"code {code} is in {counts[code]} rows of the file; one row per zone"
+                   if counts[code] > 1 else _row_problem(rec, old, units, plan.valid_from))
+        if problem:
+            plan.problems[n] = problem
+        values = {f: _val(rec.get(f)) if _val(rec.get(f)) is not None
+                  else (_val(old[f].iloc[0]) if len(old) and f in old else None) for f in ZONE_FIELDS}
+        same = (len(old) == 1 and all(values[f] == _val(old[f].iloc[0]) for f in _SAME_FIELDS)
+                and shapely.area(shapely.symmetric_difference(
+                    new_m[k], old_m[in_force.index.get_loc(old.index[0])]))
+                < 0.005 * shapely.area(new_m[k]) + 0.05)
+        plan.rows.append({"row": n, "code": code, "position": k, "close": [int(f) for f in old["fid"]],
+                          "action": "unchanged" if same else "version" if len(old) else "new",
+                          "version": int(last_version.get(code) or 0) + 1, "values": values,
+                          "attrs": rec.get("attrs"), "source": rec["source"],
+                          "area_m2": round(float(shapely.area(new_m[k])), 2)})
+    _refuse_overlaps(plan, in_force, old_m, new_m)
+    return plan
+
+
+def _refuse_overlaps(plan: ZoneImportPlan, in_force, old_m: np.ndarray, new_m: np.ndarray) -> None:
+    """Refuse rows whose new shape overlaps a zone that would be in force beside it. A refused
+    row leaves its old version in force, which may overlap another row's new shape: repeat."""
+    codes = in_force["code"].to_numpy()
+    while True:
+        writes = plan.writes()
+        replaced = {r["code"] for r in writes}
+        keep = np.flatnonzero(~np.isin(codes, list(replaced))) if len(codes) else np.array([], dtype=int)
+        geoms = np.concatenate([old_m[keep], new_m[[r["position"] for r in writes]]])
+        labels = [codes[i] for i in keep] + [r["code"] for r in writes]
+        tree = shapely.STRtree(geoms)
+        found = False
+        for j, r in enumerate(writes):
+            me = len(keep) + j
+            hits = [h for h in tree.query(geoms[me], predicate="intersects") if h != me]
+            areas = shapely.area(shapely.intersection(geoms[me], geoms[hits])) if hits else []
+            worst = max(zip(areas, hits), default=(0.0, None))
+            if worst[0] > MIN_AREA_M2:
+                plan.problems[r["row"]] = (f"zone {r['code']} would overlap zone {labels[worst[1]]} by "
+                                           f"{worst[0]:.2f} m²; zones may not overlap (see zones check)")
+                found = True
+        if not found:
+            return
+
+
+def write_import(store: Store, frame: gpd.GeoDataFrame, plan: ZoneImportPlan) -> int:
+    """Write the plan's new zones and versions in one transaction, closing the versions they
+    replace on the plan's date; refused and unchanged rows write nothing."""
+    writes = plan.writes()
+    if not writes:
+        return 0
+    close = [fid for r in writes for fid in r["close"]]
+    new = gpd.GeoDataFrame(
+        [r["values"] | {"code": r["code"], "area_m2": r["area_m2"], "valid_from": plan.valid_from,
+                        "version": r["version"], "source": r["source"], "attrs": r["attrs"]}
+         for r in writes],
+        geometry=frame.geometry.iloc[[r["position"] for r in writes]].to_numpy(), crs=STORAGE_CRS)
+    with store.transaction() as tx:
+        _hold_versions(tx, [r["code"] for r in writes], close)
+        for fid in close:
+            tx.update("zones", fid, {"valid_to": plan.valid_from})
+        tx.append("zones", new)
+    return len(writes)
 
 
 def _degree_cells(bbox, metric: str, step_deg: float = 0.0025, whole: bool = False) -> np.ndarray:
