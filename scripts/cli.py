@@ -142,21 +142,26 @@ def _parse_map(values, hint="--map"):
                              "(default: workflow.toml's, Asia/Shanghai).")
 @click.option("--status-map", "status_map", multiple=True, metavar="TEXT=STATE",
               help="With --as problems: read the file's status TEXT as zonemap STATE (repeatable).")
+@click.option("--valid-from", help="With --as zones: first day the changed zones are in force "
+                                   "(YYYY-MM-DD; default today in the city's time zone).")
 @click.option("--skip-invalid", is_flag=True, help="Import the usable rows even if some are not.")
 @click.option("--dry-run", is_flag=True, help="Validate and report, write nothing.")
 @json_option
 @click.pass_context
 def import_(ctx, file, layer_name, layer, crs, encoding, x_col, y_col, mapping, match, tz, status_map,
-            skip_invalid, dry_run, as_json):
+            valid_from, skip_invalid, dry_run, as_json):
     """Import a GeoPackage, Shapefile, GeoJSON, KML, DXF, CSV or XLSX file into a layer.
-    With --as problems each row becomes a case, routed to the party that answers for it."""
-    store = None if dry_run and not match else _store(ctx)
+    With --as problems each row becomes a case, routed to the party that answers for it; with
+    --as zones each zone becomes a new version of its code (never a second one in force)."""
+    # units matched by name and zones compared with those in force need the store even to try
+    store = None if dry_run and not match and layer_name != "zones" else _store(ctx)
     try:
         report = importer.import_file(store, file, layer_name, crs=crs, layer=layer,
                                       encoding=encoding, x=x_col, y=y_col,
                                       column_map=_parse_map(mapping), dry_run=dry_run,
                                       skip_invalid=skip_invalid, match=match, tz=tz,
-                                      status_map=_parse_map(status_map, "--status-map"))
+                                      status_map=_parse_map(status_map, "--status-map"),
+                                      valid_from=_date(valid_from) if valid_from else None)
     except ZonemapError as exc:
         _fail(as_json, str(exc), {"file": file, "layer": layer_name})
     finally:
@@ -189,7 +194,8 @@ def _date(value):
 @click.option("--kinds", default="frontage,unit,site,public", show_default=True,
               help="Comma-separated zone kinds to write.")
 @click.option("--bbox", nargs=4, type=float, metavar="W S E N", help="Only this box (degrees).")
-@click.option("--valid-from", help="First day the new zones are in force (YYYY-MM-DD, default today).")
+@click.option("--valid-from", help="First day the new zones are in force (YYYY-MM-DD; default today in "
+                                   "the city's time zone).")
 @click.option("--dry-run", is_flag=True, help="Generate and report, write nothing.")
 @json_option
 @click.pass_context
