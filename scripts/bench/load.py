@@ -83,6 +83,7 @@ class Config:
     prepare: str = "auto"  # auto | nanjing | demo | none
     log: str | None = None  # the server's log file; default: a temporary one
     seed: int = 8
+    baseline_seconds: float = 5.0  # the route clients alone first: the throughput to compare with
     # the clients all come from 127.0.0.1 and stand for many phones: the per-client report limit
     # (ZONEMAP_REPORT_RATE_LIMIT) is lifted unless this is None (then the server's own applies)
     report_rate_limit: str | None = "1000000/minute"
@@ -101,6 +102,7 @@ class Call:
 class Report:
     key: str
     description: str
+    category: str
     attempts: list[dict] = field(default_factory=list)  # status, case_id, error, start, end
 
     def acknowledged(self) -> str | None:
@@ -307,13 +309,13 @@ def target_box(port: int) -> tuple[float, float, float, float]:
 class Run:
     """What the clients share: the clock, the server's port, and every answer."""
 
-    def __init__(self, cfg: Config, port: int, box, categories: list[str], token: str):
+    def __init__(self, cfg: Config, port: int, box, categories: list[str], token: str, seconds: float):
         self.cfg, self.port, self.box, self.categories, self.token = cfg, port, box, categories, token
         self.tag = f"LOAD-{uuid.uuid4().hex[:10]}"  # in every description of this run
         self.calls: list[Call] = []
         self.reports: list[Report] = []
         self.t0 = time.monotonic()
-        self.deadline = self.t0 + cfg.seconds
+        self.deadline = self.t0 + seconds
 
     def running(self, n: int) -> bool:
         return time.monotonic() < self.deadline and n < MAX_REQUESTS_PER_CLIENT
@@ -348,8 +350,9 @@ def report_client(run: Run, seed: int, client: int) -> None:
         key = str(uuid.uuid4())
         lon, lat = run.point(rng)
         # unique per report: the run's tag, the key, and Chinese text a phone would send
-        rep = Report(key, f"{run.tag} {key} 第{client}-{n}件:人行道井盖松动,踩上去晃,请尽快处理")
-        body = json.dumps({"lon": lon, "lat": lat, "crs": "wgs84", "category": rng.choice(run.categories),
+        rep = Report(key, f"{run.tag} {key} 第{client}-{n}件:人行道井盖松动,踩上去晃,请尽快处理",
+                     rng.choice(run.categories))
+        body = json.dumps({"lon": lon, "lat": lat, "crs": "wgs84", "category": rep.category,
                            "description": rep.description}, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": key}
         for _ in range(2):  # the first try, and one retry with the same key
@@ -421,8 +424,9 @@ def read_back(run: Run, reports: list[Report]) -> dict:
                 lost.append({"case_id": cid, "key": rep.key, "answer": body})
             elif got.status != 200 or not isinstance(body, dict):
                 unreadable.append({"case_id": cid, "status": got.status, "error": got.error or body})
-            elif body.get("description") != rep.description:
-                mismatched.append({"case_id": cid, "sent": rep.description, "got": body.get("description")})
+            elif (body.get("description"), body.get("category")) != (rep.description, rep.category):
+                mismatched.append({"case_id": cid, "sent": [rep.description, rep.category],
+                                   "got": [body.get("description"), body.get("category")]})
             else:
                 problem = steps_problem(body)
                 if problem:
@@ -579,7 +583,8 @@ def _load(cfg: Config, server: Server, token: str, pg_data: Path | None, before:
         raise LoadError("GET /api/categories named no category")
     box = target_box(server.port)
     workers_before = server.worker_pids()
-    run = Run(cfg, server.port, box, categories, token)
+    baseline = route_baseline(cfg, server.port, box, categories, token)
+    run = Run(cfg, server.port, box, categories, token, cfg.seconds)
     stop_event = threading.Event()
     restart: dict = {}
     threads = [threading.Thread(target=route_client, args=(run, cfg.seed * 1000 + i), daemon=True)
@@ -619,7 +624,7 @@ def _load(cfg: Config, server: Server, token: str, pg_data: Path | None, before:
     back = read_back(run, list(acked.values()))
     alive = call(server.port, "GET", "/health", timeout=10)
     return {
-        "_run": run, "_acked": acked, "seconds": round(elapsed, 1), "target_box": box,
+        "_run": run, "_acked": acked, "seconds": round(elapsed, 1), "target_box": box, "baseline": baseline,
         "requests_per_s": round(len(run.calls) / elapsed, 1),
         "endpoints": endpoint_stats(run.calls, elapsed, window),
         "reports": {
@@ -639,6 +644,20 @@ def _load(cfg: Config, server: Server, token: str, pg_data: Path | None, before:
     }
 
 
+def route_baseline(cfg: Config, port: int, box, categories: list[str], token: str) -> dict | None:
+    """The route clients alone for a few seconds: what routing does without reports beside it."""
+    if cfg.baseline_seconds <= 0 or cfg.route_clients == 0:
+        return None
+    run = Run(cfg, port, box, categories, token, cfg.baseline_seconds)
+    threads = [threading.Thread(target=route_client, args=(run, cfg.seed * 3000 + i), daemon=True)
+               for i in range(cfg.route_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return endpoint_stats(run.calls, run.now(), None)["GET /api/route"] | {"seconds": round(run.now(), 1)}
+
+
 def failures(result: dict) -> list[str]:
     """Why the run fails, in words (empty: it passed)."""
     out = []
@@ -646,7 +665,8 @@ def failures(result: dict) -> list[str]:
     for name in ("lost", "mismatched", "unreadable", "bad_steps", "shared_case_ids"):
         if rep[name]:
             out.append(f"{len(rep[name])} acknowledged reports {name.replace('_', ' ')}: {rep[name][:3]}")
-    for name, e in result["endpoints"].items():
+    baseline = {"GET /api/route (alone)": result["baseline"]} if result["baseline"] else {}
+    for name, e in (result["endpoints"] | baseline).items():
         if e["failed_outside_restart"]:
             out.append(f"{name}: {e['failed_outside_restart']} answers 5xx or none outside the restart: "
                        f"{e['statuses']}")
@@ -713,6 +733,12 @@ def summary(result: dict) -> str:
         lines.append(f"{name:<20}{e['requests']:>9}{e['per_s']:>8}{_s(e['p50_ms']):>9}{_s(e['p95_ms']):>9}"
                      f"{_s(e['p99_ms']):>9}{e['failed_5xx_or_no_answer']:>10}{e['failed_outside_restart']:>9}  "
                      f"{e['statuses']}" + (f" errors {e['errors']}" if e["errors"] else ""))
+    base, mixed = result["baseline"], result["endpoints"].get("GET /api/route")
+    if base and mixed:
+        lines.append(f"{'GET /api/route alone':<20}{base['requests']:>9}{base['per_s']:>8}{_s(base['p50_ms']):>9}"
+                     f"{_s(base['p95_ms']):>9}{_s(base['p99_ms']):>9}{base['failed_5xx_or_no_answer']:>10}"
+                     f"{base['failed_outside_restart']:>9}  (first {base['seconds']} s, no reports): under the "
+                     f"report load routing keeps {mixed['per_s'] / base['per_s']:.2f}× its requests/s")
     rep, sc = result["reports"], result["store_check"]
     lines += ["", f"reports: {rep['sent']} sent, {rep['acknowledged']} acknowledged, {rep['unacknowledged']} "
               f"not ({rep['failed_in_restart']} of them during the restart); {rep['retried']} retried "
@@ -756,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.add_argument("--baseline-seconds", type=float, default=5.0,
+                   help="run the route clients alone this long first, to compare with (0: no baseline)")
     p.add_argument("--prepare", choices=["auto", "nanjing", "demo", "none"], default="auto",
                    help="auto: load Nanjing (else the demo city) into an empty store; never touch one with zones")
     p.add_argument("--log", help="the server's log file (default: a temporary file, named in the summary)")
@@ -765,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = Config(db=a.db, route_clients=a.route_clients, report_clients=a.report_clients, seconds=a.seconds,
                  restart_pg_at=a.restart_pg_at, pg_dir=a.pg_dir, workers=a.workers, threads=a.threads,
-                 timeout=a.timeout, prepare=a.prepare, log=a.log,
+                 timeout=a.timeout, prepare=a.prepare, log=a.log, baseline_seconds=a.baseline_seconds,
                  report_rate_limit=None if a.keep_rate_limit else Config.report_rate_limit)
     try:
         result = run_load(cfg)
