@@ -28,6 +28,9 @@ from .common import city_time, current_user, form_fields, json_body, services, s
 PREFIX = "/open311/v2"
 DEFAULT_DAYS = 90
 FORMATS = ("json", "xml")
+# the POST's fields that are text (lat and long are numbers, or text holding one)
+TEXT_FIELDS = ("service_code", "description", "address_string", "email", "phone", "first_name", "last_name",
+               "media_url", "api_key")
 # XML names: the list element and the element of each item, per answer kind
 XML_NAMES = {"services": ("services", "service"), "requests": ("service_requests", "request"),
              "errors": ("errors", "error")}
@@ -218,6 +221,9 @@ def requests_list(fmt):
 def post_request(fmt):
     fmt = _fmt(fmt)
     f = json_body() if request.mimetype == "application/json" else form_fields()
+    for k in TEXT_FIELDS:  # in a JSON body: a number, list, object or boolean is no text
+        if f.get(k) is not None and not isinstance(f[k], str):
+            raise InputError(f"field {k!r} must be text, not {type(f[k]).__name__}")
     if not f.get("service_code"):
         raise InputError(f"service_code is required; see services.{fmt}")
     _offered(str(f["service_code"]), fmt)  # the spec answers an unknown one with 404, naming service_code
