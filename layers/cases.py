@@ -289,7 +289,9 @@ def _times(values: np.ndarray, now: dt.datetime) -> pd.Series:
         t = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
     except (TypeError, ValueError) as exc:
         raise InputError(f"a report time cannot be read ({exc}); give ISO 8601 times") from None
-    return t.fillna(pd.Timestamp(now)).dt.floor("us")
+    fill = pd.Timestamp(now)
+    fill = (fill.tz_localize("UTC") if fill.tzinfo is None else fill.tz_convert("UTC")).as_unit("us")
+    return t.dt.as_unit("us").fillna(fill)
 
 
 def _deadlines(rules: Rules, starts, limits) -> list:
