@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from layers.store import open_store
 from layers.users import add_user, issue_token
+from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_cases import IN_F1, city
 from webmap.app import create_app
 from webmap.open311 import FORMATS
@@ -34,11 +35,17 @@ NOT_JSON = ("pages",)  # HTML pages and static assets: left out of the document 
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    """An app over a small city (two zones, two units), an admin's token and one case."""
+@pytest.fixture(scope="module", params=["gpkg", "postgis"])
+def web(request, tmp_path_factory):
+    """An app over a small city (two zones, two units) on each store, an admin's token and
+    one case."""
     tmp = tmp_path_factory.mktemp("openapi")
-    db = str(tmp / "c.gpkg")
+    if request.param == "gpkg":
+        db = str(tmp / "c.gpkg")
+    else:
+        pg = request.getfixturevalue("pg_url")
+        schema_name, db = _pg_schema_url(pg)
+        request.addfinalizer(lambda: _drop_schema(pg, schema_name))
     city(db).close()
     with open_store(db) as s:
         add_user(s, "boss", "admin", "correct horse 42")
@@ -132,4 +139,7 @@ def test_the_app_keeps_its_document(case, web):
         if name in (case.path_parameters or {}):
             case.path_parameters[name] = problem_id
     headers = {"Authorization": f"Bearer {token}"} if signs_in(case) else None
-    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
+    checks = CHECKS
+    if (case.query or {}).get("service_request_id"):  # GeoReport v2: then every other filter is ignored
+        checks = [c for c in CHECKS if c is not negative_data_rejection]
+    case.call_and_validate(app=app, headers=headers, checks=checks)
