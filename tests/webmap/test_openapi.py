@@ -1,8 +1,9 @@
 """The OpenAPI document at /api/openapi.json: it names every JSON route of the app and no
-other, and the app keeps it: schemathesis sends generated requests (valid and invalid) to
-every operation of a real store with zones, units and a case, signed in where the document
-says a token is needed, and each answer must be no 5xx, a documented status, the documented
-content type and match its schema."""
+other, and the app keeps it. schemathesis sends generated requests (valid and invalid, a
+bounded number, the same every run) to every operation of a real store of each kind with
+zones, units and a case, mostly signed in where the document names a token. Every answer
+must be no 5xx, a documented status with the documented content type and headers, and match
+its schema; a request the document calls invalid must be refused."""
 
 from __future__ import annotations
 
