@@ -16,7 +16,7 @@ from flask import Flask, Response, g, jsonify, render_template_string, request
 from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
 
-from layers.errors import ZonemapError
+from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
 from . import api, open311, openapi, pages
@@ -59,13 +59,20 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     return app
 
 
+def _signs_in_nothing() -> bool:
+    """A request without a token cannot fail to sign in: it need not be counted (the hot
+    routing path then costs the limiter nothing)."""
+    return "Authorization" not in request.headers and "api_key" not in request.args and \
+        request.method == "GET"
+
+
 def _limits(app: Flask, config: Settings) -> None:
     """Reports per client, and failed sign-ins per address. Counted in each worker process's
     memory: with gunicorn's N workers a client may get up to N times the limit."""
     limiter = Limiter(key_func=client_addr, app=app, storage_uri="memory://", headers_enabled=True,
                       default_limits=[config.auth_failure_limit],
-                      default_limits_deduct_when=lambda response: response.status_code == 401,
-                      default_limits_exempt_when=lambda: request.endpoint in ("pages.vendor", "api.health"))
+                      default_limits_deduct_when=lambda response: response.status_code == 401)
+    limiter.request_filter(_signs_in_nothing)  # checked first: such a request costs nothing
 
     def reporter():  # a signed-in reporter is counted by name, the public by address
         header = request.headers.get("Authorization", "")
@@ -133,6 +140,9 @@ def _headers_and_log(app: Flask, config: Settings) -> None:
     @app.before_request
     def started():
         g.started = time.perf_counter()
+        # a NUL in a path or query matches nothing anywhere, and PostgreSQL refuses it outright
+        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+            raise InputError("the address holds a NUL character (%00); remove it")
 
     @app.after_request
     def headers(response: Response):

@@ -17,7 +17,7 @@ import time
 from flask import current_app, g, request
 
 from layers.cases import Rules
-from layers.errors import InputError, TooLarge, Unauthorized
+from layers.errors import InputError, StoreUnavailable, TooLarge, Unauthorized
 from layers.routing import Router
 from layers.settings import Settings
 from layers.store import Store, open_store
@@ -54,7 +54,12 @@ class Services:
         if cached is not None and now - cached[3] < ROUTER_CHECK_S:
             return cached
         store = self.store
-        key = (store.count("zones"), self.city_today())
+        try:
+            key = (store.count("zones"), self.city_today())
+        except StoreUnavailable:
+            if cached is None:
+                raise
+            return cached  # the store is restarting: keep routing by the zones we have
         if cached is None or cached[2] != key:
             from layers.service_area import ServiceArea
 

@@ -233,7 +233,9 @@ def post_request(fmt):
     data = {"lon": f.get("long"), "lat": f.get("lat"), "crs": "wgs84", "category": f.get("service_code"),
             "description": f.get("description"), "address": f.get("address_string"), "contact": contact}
     if f.get("media_url"):
-        data["attrs"] = json.dumps({"media_url": str(f["media_url"])[:1000]}, ensure_ascii=False)
+        if len(str(f["media_url"])) > 1000:  # kept whole or refused, never cut
+            raise InputError("media_url is longer than 1000 characters")
+        data["attrs"] = json.dumps({"media_url": str(f["media_url"])}, ensure_ascii=False)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     answer = take_report(data, current_user(f.get("api_key")), "open311", key=key)
     notice = f"由 {answer['unit_name']} 负责"

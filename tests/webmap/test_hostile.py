@@ -67,7 +67,7 @@ def test_a_body_over_the_size_limit_is_refused_before_it_is_read(web):
 
 
 def test_text_is_kept_whole(web):
-    client, db, token = web
+    client, _, token = web
     text = "井盖缺失 🚧 " + "很长的描述" * 700  # 3,500 characters with an emoji, under the 4,000 limit
     r = post(client, json.dumps({**GOOD, "description": text}))
     assert r.status_code == 201, r.json
@@ -131,3 +131,15 @@ def test_reports_are_rate_limited_per_client(tmp_path):
     other = post(client, json.dumps(GOOD), environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert other.status_code == 201  # another phone is not held back
     assert problems(db) == 3
+
+
+def test_a_nul_in_an_address_is_400_on_every_route(web):
+    client, _, token = web
+    h = {"Authorization": f"Bearer {token}"}
+    for url in ["/api/cases/a%00b", "/api/cases?category=06%0010", "/open311/v2/requests/a%00.json",
+                "/open311/v2/requests.json?service_code=0%00"]:
+        r = client.get(url, headers=h)
+        assert r.status_code == 400 and "NUL" in r.get_data(as_text=True), url
+    long_url = {"service_code": "06010", "lat": str(IN_F1[1]), "long": str(IN_F1[0]), "media_url": "h" * 1001}
+    r = client.post("/open311/v2/requests.json", data=long_url)
+    assert r.status_code == 400 and "media_url" in r.json[0]["description"]
