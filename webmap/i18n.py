@@ -1,5 +1,7 @@
 """Page labels: Chinese by default, English with ?lang=en."""
 
+from layers.workflow import ROLE_ZH
+
 LABELS = {
     "zh": {"title": "zonemap 城市管理责任区地图", "switch": "English", "other": "en",
            "layers": {"buildings": "建筑物", "roads": "道路", "pois": "兴趣点", "areas": "地块",
@@ -91,3 +93,99 @@ def pick_lang(text: str | None) -> str:
 
 def labels(lang: str | None) -> dict:
     return LABELS.get((lang or "zh").lower(), LABELS["zh"])
+
+
+# The planner's workspace (webmap/planner_pages.py): the header every page of base.html shows,
+# the login form, the planner page and the units page. Zone kinds, QA findings and kinds of
+# change are named here so that no page shows a raw code.
+WORKSPACE = {
+    "zh": {
+        "lang": "zh", "switch": "English", "other": "en", "brand": "zonemap",
+        "nav": {"map": "地图", "planner": "责任区规划", "units": "责任单位", "cases": "案卷工作台",
+                "report": "上报问题"},
+        "login": "登录", "logout": "退出", "roles": ROLE_ZH,
+        "signin": {"title": "登录", "name": "用户名", "password": "密码", "submit": "登录",
+                   "hint": "账号由管理员用 zonemap users add 开通"},
+        "kinds": {"frontage": "门前三包", "unit": "单位责任区", "site": "施工现场", "public": "属地兜底（公共区域）"},
+        "qa": {"overlap": "重叠", "gap": "缝隙", "sliver": "碎片", "no_unit": "无责任单位",
+               "placeholder_unit": "占位单位（待补名称）"},
+        "changes": {"assign": "改派", "geometry": "修改形状", "split": "切分", "merge": "合并", "restore": "恢复",
+                    "generate": "生成", "import": "导入", "create": "新建"},
+        "planner": {
+            "title": "责任区规划", "color_by": "着色", "by_kind": "按类型", "by_unit": "按责任单位", "legend": "图例",
+            "zones": "责任区", "qa_layer": "质检问题", "osm": "OpenStreetMap 底图（需联网）",
+            "search": "搜索单位名称、责任区编号或路段", "search_go": "搜索", "no_results": "无结果",
+            "found_zones": "责任区", "found_units": "单位", "found_streets": "路段",
+            "code": "编号", "kind": "类型", "unit": "责任单位", "person": "责任人", "phone": "电话",
+            "co_unit": "协同单位", "bounds": "四至", "area": "面积", "frontage": "临街长度", "depth": "进深",
+            "street": "路段", "duties": "责任内容", "version": "版本", "valid_from": "生效日期",
+            "problems": "未结问题", "none": "无", "placeholder": "占位名称，待补充",
+            "reassign": "改派责任单位", "pick_unit": "搜索责任单位…", "note": "说明（原因）", "save": "保存",
+            "cancel": "取消", "reshape": "修改形状", "preview": "预览影响", "confirm": "确认保存", "split": "切分",
+            "merge": "合并", "draw": "绘制新责任区", "history": "历史版本", "restore": "恢复此版本",
+            "trimmed": "保存后将被裁剪的相邻责任区", "no_trim": "不影响相邻责任区", "lost": "减少",
+            "saved": "已保存：{code} 第 {v} 版", "pick_kind": "责任区类型",
+            "reshape_hint": "拖动顶点修改形状，然后预览影响并确认保存",
+            "split_hint": "在地图上画一条穿过该责任区的线（点击加点，再点最后一点结束）",
+            "merge_hint": "点击要并入的相邻责任区", "draw_hint": "在空白处点击绘制多边形，点击起点结束",
+            "merge_with": "与 {code} 合并", "pick_unit_first": "请先从列表中选择责任单位",
+            "when": "时间", "by": "操作人", "change": "变更", "valid_to": "失效日期", "m": "米", "m2": "平方米",
+            "conflict": "冲突", "select_zone": "点击地图上的责任区查看详情"},
+        "units": {
+            "title": "责任单位", "search": "搜索名称、编号或信用代码", "placeholder_only": "仅占位名称",
+            "name": "名称", "type": "类型", "credit_code": "统一社会信用代码", "person": "责任人", "phone": "电话",
+            "zones": "责任区数", "placeholder": "占位", "save": "保存", "note": "说明（原因）",
+            "merge": "合并到真实单位", "merge_into": "搜索要并入的单位…", "merge_go": "合并",
+            "merged": "已合并到 {name}", "saved": "已保存", "total": "共 {n} 个", "prev": "上一页",
+            "next": "下一页", "edit": "编辑单位"},
+    },
+    "en": {
+        "lang": "en", "switch": "中文", "other": "zh", "brand": "zonemap",
+        "nav": {"map": "Map", "planner": "Zone planner", "units": "Units", "cases": "Case desk",
+                "report": "Report a problem"},
+        "login": "Sign in", "logout": "Sign out",
+        "roles": {"public": "public", "inspector": "inspector", "dispatcher": "dispatcher", "unit": "unit",
+                  "planner": "planner", "admin": "admin"},
+        "signin": {"title": "Sign in", "name": "User name", "password": "Password", "submit": "Sign in",
+                   "hint": "Accounts are opened by an admin with zonemap users add"},
+        "kinds": {"frontage": "Frontage (门前三包)", "unit": "Unit ground", "site": "Construction site",
+                  "public": "Public (street office)"},
+        "qa": {"overlap": "Overlap", "gap": "Gap", "sliver": "Sliver", "no_unit": "No unit",
+               "placeholder_unit": "Placeholder unit"},
+        "changes": {"assign": "reassigned", "geometry": "reshaped", "split": "split", "merge": "merged",
+                    "restore": "restored", "generate": "generated", "import": "imported", "create": "created"},
+        "planner": {
+            "title": "Zone planner", "color_by": "Colour", "by_kind": "by kind", "by_unit": "by unit",
+            "legend": "Legend", "zones": "Zones", "qa_layer": "QA findings", "osm": "OpenStreetMap tiles (online)",
+            "search": "Search unit name, zone code or street", "search_go": "Search", "no_results": "Nothing found",
+            "found_zones": "Zones", "found_units": "Units", "found_streets": "Streets",
+            "code": "Code", "kind": "Kind", "unit": "Responsible unit", "person": "Person", "phone": "Phone",
+            "co_unit": "Co-responsible unit", "bounds": "Bounds (四至)", "area": "Area", "frontage": "Frontage",
+            "depth": "Depth", "street": "Street", "duties": "Duties", "version": "Version",
+            "valid_from": "Valid from", "problems": "Open problems", "none": "none",
+            "placeholder": "placeholder name, to be filled in",
+            "reassign": "Reassign", "pick_unit": "Search a unit…", "note": "Note (why)", "save": "Save",
+            "cancel": "Cancel", "reshape": "Reshape", "preview": "Preview", "confirm": "Save", "split": "Split",
+            "merge": "Merge", "draw": "Draw a zone", "history": "History", "restore": "Restore this version",
+            "trimmed": "Neighbours trimmed by this save", "no_trim": "No neighbour is touched", "lost": "loses",
+            "saved": "Saved: {code} version {v}", "pick_kind": "Zone kind",
+            "reshape_hint": "Drag the vertices, then preview and save",
+            "split_hint": "Draw a line across the zone (click to add points, click the last one to finish)",
+            "merge_hint": "Click the neighbouring zone to merge in", "draw_hint": "Click in an empty place to "
+            "draw a polygon; click the first point to finish", "merge_with": "Merge with {code}",
+            "pick_unit_first": "Pick a unit from the list first", "when": "When", "by": "By", "change": "Change",
+            "valid_to": "Valid to", "m": "m", "m2": "m²", "conflict": "Conflict",
+            "select_zone": "Click a zone on the map for its details"},
+        "units": {
+            "title": "Units", "search": "Search name, id or credit code", "placeholder_only": "placeholders only",
+            "name": "Name", "type": "Type", "credit_code": "Credit code (统一社会信用代码)", "person": "Person",
+            "phone": "Phone", "zones": "Zones", "placeholder": "placeholder", "save": "Save", "note": "Note (why)",
+            "merge": "Merge into a real unit", "merge_into": "Search the unit to merge into…", "merge_go": "Merge",
+            "merged": "Merged into {name}", "saved": "Saved", "total": "{n} units", "prev": "Previous",
+            "next": "Next", "edit": "Edit unit"},
+    },
+}
+
+
+def workspace_labels(lang: str | None) -> dict:
+    return WORKSPACE.get((lang or "zh").lower(), WORKSPACE["zh"])
