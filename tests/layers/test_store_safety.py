@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
@@ -16,6 +23,8 @@ from layers.errors import StoreError
 from layers.schema import LAYERS
 from layers.store import open_store
 from layers.store.base import empty_frame, nulls_as_none
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # ---- counters -----------------------------------------------------------------------------
 
@@ -171,8 +180,6 @@ def _report_frame(problem_id: str, number: int, i: int) -> gpd.GeoDataFrame:
 def _write_reports(store, tag: str) -> list[tuple[str, int]]:
     """Threads of one process: each transaction numbers a report, stores it and its first
     step together, then reads it back; returns (problem_id, number) of those that returned."""
-    import threading
-
     done, errors = [], []
 
     def work(t: int):
@@ -263,4 +270,136 @@ def test_a_writer_that_cannot_get_the_lock_gets_store_unavailable_and_writes_not
     assert store.count("problems") == 0
     store.append("problems", _report_frame("x-2", 1, 0))  # the lock came back
     assert store.read("problems")["problem_id"].tolist() == ["x-2"]
+    store.close()
+
+
+# ---- a PostgreSQL restart under a live PostGISStore ----------------------------------------
+
+_PG_SERVER = ROOT / "scripts" / "pg-test-server"
+
+
+class _Cluster:
+    """A throw-away PostgreSQL of our own (scripts/pg-test-server), which this test may stop,
+    start and restart with its pg_ctl."""
+
+    def __init__(self, base: Path):
+        self.dir = base / "pg"
+        done = subprocess.run([str(_PG_SERVER), "start", str(self.dir)], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            _need("a PostgreSQL + PostGIS server", done.stderr.strip() or "pg-test-server failed")
+        self.url = done.stdout.strip().splitlines()[-1]
+        self.port = self.url.rsplit(":", 1)[1].split("/")[0]
+        self.bin = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1]
+
+    def pg_ctl(self, *args: str) -> None:
+        cmd = [str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-w", *args]
+        if os.getuid() == 0:  # the cluster belongs to the postgres user
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:  # a log file, or the server would hold our stdout pipe open
+        self.pg_ctl("-l", str(self.dir / "server.log"), "-o",
+                    f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off", "start")
+
+    def restart(self) -> None:
+        self.pg_ctl("-l", str(self.dir / "server.log"), "-m", "fast", "restart")
+
+    def stop(self) -> None:
+        subprocess.run([str(_PG_SERVER), "stop", str(self.dir)], capture_output=True, timeout=120)
+
+
+def _need(what: str, why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required under CI but is missing: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+@pytest.fixture
+def cluster():
+    if not _PG_SERVER.exists() or not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        _need("PostgreSQL server binaries", "none under /usr/lib/postgresql (scripts/test installs them)")
+    base = Path(tempfile.mkdtemp(prefix="zonemap-restart-"))  # not under pytest's 0700 tmp
+    c = _Cluster(base)
+    yield c
+    c.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_for(condition, what: str, stop: threading.Event, limit_s: float = 180) -> None:
+    """A guard against a hang, not a timing assertion: the limit is far beyond need."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            stop.set()
+            pytest.fail(f"waited {limit_s:g} s for {what}")
+        time.sleep(0.05)
+
+
+def _point(pid: str) -> gpd.GeoDataFrame:
+    return _report_frame(pid, 0, 0)
+
+
+def test_a_postgresql_restart_costs_at_most_the_requests_in_flight(cluster):
+    from layers.errors import StoreUnavailable
+
+    store = open_store(cluster.url)
+    store.append("problems", _point("before"))
+    assert store.read("problems")["problem_id"].tolist() == ["before"]
+    stop, outcomes, stored = threading.Event(), [], []
+
+    def client(k: int):  # reads and writes while the server restarts under them
+        i = 0
+        while not stop.is_set():
+            i += 1
+            pid = f"c{k}-{i}"
+            try:
+                store.append("problems", _point(pid))
+                stored.append(pid)
+                store.read("problems", where={"problem_id": pid})
+                outcomes.append("ok")
+            except StoreUnavailable:
+                outcomes.append("503")
+            except Exception as exc:  # anything else is what this test is about
+                outcomes.append(repr(exc))
+
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in clients:
+        t.start()
+    _wait_for(lambda: outcomes.count("ok") >= 10, "the clients to start", stop)
+    cluster.restart()
+    before = len(outcomes)
+    _wait_for(lambda: outcomes[before:].count("ok") >= 10,  # they recover by themselves
+              f"the store to serve again after the restart (got {set(outcomes[before:])})", stop)
+    stop.set()
+    for t in clients:
+        t.join(timeout=120)  # a hang would keep a thread alive
+        assert not t.is_alive()
+    assert set(outcomes) <= {"ok", "503"}, [o for o in outcomes if o not in ("ok", "503")][:3]
+    # on the same store object, without reopening it: every acknowledged write is there
+    assert set(store.read("problems")["problem_id"]) >= {"before", *stored}
+    store.append("problems", _point("after"))
+    with store.transaction() as tx:
+        assert tx.next_number("case:20261130") == 1
+    assert store.check()["ok"] and store.check()["store"] == "postgis"
+    store.close()
+
+
+def test_a_stopped_server_answers_store_unavailable_then_serves_again_when_back(cluster):
+    from layers.errors import StoreUnavailable
+    from layers.store.postgis import PostGISStore
+
+    store = PostGISStore(cluster.url, timeout_s=2)
+    store.append("problems", _point("one"))
+    cluster.pg_ctl("-m", "fast", "stop")
+    with pytest.raises(StoreUnavailable, match=r"(?i)try again"):
+        store.read("problems")
+    with pytest.raises(StoreUnavailable, match=r"(?i)try again"):
+        store.append("problems", _point("lost"))
+    with pytest.raises(StoreUnavailable):
+        store.check()
+    cluster.start()
+    assert store.read("problems")["problem_id"].tolist() == ["one"]  # the same object
+    store.append("problems", _point("two"))
+    assert store.count("problems") == 2
     store.close()
