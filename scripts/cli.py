@@ -574,10 +574,5 @@ from scripts.cli_zones_edit import ZONE_COMMANDS, units  # noqa: E402, I001
 for _command in ZONE_COMMANDS: zones.add_command(_command)  # noqa: E701
 main.add_command(units)
 
-from scripts.cli_notice import bulletin, notice  # noqa: E402, I001
-main.add_command(notice)
-main.add_command(bulletin)
-
-
 if __name__ == "__main__":
     main(prog_name=os.environ.get("ZONEMAP_PROG", "zonemap"))
