@@ -389,6 +389,10 @@ def import_file(store: Store | None, path: str | Path, layer_name: str, *, crs: 
         spec = get_layer(layer_name)
     except KeyError as exc:
         raise InputError(exc.args[0]) from None
+    if spec.name == "patrols":  # a track's times live in its points (GPX) or a list: its own reader
+        from .patrols import import_tracks
+
+        return import_tracks(store, path, layer=layer, crs=crs, dry_run=dry_run, skip_invalid=skip_invalid)
     if match is not None and (spec.name != "units" or match not in MATCH_KEYS):
         raise InputError("--match name|code updates existing units: use it with --as units")
     source = read_file(path, layer=layer, encoding=encoding, x=x, y=y)

@@ -276,6 +276,47 @@ LAYERS: dict[str, Layer] = {
                   _c("created_at", "datetime", "when it was issued"),
                   _c("revoked", "boolean", "true once revoked"),
                   *_TAIL), private=True),
+        Layer("patrols", "巡查轨迹", "MultiLineString", True,
+              "grid workers' patrol tracks (走): who walked where and when; 巡查率 counts the grid "
+              "cells or zones passed within a distance of them", (
+                  _c("worker", "text", "the grid worker (网格员/巡查员) who walked it", required=True,
+                     aliases=("巡查员", "网格员", "巡查人", "user")),
+                  _c("started_at", "datetime", "first point's time", aliases=("开始时间", "start")),
+                  _c("ended_at", "datetime", "last point's time", aliases=("结束时间", "end")),
+                  _c("length_m", "real", "track length in metres (metric CRS)"),
+                  _c("points", "integer", "number of track points"),
+                  _c("channel", "text", "how it came in: file or api"),
+                  *_TAIL)),
+        Layer("inspections", "检查记录", None, False,
+              "inspections (评) of a zone or a unit: the score sheet of layers/rules/inspection.toml, "
+              "its total and pass/fail", (
+                  _c("inspection_id", "text", "id given by the source or by zonemap", required=True,
+                     unique=True, aliases=("检查编号", "编号")),
+                  _c("zone_code", "text", "the zone inspected", aliases=("责任区编号",)),
+                  _c("unit_id", "text", "the unit inspected (the zone's primary unit when a zone is given)",
+                     aliases=("单位编号",)),
+                  _c("inspected_at", "datetime", "when", required=True, aliases=("检查时间", "检查日期")),
+                  _c("inspector", "text", "who inspected", aliases=("检查人",)),
+                  _c("scores", "text", "JSON object: score sheet item id → score 0–100",
+                     aliases=("评分",)),
+                  _c("total", "real", "weighted total 0–100", aliases=("总分", "得分")),
+                  _c("passed", "boolean", "total at or above the sheet's pass mark", aliases=("合格",)),
+                  _c("sheet_version", "text", "version of the score sheet used"),
+                  _c("photos", "text", "JSON list of photo file names", aliases=("照片",)),
+                  _c("remarks", "text", "remarks", aliases=("备注",)),
+                  *_TAIL)),
+        Layer("sanctions", "奖惩台账", None, False,
+              "rewards and fines per unit and period, computed from the rules of "
+              "layers/rules/inspection.toml and kept with the rules' version", (
+                  _c("unit_id", "text", "the unit", required=True),
+                  _c("period", "text", "YYYY-MM (or YYYY-Qn, YYYY)", required=True),
+                  _c("kind", "text", "reward or fine", required=True),
+                  _c("amount", "real", "yuan", required=True),
+                  _c("rule", "text", "id of the rule that gave it"),
+                  _c("reason", "text", "why, in words"),
+                  _c("rules_version", "text", "version of inspection.toml the rule came from"),
+                  _c("computed_at", "datetime", "when it was computed"),
+                  *_TAIL)),
     ]
 }
 
