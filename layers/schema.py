@@ -160,7 +160,10 @@ LAYERS: dict[str, Layer] = {
                _c("person", "text", "责任人, the named person", aliases=("责任人", "负责人")),
                _c("phone", "text", "the person's phone", aliases=("电话", "联系电话")),
                _c("placeholder", "boolean", "true when named from an address or id, not a real name"),
-               *_RAW, *_TAIL)),
+               *_RAW, *_TAIL,
+               _c("retired_at", "datetime", "when the unit was retired (empty: active); a retired "
+                  "unit is kept, never deleted, and takes no new zones"),
+               _c("merged_into", "text", "unit_id of the unit this one was merged into"))),
         Layer("zones", "责任区", "MultiPolygon", True,
               "responsibility zones: 门前三包 frontage, 单位卫生责任区, 施工现场, public (属地兜底)",
               (_c("code", "text", "stable zone code", required=True, aliases=("编号", "责任区编号")),
@@ -179,7 +182,13 @@ LAYERS: dict[str, Layer] = {
                _c("valid_from", "date", "first day this version is in force"),
                _c("valid_to", "date", "first day it is no longer in force (empty: current)"),
                _c("version", "integer", "version number of this zone code"),
-               *_TAIL)),
+               *_TAIL,
+               _c("changed_by", "text", "who made this version (user name; empty for zones generate "
+                  "and imports before issue 10)"),
+               _c("changed_at", "datetime", "when this version was made"),
+               _c("change_note", "text", "why: the planner's note"),
+               _c("change_kind", "text", "assign, geometry, create, split, merge, restore, trim "
+                  "(a neighbour cut by another zone's edit), unit_merge, import or generate"))),
         Layer("grid", "单元网格", "MultiPolygon", True,
               "unit grid cells (万米网格) with their 15-digit codes",
               (_c("code", "text", "15 digits: 6 county + 3 street + 3 community + 3 sequence",
