@@ -28,7 +28,7 @@ from .store import Store
 WORKER_COLUMNS = ("worker", "巡查员", "网格员", "巡查人", "user", "name", "Name", "NAME")
 TIME_LIST_COLUMNS = ("times", "coordTimes", "coordinateProperties")
 RECORDERS = ("inspector", "admin")
-MAX_POINTS = 20000
+MAX_POINTS = 2000  # an hour at one point every 2 s; keeps a track under the 256 kB JSON limit
 # RFC 3339 date-time, the form the API documents (a date alone is not a time of a track point)
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -226,10 +226,10 @@ def _coordinates(geometry) -> list:
     return coords
 
 
-def record_track(store: Store, feature, user, *, origin: str | None = None) -> dict:
+def record_track(store: Store, feature, user, *, origin: str | None = None, area=None) -> dict:
     """One track from the phone page: a GeoJSON Feature whose LineString has one time per point
     (properties.times) and optionally properties.crs (wgs84, gcj02, bd09, cgcs2000). The worker is
-    the signed-in user (inspector or admin)."""
+    the signed-in user (inspector or admin); every point must lie in the service `area` (422)."""
     from . import audit
 
     if user.role not in RECORDERS:
@@ -249,10 +249,16 @@ def record_track(store: Store, feature, user, *, origin: str | None = None) -> d
     xy = np.asarray(coords, float)
     if system in ("gcj02", "bd09"):
         xy = np.column_stack(to_wgs84(xy[:, 0], xy[:, 1], system))
+    if area is not None and area.shape is not None:
+        outside = np.flatnonzero(~shapely.covers(area.shape, shapely.points(xy)))
+        if len(outside):
+            area.check(*xy[outside[0]])
     line = shapely.linestrings(xy)
+    length = float(shapely.length(to_metric([line])[0][0]))
+    if not math.isfinite(length):
+        raise InputError("field 'geometry': the track cannot be measured in metres (is it near a pole?)")
     row = gpd.GeoDataFrame({"worker": [user.name], "started_at": [times[0]], "ended_at": [times[-1]],
-                            "points": [len(coords)], "channel": ["api"],
-                            "length_m": [float(shapely.length(to_metric([line])[0][0]))],
+                            "points": [len(coords)], "channel": ["api"], "length_m": [length],
                             "source": ["api"]}, geometry=[line], crs=STORAGE_CRS)
     with store.transaction() as tx:
         audit.record(tx, actor=user.name, role=user.role, action="patrol:record", target=user.name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from layers import inspections, patrols
+from layers.cases import check_text
 from layers.errors import Forbidden, InputError
 
 from .common import city_time, client_addr, json_body, services, signed_in
@@ -29,7 +30,8 @@ def _field_worker():
 def record_patrol():
     """A GeoJSON Feature: a LineString with one time per point in properties.times."""
     user = _field_worker()
-    got = patrols.record_track(services().store, json_body(), user, origin=client_addr())
+    svc = services()
+    got = patrols.record_track(svc.store, json_body(), user, origin=client_addr(), area=svc.area)
     return jsonify({**got, "started_at": city_time(got["started_at"]), "ended_at": city_time(got["ended_at"])}), 201
 
 
@@ -41,9 +43,10 @@ def record_inspection():
     unknown = sorted(set(data) - set(INSPECTION_FIELDS))
     if unknown:
         raise InputError(f"field {unknown[0]!r} is not known; send {', '.join(INSPECTION_FIELDS)}")
-    for name in ("zone_code", "unit_id", "inspected_at", "remarks"):
+    for name, limit in (("zone_code", 200), ("unit_id", 200), ("inspected_at", 64), ("remarks", 2000)):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise InputError(f"field {name!r} must be text")
+        check_text(name, data.get(name), limit)  # no NUL (a store cannot keep it), valid Unicode
     svc = services()
     row = inspections.add(svc.store, data, user, tz=svc.rules.tz, origin=client_addr())
     return jsonify({**row, "inspected_at": city_time(row["inspected_at"]), "scores": _json(row["scores"]),
