@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
-from . import api, exports, open311, openapi, pages, planner_pages
+from . import api, exports, field, open311, openapi, pages, planner_pages
 from .common import Services, client_addr, settings
 
 log = logging.getLogger("zonemap.web")
@@ -53,6 +53,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(open311.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(field.bp)  # POST /api/patrols, /api/inspections
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg
     _limits(app, config)
