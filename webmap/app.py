@@ -20,6 +20,7 @@ from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
 from . import api, exports, field, open311, openapi, pages, planner_pages
+from .analysis import bp as analysis_bp
 from .common import Services, client_addr, settings
 
 log = logging.getLogger("zonemap.web")
@@ -56,6 +57,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(field.bp)  # POST /api/patrols, /api/inspections
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg
+    app.register_blueprint(analysis_bp)  # GET /api/hotspots
     _limits(app, config)
     _errors(app)
     _headers_and_log(app, config)
