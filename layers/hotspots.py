@@ -35,7 +35,6 @@ from .zones import current
 METHODS = ("gi", "kde", "counts", "repeats", "peaks")
 CELLS = ("auto", "grid", "square")
 NOT_COUNTED = ("linked", "voided")  # a duplicate is the same problem again; a voided one was none
-STAFF = ("inspector", "dispatcher", "planner", "admin")
 CELL_M_RANGE = (10.0, 5000.0)
 KDE_MIN_SHARE = 0.01  # the density surface is shown where it reaches 1 % of its peak
 
