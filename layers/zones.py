@@ -198,11 +198,14 @@ def current(zones: gpd.GeoDataFrame, as_of: dt.date | None = None) -> gpd.GeoDat
     """The zone versions in force on `as_of` (today's current set when None)."""
     if zones.empty:
         return zones
-    vf = pd.to_datetime(zones["valid_from"]).dt.date
-    vt = pd.to_datetime(zones["valid_to"]).dt.date
+    # compared as timestamps: a column with no date at all (no version closed yet) stays
+    # datetime64 under pandas 3, where .dt.date would not compare with a date
+    vf = pd.to_datetime(zones["valid_from"]).dt.normalize()
+    vt = pd.to_datetime(zones["valid_to"]).dt.normalize()
     if as_of is None:
         return zones[vt.isna()]
-    return zones[(vf <= as_of) & (vt.isna() | (vt > as_of))]
+    day = pd.Timestamp(as_of)
+    return zones[(vf <= day) & (vt.isna() | (vt > day))]
 
 
 def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, og: np.ndarray) -> tuple[list, list]:

@@ -247,3 +247,20 @@ def test_check_reports_an_invalid_stored_zone(tmp_path):
                                            geometry=[bowtie], crs=4326))
     out = run_cli("zones", "check", "--json", db=db)
     assert out.returncode == 1 and json.loads(out.stdout)["invalid"] == 1
+
+
+def test_zones_in_force_on_a_date_before_any_version_was_closed():
+    """Right after a city's first generation no zone has valid_to: --as-of must still work
+    (pandas 3 keeps an all-empty date column as datetime64)."""
+    import datetime as dt
+
+    from shapely.geometry import box
+
+    from layers.zones import current
+
+    z = gpd.GeoDataFrame({"code": ["A", "B"], "valid_from": [dt.date(2026, 1, 1), dt.date(2026, 6, 1)],
+                          "valid_to": [None, None]}, geometry=[box(0, 0, 1, 1), box(1, 0, 2, 1)])
+    assert list(current(z, dt.date(2026, 3, 1))["code"]) == ["A"]
+    assert list(current(z, dt.date(2026, 6, 1))["code"]) == ["A", "B"]
+    z["valid_to"] = [dt.date(2026, 6, 1), None]
+    assert list(current(z, dt.date(2026, 6, 1))["code"]) == ["B"]
