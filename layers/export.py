@@ -177,37 +177,32 @@ def _period_figures(problems: pd.DataFrame, period: Period) -> pd.DataFrame:
     return table.groupby("zone")[cols].sum().astype(int)
 
 
-def _last_inspections(store: Store, codes, as_of: dt.date | None) -> dict:
-    """Zone code → "date result" of its latest inspection on or before `as_of`, from the
-    `inspections` layer when this deployment has one (empty otherwise)."""
-    layer = LAYERS.get("inspections")
-    if layer is None:
-        return {}
-    names = set(layer.column_names)
-    zone_col = next((c for c in ("zone_code", "zone") if c in names), None)
-    date_col = next((c for c in ("inspected_at", "date", "at", "inspected_on") if c in names), None)
-    if zone_col is None or date_col is None:
-        return {}
+def _last_inspections(store: Store, zones: pd.DataFrame, as_of: dt.date | None, tz) -> list[str]:
+    """Per zone, "date result" of its latest inspection by the end of `as_of` (city date):
+    of the zone itself, or of its primary unit when that is later. Empty without an
+    `inspections` layer (an older schema) or inspections."""
+    if "inspections" not in LAYERS or not store.count("inspections"):
+        return [""] * len(zones)
     frame = store.read("inspections")
-    if frame.empty:
-        return {}
-    frame = frame[frame[zone_col].isin(set(codes))]
-    when = pd.to_datetime(frame[date_col], utc=True, errors="coerce")
-    if as_of is not None:
-        frame, when = frame[when.dt.date <= as_of], when[when.dt.date <= as_of]
-    frame = frame.assign(_when=when).sort_values("_when").drop_duplicates(zone_col, keep="last")
-    return {r[zone_col]: f"{str(r['_when'])[:10]} {_inspection_result(r, names)}".strip()
-            for _, r in frame.iterrows() if pd.notna(r["_when"])}
+    when = pd.to_datetime(frame["inspected_at"], utc=True, errors="coerce").dt.tz_convert(tz)
+    keep = when.notna() & ((when.dt.date <= as_of) if as_of is not None else True)
+    frame = frame[keep.to_numpy()].assign(_when=when[keep]).sort_values("_when")
+    by_zone = frame[frame["zone_code"].notna()].drop_duplicates("zone_code", keep="last").set_index("zone_code")
+    by_unit = frame[frame["unit_id"].notna()].drop_duplicates("unit_id", keep="last").set_index("unit_id")
+    out = []
+    for code, unit in zip(zones["code"], zones["primary_unit"]):
+        found = [t.loc[k] for t, k in ((by_zone, code), (by_unit, unit)) if k is not None and k in t.index]
+        out.append(_inspection_text(max(found, key=lambda r: r["_when"])) if found else "")
+    return out
 
 
-def _inspection_result(row, names: set) -> str:
-    parts = []
-    if "passed" in names and row.get("passed") is not None and not pd.isna(row.get("passed")):
+def _inspection_text(row) -> str:
+    """"2026-11-12 合格 92分"."""
+    parts = [row["_when"].strftime("%Y-%m-%d")]
+    if row.get("passed") is not None and not pd.isna(row.get("passed")):
         parts.append("合格" if bool(row["passed"]) else "不合格")
-    for col, fmt in (("result", "{}"), ("score", "{:g}分")):
-        v = row.get(col) if col in names else None
-        if v is not None and not (isinstance(v, float) and np.isnan(v)):
-            parts.append(fmt.format(v))
+    if row.get("total") is not None and not pd.isna(row.get("total")):
+        parts.append(f"{float(row['total']):g}分")
     return " ".join(parts)
 
 
@@ -289,16 +284,16 @@ def ledger(store: Store, *, as_of: dt.date | None = None, street: str | None = N
                            f"{', '.join(known[:12]) or '(none named)'}")
         zones, grid = zones[keep].reset_index(drop=True), grid[keep].reset_index(drop=True)
         street_of = [s for s, k in zip(street_of, keep) if k]
-    rows = _ledger_rows(store, zones, grid, street_of, period, as_of)
+    rows = _ledger_rows(store, zones, grid, street_of, period, as_of, tz)
     sheets = [(_names(s) or [NO_STREET_SHEET])[0] for s in street_of]
     return Ledger(rows, sheets, as_of, period, sorted(set(sheets)))
 
 
-def _ledger_rows(store, zones, grid, street_of, period, as_of) -> list[list]:
+def _ledger_rows(store, zones, grid, street_of, period, as_of, tz) -> list[list]:
     """The rows, built column by column (a Python loop per cell costs ten times more)."""
     units = store.read("units").drop_duplicates("unit_id").set_index("unit_id")
     fig = _period_figures(store.read("problems"), period).reindex(zones["code"]).fillna(0).astype(int)
-    inspected = _last_inspections(store, zones["code"], as_of)
+    inspected = _last_inspections(store, zones, as_of, tz)
     unit = units.reindex(zones["primary_unit"].fillna(""))
     co_names = _texts(units["name"].reindex(zones["co_unit"].fillna("")))
     sides = [split_bounds(t) for t in zones["bounds_text"]]
@@ -312,7 +307,7 @@ def _ledger_rows(store, zones, grid, street_of, period, as_of) -> list[list]:
         *(_texts(unit[c]) for c in ("name", "credit_code", "person", "phone")), _texts(zones["duties"]),
         _version_texts(zones),
         fig["problems"].tolist(), [o / d if d else None for o, d in zip(on_time, due)],
-        [inspected.get(c, "") for c in zones["code"]],
+        inspected,
         [_note(p, c, u) for p, c, u in zip(placeholder, co_names, zones["primary_unit"])],
     ]
     return [list(row) for row in zip(*columns)]

@@ -10,6 +10,7 @@ import json
 import sqlite3
 
 import openpyxl
+import pandas as pd
 import pyogrio
 import pytest
 import shapely
@@ -17,6 +18,7 @@ import shapely
 from layers import export, zones
 from layers.errors import InputError
 from layers.importer import import_file, import_osm
+from layers.schema import LAYERS
 from layers.store import open_store
 from tests.conftest import _drop_schema, _pg_schema_url, run_cli
 
@@ -69,6 +71,10 @@ def city(request, tmp_path_factory, nanjing_osm):
         _plant_unit_and_cases(s, tmp, named["code"], units[named["primary_unit"]],
                               shapely.point_on_surface(named.geometry))
         problems = s.read("problems").set_index("problem_id")
+        if "inspections" in LAYERS:  # 2026-11-12 10:00 city time, 92 points: passed
+            s.append("inspections", pd.DataFrame({
+                "inspection_id": ["I1"], "zone_code": [named["code"]], "inspector": ["检查员甲"], "total": [92.0],
+                "inspected_at": [pd.Timestamp("2026-11-12T02:00:00Z")], "passed": [True]}))
     assert (problems["zone_code"] == named["code"]).all(), "the cases must fall in the chosen zone"
     return {"db": db, "tmp": tmp, "code": named["code"], "unit": units[named["primary_unit"]]}
 
@@ -263,3 +269,13 @@ def test_bad_options_say_what_to_do(city):
                         (("ledger", "--period", "2026-11", "--since", "2026-11-01"), "either --period")):
         _, done = _export(city, *args, name="bad.gpkg" if args[0] != "ledger" else "bad.xlsx", check=False)
         assert done.returncode == 1 and words in done.stderr + done.stdout, (args, done.stderr)
+
+
+def test_the_last_inspection_by_the_date_is_shown(city):
+    if "inspections" not in LAYERS:
+        pytest.skip("this schema has no inspections layer")
+    for day, want in (("2026-11-30", "2026-11-12 合格 92分"), ("2026-11-11", "")):
+        out, _ = _export(city, "ledger", "--format", "csv", "--as-of", day, name=f"insp{day}.csv")
+        rows = {r["责任区编号"]: r for r in csv.DictReader(out.read_text("utf-8-sig").splitlines())}
+        assert rows[city["code"]]["最近检查日期与结果"] == want
+        assert sum(1 for r in rows.values() if r["最近检查日期与结果"]) == (1 if want else 0)
