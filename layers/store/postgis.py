@@ -175,12 +175,13 @@ class PostGISStore(Store):
                 self._pool.close(timeout=5)
             self._pool = None
 
-    def _read(self, query):
+    def _read(self, query, timeout_s: float | None = None):
         """`query(con)` on a pooled connection, once more on a fresh one if the server went
-        away under the first (reads change nothing, so trying again is safe)."""
+        away under the first (reads change nothing, so trying again is safe). `timeout_s`:
+        how long to wait for a connection (default: the store's)."""
         for _ in range(2):
             try:
-                with self._get_pool().connection() as con:
+                with self._get_pool().connection(timeout=timeout_s) as con:
                     try:
                         return query(con)
                     except psycopg.OperationalError as exc:
@@ -270,9 +271,11 @@ class PostGISStore(Store):
             "AND tablename = %s AND indexdef ILIKE %s", (layer, "%USING gist (geom)%"))[0]
         return row[0] == 1
 
-    def check(self) -> dict:
-        version, counters = self._query(
-            f"SELECT current_setting('server_version'), (SELECT count(*) FROM {COUNTERS})")[0]
+    def check(self, timeout_s: float = 2.0) -> dict:
+        """Asks the server for real; a health check must answer fast, so it waits `timeout_s`
+        for a connection, not the store's full timeout."""
+        sql = f"SELECT current_setting('server_version'), (SELECT count(*) FROM {COUNTERS})"
+        version, counters = self._read(lambda con: con.execute(sql).fetchall(), timeout_s)[0]
         return {"store": self.kind, "ok": True, "server_version": version, "counters": counters}
 
     # -- writing ----------------------------------------------------------------------------
