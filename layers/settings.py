@@ -69,6 +69,10 @@ class Settings:
                                 "the most service requests one Open311 query answers", "count")
     access_log: bool = _setting(True, "ZONEMAP_ACCESS_LOG",
                                 "log one line per request (never a token, password or api_key)", "bool")
+    secret_key: str | None = _setting(None, "ZONEMAP_SECRET_KEY",
+                                      "the key that signs browser sessions and CSRF tokens (at least 32 "
+                                      "characters); when unset, one is generated once and kept in "
+                                      "var/secret_key (mode 0600), shared by every worker", "secret")
     trust_proxy: int = _setting(0, "ZONEMAP_TRUST_PROXY",
                                 "how many reverse proxies in front set X-Forwarded-For (0: none; the "
                                 "client address is the socket's)", "whole")
@@ -103,7 +107,9 @@ class Settings:
                 if environ.get(f.metadata["env"], "") != "" else "default" for f in dataclasses.fields(self)}
 
     def describe(self) -> list[dict]:
-        return [{"name": f.name, "env": f.metadata["env"], "value": getattr(self, f.name),
+        return [{"name": f.name, "env": f.metadata["env"],
+                 "value": "***" if f.metadata["kind"] == "secret" and getattr(self, f.name)
+                 else getattr(self, f.name),
                  "default": f.default, "doc": f.metadata["doc"]} for f in dataclasses.fields(self)]
 
     @property
@@ -149,6 +155,9 @@ def _convert(raw, f: dataclasses.Field, where: str):
             raise bad("must be a positive number")
         return value
     text = str(raw).strip()
+    if kind == "secret" and len(text) < 32:
+        raise InputError(f"setting {name}: a secret key needs at least 32 characters (e.g. the output "
+                         "of `python -c 'import secrets; print(secrets.token_hex(32))'`)")
     if kind == "server" and text not in ("gunicorn", "waitress"):
         raise bad("use gunicorn or waitress")
     if kind == "dir" and not Path(text).is_dir():

@@ -228,7 +228,7 @@ def parse_polygon(value, what: str = "geometry"):
         raise InputError(f"{what} must be a GeoJSON Polygon or MultiPolygon in WGS 84 longitude/latitude")
     try:
         geom = shape(value)
-    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
         raise InputError(f"{what} is not a usable GeoJSON polygon ({exc})") from None
     xy = shapely.get_coordinates(geom)
     if not len(xy) or not np.isfinite(xy).all() or (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
@@ -388,7 +388,7 @@ def reshape(store: Store, code: str, geometry, by: User = CLI, note=None, base_v
 def create(store: Store, geometry, kind: str, unit_id: str, by: User = CLI, note=None, co_unit=None,
            dry_run: bool = False, origin: str = "cli", now=None) -> Change:
     """A new zone (the next free code of its kind); neighbours it overlaps are trimmed."""
-    if kind not in PREFIX:
+    if not isinstance(kind, str) or kind not in PREFIX:
         raise InputError(f"kind must be one of {', '.join(PREFIX)}, not {kind!r}")
     geom = parse_polygon(geometry)
 
@@ -442,7 +442,7 @@ def _line(value):
         raise InputError("line must be a GeoJSON LineString in WGS 84 longitude/latitude")
     try:
         line = shape(value)
-    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
         raise InputError(f"line is not a usable GeoJSON LineString ({exc})") from None
     xy = shapely.get_coordinates(line)
     if len(xy) < 2 or not np.isfinite(xy).all() or (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
@@ -458,8 +458,9 @@ def merge(store: Store, codes, by: User = CLI, note=None, base_versions=None, or
             or len(set(codes)) != len(codes):
         raise InputError("codes must list two or more different zone codes; the first one is kept")
     base_versions = base_versions or {}
-    if not isinstance(base_versions, dict):
-        raise InputError("base_versions must map each code to the version the merge was based on")
+    if not isinstance(base_versions, dict) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in base_versions.values()):
+        raise InputError("base_versions must map each code to the version (a number) the merge was based on")
 
     def build(today):
         rows = [_current(store, c, base_versions.get(c))[0] for c in codes]

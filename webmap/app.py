@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
-from . import api, exports, field, open311, openapi, pages, planner_pages
+from . import api, auth, exports, field, open311, openapi, pages, planner_api, planner_pages
 from .analysis import bp as analysis_bp
 from .common import Services, client_addr, settings
 
@@ -54,6 +54,8 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(open311.bp)
     app.register_blueprint(openapi.bp)
+    auth.init_app(app, config)  # sessions, CSRF, /login
+    app.register_blueprint(planner_api.bp)
     app.register_blueprint(field.bp)  # POST /api/patrols, /api/inspections
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg

@@ -14,16 +14,19 @@ import os
 import threading
 import time
 
-from flask import current_app, g, request
+from flask import current_app, g, request, session
 
 from layers.cases import Rules
 from layers.errors import InputError, StoreUnavailable, TooLarge, Unauthorized
 from layers.routing import Router
 from layers.settings import Settings
 from layers.store import Store, open_store
-from layers.users import ANONYMOUS, User, user_for_token
+from layers.users import ANONYMOUS, User, get_user, user_for_token
+from layers.zone_edit import change_count
 
-ROUTER_CHECK_S = 60  # how often the zones' version is looked at for a new router
+ROUTER_CHECK_S = 1.0  # how often the zone writers' counter is looked at for a new router
+SESSION_KEY = "user"  # the signed-in browser's {"name", "at"} in the session cookie
+SESSION_HOURS = 12  # a browser session older than this signs in nobody
 
 
 class Services:
@@ -47,15 +50,16 @@ class Services:
         return self._store
 
     def _routing(self):
-        """The Router over the zones in force and the service area they make, rebuilt when the
-        zones change (looked at once a minute) or the city's day turns (zones have validity
-        dates)."""
+        """The Router over the zones in force and the service area they make, rebuilt when a
+        zone or unit writer has committed (the store's "zones:versions" counter, which every
+        one bumps, looked at once a second: every worker routes by an edit within a second)
+        or the city's day turns (zones have validity dates)."""
         cached, now = self._router, time.monotonic()
         if cached is not None and now - cached[3] < ROUTER_CHECK_S:
             return cached
         store = self.store
         try:
-            key = (store.count("zones"), self.city_today())
+            key = (change_count(store), self.city_today())
         except StoreUnavailable:
             if cached is None:
                 raise
@@ -72,6 +76,13 @@ class Services:
             cached = (*cached[:3], now)
         self._router = cached
         return cached
+
+    def zones_changed(self) -> None:
+        """This process has just written zones or units: look at the counter on the next
+        routing, not a second later (other processes see it within ROUTER_CHECK_S)."""
+        cached = self._router
+        if cached is not None:
+            self._router = (*cached[:3], float("-inf"))
 
     @property
     def router(self) -> Router:
@@ -101,8 +112,9 @@ def settings() -> Settings:
 # ---- who is asking -----------------------------------------------------------------------
 
 def current_user(token: str | None = None) -> User:
-    """The user of the request's bearer token (or of `token`, Open311's api_key); the public
-    without one. A bad token is refused (401), never taken as the public."""
+    """The user of the request's bearer token (or of `token`, Open311's api_key); else the
+    user signed in by the session cookie (webmap/auth.py); the public without either. A bad
+    token is refused (401), never taken as the public."""
     header = request.headers.get("Authorization", "")
     if header:
         kind, _, value = header.partition(" ")
@@ -112,7 +124,11 @@ def current_user(token: str | None = None) -> User:
     if token is not None and not isinstance(token, str):  # Open311's api_key from a JSON body
         raise InputError("api_key must be text: a token from `zonemap token NAME`")
     if not token:
-        return ANONYMOUS
+        user = session_user()
+        if user is None:
+            return ANONYMOUS
+        g.user = user
+        return user
     user = user_for_token(services().store, token)
     if user is None:
         raise Unauthorized("the token is unknown or revoked; ask an admin for a new one (`zonemap token NAME`)")
@@ -120,10 +136,27 @@ def current_user(token: str | None = None) -> User:
     return user
 
 
+def session_user() -> User | None:
+    """The user the session cookie names, if signed in less than SESSION_HOURS ago and still
+    active; None otherwise (a stale session is cleared)."""
+    data = session.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    try:
+        fresh = time.time() - float(data.get("at", 0)) < SESSION_HOURS * 3600
+        user = get_user(services().store, str(data.get("name"))) if fresh else None
+    except (InputError, TypeError, ValueError):
+        user = None
+    if user is None:
+        session.pop(SESSION_KEY, None)
+    return user
+
+
 def signed_in() -> User:
     user = current_user()
     if user is ANONYMOUS:
-        raise Unauthorized("sign in: send Authorization: Bearer TOKEN (get one with `zonemap token NAME`)")
+        raise Unauthorized("sign in at /login, or send Authorization: Bearer TOKEN (get one with "
+                           "`zonemap token NAME`)")
     return user
 
 
