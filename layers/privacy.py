@@ -14,8 +14,10 @@ from .schema import LAYERS
 
 STAFF = ("inspector", "dispatcher", "planner", "admin")
 
+# who edited a zone and why: a planner's login and words, for staff only
+_EDITS = ("changed_by", "change_note")
 _BASE = {  # base data: what the source published, less the attrs JSON (OSM phone tags live there)
-    name: [c for c in LAYERS[name].column_names if c != "attrs"]
+    name: [c for c in LAYERS[name].column_names if c != "attrs" and c not in _EDITS]
     for name in ("buildings", "roads", "pois", "areas", "sites", "zones", "grid")}
 
 PUBLIC = {
@@ -27,6 +29,7 @@ PUBLIC = {
                  "target_at", "closed_at", "rework_count", "extension_count"],
 }
 STAFF_EXTRA = {
+    "zones": list(_EDITS),
     "units": ["address", "person", "phone"],
     "problems": ["description", "address", "reporter", "source_status", "route_distance_m"],
 }

@@ -20,6 +20,7 @@ SECRETS = {
     "unit person": "张秘密人",
     "unit phone": "025-86661234",
     "typed phone": "18677778888",
+    "planner login": "secret-planner-5521",
 }
 
 
@@ -32,6 +33,9 @@ def planted(tmp_path):
             shop = s.read("units", where={"unit_id": "U-SHOP"})
             tx.update("units", int(shop["fid"].iloc[0]), {"person": SECRETS["unit person"],
                                                           "phone": SECRETS["unit phone"]})
+            zone = s.read("zones", where={"code": "F1"})
+            tx.update("zones", int(zone["fid"].iloc[0]), {"changed_by": SECRETS["planner login"],
+                                                          "change_note": "应店主要求改派"})
         add_user(s, SECRETS["reporter login"], "inspector", "correct horse 42")
         token = issue_token(s, SECRETS["reporter login"])
     client = create_app({"db": db, "photos": str(tmp_path / "photos"), "TESTING": True}).test_client()
@@ -70,7 +74,7 @@ def test_no_public_answer_shows_a_contact_a_login_or_a_phone(planted):
     assert any("problems.geojson" in u for u in urls) and any("requests.xml" in u for u in urls)
     assert len(urls) >= 20
     for url in urls:
-        for query in ("", "?status=open,closed&start_date=2000-01-01T00:00:00Z"):
+        for query in ("", "?status=open,closed&start_date=2000-01-01T00:00:00Z", "?public=1"):
             r = client.get(url + query)
             body = r.get_data(as_text=True)
             for what, secret in SECRETS.items():
