@@ -417,11 +417,18 @@ def csv_cell(v, kind: str) -> str:
 
 def _write_csv(book: Ledger, out: Path, progress: Progress) -> None:
     kinds = [k for _, k, _ in LEDGER_COLUMNS]
+    texts = [i for i, k in enumerate(kinds) if k == "text"]
+    rate = kinds.index("rate")
     with out.open("w", encoding="utf-8-sig", newline="") as f:  # the BOM makes Excel read UTF-8
         w = csv.writer(f)
         w.writerow(LEDGER_HEADERS)
         for n, row in enumerate(book.rows, start=1):
-            w.writerow([csv_cell(v, k) for v, k in zip(row, kinds)])
+            row = list(row)
+            for i in texts:  # only text can start like a formula; most cells are left alone
+                if row[i] and row[i][0] in "=+-@\t\r":
+                    row[i] = csv_cell(row[i], "text")
+            row[rate] = csv_cell(row[rate], "rate")
+            w.writerow(row)
             _tick(progress, n)
 
 
@@ -441,6 +448,7 @@ SHP_FIELDS = {
     "location_placeholder": "loc_placeh", "duplicate_of": "dup_of", "stage_started_at": "stage_strt",
     "stage_deadline": "stage_due", "rework_count": "reworks", "extension_count": "extensions",
     "source_status": "src_status", "route_distance_m": "route_dist", "category_name": "cat_name",
+    "change_kind": "chg_kind", "change_note": "chg_note",
 }
 EXTRA_DOCS = {"kind_zh": "类型 (Chinese)", "unit_name": "name of the primary unit (责任单位)",
               "co_unit_name": "name of the co-responsible unit (协同)", "status_zh": "state (Chinese)",
@@ -457,14 +465,29 @@ def gis_frame(store: Store, what: str, *, as_of: dt.date | None = None, public: 
     tz = tz or rules.tz
     viewer = None if public else role
     if what == "zones":
-        return _zones_frame(store, as_of, viewer)
-    if what == "units":
+        frame = _zones_frame(store, as_of, viewer)
+    elif what == "units":
         if as_of is not None:
             raise InputError("units have no versions: --as-of applies to zones and cases")
-        return _columns(store.read("units"), "units", viewer)
-    if what == "cases":
-        return _cases_frame(store, as_of, viewer, rules, tz)
-    raise InputError(f"export {what!r}: the GIS exports are {', '.join(GIS_LAYERS)}")
+        frame = _columns(store.read("units"), "units", viewer)
+    elif what == "cases":
+        frame = _cases_frame(store, as_of, viewer, rules, tz)
+    else:
+        raise InputError(f"export {what!r}: the GIS exports are {', '.join(GIS_LAYERS)}")
+    return _city_times(frame, what, tz)
+
+
+def _schema(what: str):
+    return LAYERS["problems" if what == "cases" else what]
+
+
+def _city_times(frame: gpd.GeoDataFrame, what: str, tz) -> gpd.GeoDataFrame:
+    """Every time column as city-time text, the way people read times everywhere else."""
+    schema = _schema(what)
+    for c in frame.columns:
+        if c in schema.column_names and schema.column(c).type == "datetime":
+            frame[c] = city_text(frame[c], tz).to_numpy()
+    return frame
 
 
 def _columns(frame: gpd.GeoDataFrame, layer: str, viewer) -> gpd.GeoDataFrame:
@@ -533,23 +556,20 @@ def _cases_frame(store, as_of, viewer, rules, tz) -> gpd.GeoDataFrame:
     out.insert(2, "category_name", [cats[c].name if c in cats else None for c in out["category"]])
     out.insert(out.columns.get_loc("unit_id") + 1, "unit_name",
                _unit_names(store).reindex(out["unit_id"].fillna("")).to_numpy())
-    for c in out.columns:
-        if c in LAYERS["problems"].column_names and LAYERS["problems"].column(c).type == "datetime":
-            out[c] = city_text(out[c], tz)
     return out
 
 
-def _plain(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Dates as ISO text and yes/no as 0/1 integers: every driver writes those the same way."""
+def _plain(frame: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
+    """Dates as ISO text and yes/no as 0/1 integers, by the schema's column types: every
+    driver writes those the same way (a Shapefile has no boolean, KML no date)."""
+    schema = _schema(layer)
     out = frame.copy()
     for c in out.columns:
-        if c == out.geometry.name:
-            continue
-        col = out[c]
-        if pd.api.types.is_datetime64_any_dtype(col) or col.map(lambda v: isinstance(v, dt.date)).any():
-            out[c] = col.map(lambda v: None if v is None or pd.isna(v) else str(v)[:10]).astype(object)
-        elif col.map(lambda v: isinstance(v, (bool, np.bool_))).any():
-            out[c] = col.map(lambda v: None if v is None or pd.isna(v) else int(bool(v))).astype("Int64")
+        kind = schema.column(c).type if c in schema.column_names else None
+        if kind == "date":
+            out[c] = pd.Series(_day_texts(out[c]), index=out.index, dtype=object)
+        elif kind == "boolean":
+            out[c] = pd.array([None if v is None or pd.isna(v) else int(bool(v)) for v in out[c]], dtype="Int64")
     return out
 
 
@@ -583,7 +603,7 @@ def _check_encodable(frame: gpd.GeoDataFrame, encoding: str, out: Path) -> None:
 
 def _fields_note(out: Path, mapping: dict, layer: str, encoding: str) -> Path:
     """FILE.fields.txt: each Shapefile field, the column it holds and what that means."""
-    schema = LAYERS["problems" if layer == "cases" else layer]
+    schema = _schema(layer)
     lines = [f"{out.name}: {layer}, text encoded in {encoding} (see {out.with_suffix('.cpg').name})",
              "field\tcolumn\tmeaning"]
     for col, short in mapping.items():
@@ -604,7 +624,7 @@ def write_gis(frame: gpd.GeoDataFrame, out, fmt: str, *, layer: str, encoding: s
     out = Path(out)
     if out.suffix.lower() != suffix:
         raise InputError(f"--out {out.name}: a {fmt} file ends in {suffix}")
-    frame = _plain(frame)
+    frame = _plain(frame, layer)
     files = [out]
     options: dict = {}
     if fmt == "shp":
