@@ -17,7 +17,7 @@ from layers.users import add_user, issue_token
 from tests.layers.test_cases import city
 from webmap.app import create_app
 
-PERSON, PHONE = "王五", "13611112222"
+PERSON, PHONE = "王五", "+86 136 1111 2222"
 
 
 @pytest.fixture
@@ -99,3 +99,20 @@ def test_the_temporary_file_is_gone_once_sent(web):
     assert got.status_code == 200 and len(got.data) > 1000
     got.close()
     assert set(Path(tempfile.gettempdir()).glob("zonemap-export-*")) <= before
+
+
+def test_a_unit_name_that_looks_like_a_formula_stays_text(web, store_url):
+    from layers.store import open_store
+
+    with open_store(store_url) as s, s.transaction() as tx:
+        site = s.read("units", where={"unit_id": "U-SITE"})
+        tx.update("units", int(site["fid"].iloc[0]), {"name": '=HYPERLINK("http://x.example","点我")'})
+    client, tokens = web
+    got = client.get("/api/export/ledger.xlsx", headers=tokens["planner"])
+    ws = openpyxl.load_workbook(io.BytesIO(got.data)).worksheets[0]
+    cell = next(r[12] for r in ws.iter_rows(min_row=2) if r[0].value == "S1")
+    assert cell.data_type == "s" and cell.value.startswith("=HYPERLINK")  # text, not a formula Excel runs
+    got = client.get("/api/export/ledger.csv", headers=tokens["planner"])
+    rows = {r["责任区编号"]: r for r in csv.DictReader(got.data.decode("utf-8-sig").splitlines())}
+    assert rows["S1"]["责任单位"] == '\'=HYPERLINK("http://x.example","点我")'
+    assert rows["F1"]["联系电话"] == PHONE  # a phone's + or digits are data: left alone
