@@ -71,7 +71,8 @@ def make_city(db: str, n: int, cases_per_100: int = 3) -> int:
         "placeholder": False}, geometry=gpd.GeoSeries([None] * k, crs=4326))
     m = k * cases_per_100 // 100
     pick = rng.integers(0, k, m)
-    reported = (pd.Timestamp("2026-11-01", tz="Asia/Shanghai") + pd.to_timedelta(rng.random(m) * 29, unit="D")).round("s")
+    november = pd.Timestamp("2026-11-01", tz="Asia/Shanghai")
+    reported = (november + pd.to_timedelta(rng.random(m) * 29, unit="D")).round("s")
     problems = gpd.GeoDataFrame({
         "problem_id": [f"B{i:07d}" for i in range(m)], "category": "06010", "status": "closed",
         "zone_code": zones["code"].to_numpy()[pick], "zone_version": 1,
