@@ -72,7 +72,7 @@ class ServiceArea:
         """Raise OutsideServiceArea unless (lon, lat), WGS 84, is inside the area (its edge counts)."""
         if self.shape is None or shapely.covers(self.shape, shapely.Point(lon, lat)):
             return
-        raise OutsideServiceArea(f"zonemap here serves {self.label}; ({lon:.5f}, {lat:.5f}) is outside it, "
+        raise OutsideServiceArea(f"zonemap here serves {self.label}; ({_short(lon)}, {_short(lat)}) is outside it, "
                                  "so this deployment does not take reports from that place")
 
 
@@ -85,6 +85,10 @@ def _axis(lo: float, hi: float, pos: str, neg: str) -> str:
     if lo >= 0 or hi < 0:  # one hemisphere: "118.76–118.80 E"
         return f"{abs(lo):.2f}–{abs(hi):.2f} {pos if lo >= 0 else neg}"
     return f"{abs(lo):.2f} {neg}–{hi:.2f} {pos}"
+
+
+def _short(v: float) -> str:
+    return f"{v:.5f}".rstrip("0").rstrip(".")
 
 
 def _distance(m: float) -> str:
