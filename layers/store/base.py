@@ -57,16 +57,24 @@ class Store(ABC):
         """Create every missing layer with its columns and spatial index."""
 
     @abstractmethod
-    def count(self, layer: str) -> int:
-        """Number of rows in `layer`."""
+    def count(self, layer: str, where: dict | None = None, bbox=None, *, time=None,
+              exclude: dict | None = None) -> int:
+        """Number of rows in `layer`, or of those `read` would give with the same filters."""
 
     @abstractmethod
     def read(self, layer: str, bbox: tuple[float, float, float, float] | None = None,
-             where: dict | None = None) -> gpd.GeoDataFrame:
+             where: dict | None = None, *, limit: int | None = None, offset: int = 0,
+             order: list[tuple[str, str]] | None = None, time: tuple | None = None,
+             exclude: dict | None = None) -> gpd.GeoDataFrame:
         """Rows of `layer` (EPSG:4326), optionally only those whose box meets `bbox`
-        (W, S, E, N in degrees), found through the spatial index, and whose columns equal
-        `where`'s values. Has an `fid` column. A table without geometry (users, tokens,
-        case_steps) comes back as a plain DataFrame."""
+        (W, S, E, N in degrees), found through the spatial index, whose columns equal
+        `where`'s values (a list: any of them) and are none of `exclude`'s (a null is none
+        of them). `time` = (datetime column, start, end): start <= value < end, each bound
+        an aware datetime or None (open); a null time is outside every range. `order`:
+        [(column, "asc" | "desc"), …], nulls last, text by code point, then fid ascending
+        (the default order is fid alone). `limit`/`offset`: one page of that order. All of
+        it is done by the database. Has an `fid` column. A table without geometry (users,
+        tokens, case_steps) comes back as a plain DataFrame."""
 
     @abstractmethod
     def _begin(self) -> Transaction: ...
@@ -204,6 +212,51 @@ def where_values(layer: Layer, where: dict | None) -> list[tuple[str, list]]:
         type_ = "integer" if col == "fid" else layer.column(col).type
         out.append((col, [_cell(v, type_, col, 1) for v in values]))
     return out
+
+
+# How finely each backend keeps a time: a bound is rounded up to it, so that for stored
+# values `start <= v < end` means the same as it does for the bound as given.
+RESOLUTION = {"geopackage": "ms", "postgis": "us"}
+
+
+def _instant(value, name: str, resolution: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, (dt.datetime, pd.Timestamp)) or value.tzinfo is None:
+        raise StoreError(f"time range {name}: {value!r} is not an aware datetime (give one with a "
+                         "time zone, e.g. datetime(2026, 11, 30, tzinfo=UTC))")
+    return pd.Timestamp(value).tz_convert("UTC").ceil(resolution).to_pydatetime()
+
+
+def read_options(layer: Layer, kind: str, limit, offset, order, time) -> tuple:
+    """The paging, order and time-range arguments of `read` checked and normalised:
+    (limit or None, offset, [(column, "ASC"|"DESC")], (column, start, end) or None), bounds as
+    UTC datetimes rounded up to the backend's resolution. StoreError names a bad argument."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value < 0):
+            raise StoreError(f"read {layer.name!r}: {name} must be a whole number >= 0, not {value!r}")
+    sort = []
+    for item in order or []:
+        if not isinstance(item, (tuple, list)) or len(item) != 2 or str(item[1]).lower() not in ("asc", "desc"):
+            raise StoreError(f"read {layer.name!r}: order is a list of (column, 'asc' | 'desc'), "
+                             f"not {item!r}")
+        if item[0] != "fid" and item[0] not in layer.column_names:
+            raise StoreError(f"read {layer.name!r}: cannot order by {item[0]!r}, no such column")
+        sort.append((item[0], str(item[1]).upper()))
+    span = None
+    if time is not None:
+        if not isinstance(time, (tuple, list)) or len(time) != 3:
+            raise StoreError(f"read {layer.name!r}: time is (column, start, end), not {time!r}")
+        col = time[0]
+        if col not in layer.column_names or layer.column(col).type != "datetime":
+            raise StoreError(f"read {layer.name!r}: time range on {col!r}, which is not a datetime column")
+        span = (col, _instant(time[1], "start", RESOLUTION[kind]), _instant(time[2], "end", RESOLUTION[kind]))
+    return (None if limit is None else int(limit)), int(offset or 0), sort, span
+
+
+def column_type(layer: Layer, column: str) -> str:
+    return "integer" if column == "fid" else layer.column(column).type
 
 
 def update_values(layer: Layer, values: dict) -> tuple[list[str], list]:

@@ -40,9 +40,11 @@ from .base import (
     Transaction,
     check_counter,
     check_layer,
+    column_type,
     empty_frame,
     from_db,
     nulls_as_none,
+    read_options,
     rows_for,
     spatial,
     to_date_text,
@@ -144,12 +146,46 @@ class _GpkgTransaction(Transaction):
         return [from_db(spec, cols, r) for r in got]
 
 
-def _where_sql(spec, where) -> tuple[str, list]:
+def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
+    """WHERE for equality (`where`), "none of these" (`exclude`) and a time range (checked by
+    read_options). Times compare through julianday(): the text a GeoPackage holds may come
+    from QGIS or GDAL with another offset or precision than ours, and julianday reads them all."""
     parts, params = [], []
     for col, values in where_values(spec, where):
         parts.append(f'"{col}" IN ({", ".join("?" * len(values))})')
         params += [to_date_text(v) for v in values]
+    for col, values in where_values(spec, exclude):
+        known = [to_date_text(v) for v in values if v is not None]
+        if None in values:
+            parts.append(f'"{col}" IS NOT NULL')
+        if known:
+            parts.append(f'("{col}" IS NULL OR "{col}" NOT IN ({", ".join("?" * len(known))}))')
+            params += known
+    if time is not None:
+        col, start, end = time
+        for bound, op in ((start, ">="), (end, "<")):
+            if bound is not None:
+                parts.append(f'julianday("{col}") {op} julianday(?)')
+                params.append(to_date_text(bound))
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def _sort_key(spec, column: str) -> str:
+    quoted = f'"{column}"'
+    return f"julianday({quoted})" if column_type(spec, column) == "datetime" else quoted
+
+
+def _order_sql(spec, sort) -> str:
+    """ORDER BY the (column, ASC|DESC) pairs, nulls last, then fid. Text compares by code
+    point (SQLite's BINARY collation on UTF-8), times by instant."""
+    keys = [f"{_sort_key(spec, c)} {d} NULLS LAST" for c, d in sort]
+    return " ORDER BY " + ", ".join([*keys, "fid"])
+
+
+def _page_sql(limit, offset) -> tuple[str, list]:
+    if limit is None and not offset:
+        return "", []
+    return " LIMIT ? OFFSET ?", [-1 if limit is None else limit, offset]
 
 
 # ---- decoding what we read ----------------------------------------------------------------
@@ -385,31 +421,51 @@ class GeoPackageStore(Store):
                     "VALUES (?, 'attributes', ?, ?)", (spec.name, spec.name, spec.doc))
 
     # -- reading ----------------------------------------------------------------------------
-    def count(self, layer: str) -> int:
-        check_layer(layer)
-        with self._reading() as con:
-            return con.execute(f'SELECT count(*) FROM "{layer}"').fetchone()[0]
-
-    def read(self, layer, bbox=None, where=None):
+    def count(self, layer, where=None, bbox=None, *, time=None, exclude=None):
         spec = check_layer(layer)
-        sql, params = _where_sql(spec, where)
-        cols = ["fid", *spec.column_names]
-        names = ", ".join(f'"{c}"' for c in cols)
-        if not spatial(spec):
-            with self._reading() as con:
-                got = con.execute(f'SELECT {names} FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
-            if not got:
-                return empty_frame(spec)
-            return nulls_as_none(spec, pd.DataFrame([from_db(spec, cols, r) for r in got], columns=cols))
+        if bbox is not None and spec.geometry_type != "Point":  # boxes are not shapes: read them
+            return len(self.read(layer, bbox, where, time=time, exclude=exclude))
+        *_, span = read_options(spec, self.kind, None, 0, None, time)
+        sql, params = self._select(spec, "count(*)", where, exclude, span, bbox)
+        with self._reading() as con:
+            return con.execute(sql, params).fetchone()[0]
+
+    def _select(self, spec, names, where, exclude, span, bbox) -> tuple[str, list]:
+        """SELECT `names` with the filters; a bbox goes through the layer's R-tree."""
+        sql, params = _where_sql(spec, where, exclude, span)
         if bbox is not None:
             w, s, e, n = map(float, bbox)
             sql += (" AND " if sql else " WHERE ") + (
-                f'fid IN (SELECT id FROM "rtree_{layer}_geom" '
+                f'fid IN (SELECT id FROM "rtree_{spec.name}_geom" '
                 "WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)")
             params = [*params, e, w, n, s]
+        return f'SELECT {names} FROM "{spec.name}"{sql}', params
+
+    def read(self, layer, bbox=None, where=None, *, limit=None, offset=0, order=None, time=None,
+             exclude=None):
+        spec = check_layer(layer)
+        limit, offset, sort, span = read_options(spec, self.kind, limit, offset, order, time)
+        cols = ["fid", *spec.column_names]
+        names = ", ".join(f'"{c}"' for c in cols)
+        if not spatial(spec):
+            sql, params = self._select(spec, names, where, exclude, span, None)
+            page, more = _page_sql(limit, offset)
+            with self._reading() as con:
+                got = con.execute(sql + _order_sql(spec, sort) + page, params + more).fetchall()
+            if not got:
+                return empty_frame(spec)
+            return nulls_as_none(spec, pd.DataFrame([from_db(spec, cols, r) for r in got], columns=cols))
+        sql, params = self._select(spec, names + ", geom", where, exclude, span, bbox)
+        # The R-tree holds boxes: a line or polygon whose box meets the bbox may not, so
+        # such a page is cut after the exact test (a point's box is the point itself).
+        exact_later = bbox is not None and spec.geometry_type != "Point"
+        page, more = ("", []) if exact_later else _page_sql(limit, offset)
         with self._reading() as con:
-            got = con.execute(f'SELECT {names}, geom FROM "{layer}"{sql} ORDER BY fid', params).fetchall()
-        return _features(spec, got, bbox) if got else empty_frame(spec)
+            got = con.execute(sql + _order_sql(spec, sort) + page, params + more).fetchall()
+        frame = _features(spec, got, bbox) if got else empty_frame(spec)
+        if exact_later and (limit is not None or offset):
+            frame = frame.iloc[offset: None if limit is None else offset + limit].reset_index(drop=True)
+        return frame
 
     def extent(self):
         with self._reading() as con:

@@ -31,8 +31,10 @@ from .base import (
     Transaction,
     check_counter,
     check_layer,
+    column_type,
     frame_from_rows,
     from_db,
+    read_options,
     rows_for,
     spatial,
     update_values,
@@ -128,12 +130,50 @@ class _PgTransaction(Transaction):
         return [from_db(spec, cols, r) for r in got]
 
 
-def _where_sql(spec, where) -> tuple[str, list]:
+def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
+    """WHERE for equality (`where`), "none of these" (`exclude`) and a time range (checked by
+    read_options)."""
     parts, params = [], []
     for col, values in where_values(spec, where):
         parts.append(f'"{col}" = ANY(%s)')
         params.append(values)
+    for col, values in where_values(spec, exclude):
+        known = [v for v in values if v is not None]
+        if None in values:
+            parts.append(f'"{col}" IS NOT NULL')
+        if known:
+            parts.append(f'("{col}" IS NULL OR NOT "{col}" = ANY(%s))')
+            params.append(known)
+    if time is not None:
+        col, start, end = time
+        for bound, op in ((start, ">="), (end, "<")):
+            if bound is not None:
+                parts.append(f'"{col}" {op} %s')
+                params.append(bound)
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+_COLLATE = ' COLLATE "C"'
+
+
+def _order_sql(spec, sort) -> str:
+    """ORDER BY the (column, ASC|DESC) pairs, nulls last, then fid. Text by code point
+    (COLLATE "C"), as SQLite and Python order it, whatever the database's locale."""
+    keys = [f'"{c}"{_COLLATE if column_type(spec, c) == "text" else ""} {d} NULLS LAST' for c, d in sort]
+    return " ORDER BY " + ", ".join([*keys, "fid"])
+
+
+def _page_sql(limit, offset) -> tuple[str, list]:
+    return (" LIMIT %s OFFSET %s", [limit, offset]) if limit is not None or offset else ("", [])
+
+
+def _select(spec, names, where, exclude, span, bbox) -> tuple[str, list]:
+    """SELECT `names` with the filters; a bbox meets the geometries' boxes (GiST index)."""
+    sql, params = _where_sql(spec, where, exclude, span)
+    if bbox is not None:
+        sql += (" AND" if sql else " WHERE") + " geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+        params = [*params, *map(float, bbox)]
+    return f'SELECT {names} FROM "{spec.name}"{sql}', params
 
 
 class PostGISStore(Store):
@@ -238,23 +278,25 @@ class PostGISStore(Store):
                         con.execute(f'CREATE UNIQUE INDEX "{name}_{c.name}_uq" ON "{name}" ("{c.name}")')
 
     # -- reading ----------------------------------------------------------------------------
-    def count(self, layer):
-        check_layer(layer)
-        return self._query(f'SELECT count(*) FROM "{layer}"')[0][0]
-
-    def read(self, layer, bbox=None, where=None):
+    def count(self, layer, where=None, bbox=None, *, time=None, exclude=None):
         spec = check_layer(layer)
+        *_, span = read_options(spec, self.kind, None, 0, None, time)
+        sql, params = _select(spec, "count(*)", where, exclude, span, bbox)
+        return self._query(sql, params)[0][0]
+
+    def read(self, layer, bbox=None, where=None, *, limit=None, offset=0, order=None, time=None,
+             exclude=None):
+        spec = check_layer(layer)
+        limit, offset, sort, span = read_options(spec, self.kind, limit, offset, order, time)
         cols = spec.column_names
-        names = ", ".join(chr(34) + c + chr(34) for c in cols)
-        cond, params = _where_sql(spec, where)
+        names = ", ".join(f'"{c}"' for c in ["fid", *cols])
+        page, more = _page_sql(limit, offset)
         if not spatial(spec):
-            rows = self._query(f'SELECT fid, {names} FROM "{layer}"{cond} ORDER BY fid', params)
+            sql, params = _select(spec, names, where, exclude, span, None)
+            rows = self._query(sql + _order_sql(spec, sort) + page, params + more)
             return frame_from_rows(spec, cols, rows, [])
-        sql = f'SELECT fid, {names}, ST_AsBinary(geom) FROM "{layer}"{cond}'
-        if bbox is not None:
-            sql += (" AND" if cond else " WHERE") + " geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
-            params = [*params, *bbox]
-        rows = self._query(sql + " ORDER BY fid", params)
+        sql, params = _select(spec, names + ", ST_AsBinary(geom)", where, exclude, span, bbox)
+        rows = self._query(sql + _order_sql(spec, sort) + page, params + more)
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
 

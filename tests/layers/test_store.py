@@ -149,3 +149,64 @@ def test_a_file_that_is_not_a_geopackage_is_refused(tmp_path):
 def test_unreachable_postgis_says_so():
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://nobody@127.0.0.1:1/none")
+
+
+def _problems_for_paging(n=240, seed=7):
+    """Points with times to the millisecond (some equal, some missing), ids in mixed scripts."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    base = pd.Timestamp("2026-11-01T00:00:00Z")
+    at = [None if i % 17 == 0 else (base + pd.Timedelta(milliseconds=int(rng.integers(0, 5)) * 3_600_000
+                                                         + int(rng.integers(0, 3)) * 1)).to_pydatetime()
+          for i in range(n)]
+    ids = [("案" if i % 3 == 0 else "Z") + f"{rng.integers(0, 10**6):06d}-{i}" for i in range(n)]
+    return gpd.GeoDataFrame(
+        {"problem_id": ids, "category": rng.choice(["06010", "09005", None], n).tolist(),
+         "status": rng.choice(["filed", "closed", "linked", None], n).tolist(), "reported_at": at},
+        geometry=[shapely.Point(118.7 + i * 1e-4, 32.0) for i in range(n)], crs="EPSG:4326")
+
+
+def test_read_pages_orders_and_time_ranges_like_pandas(store):
+    import pandas as pd
+
+    store.append("problems", _problems_for_paging())
+    everything = store.read("problems")
+    at = pd.to_datetime(everything["reported_at"], utc=True)
+    start, end = pd.Timestamp("2026-11-01T01:00:00Z"), pd.Timestamp("2026-11-01T03:00:00.001Z")
+    kept = everything[(at >= start) & (at < end) & everything["status"].ne("linked").to_numpy()
+                      & everything["category"].isin(["06010", "09005"])]
+    # newest first, then id (code point order: Latin before Han), nulls last, then fid
+    want = kept.assign(_at=at[kept.index]).sort_values(
+        ["_at", "problem_id", "fid"], ascending=[False, True, True], na_position="last")
+    filters = {"where": {"category": ["06010", "09005"]}, "exclude": {"status": "linked"},
+               "time": ("reported_at", start.to_pydatetime(), end.to_pydatetime())}
+    order = [("reported_at", "desc"), ("problem_id", "asc")]
+    assert store.count("problems", **filters) == len(want) > 40
+    pages = [store.read("problems", **filters, order=order, limit=20, offset=k)["problem_id"].tolist()
+             for k in range(0, len(want) + 20, 20)]
+    assert [p for page in pages for p in page] == want["problem_id"].tolist()
+    assert pages[-1] == [] and all(len(p) == 20 for p in pages[:-2])
+    # the bounds: a row exactly at start is in, exactly at end out (end is 03:00:00.001)
+    assert (at[kept.index] == start).any() and not (at[kept.index] >= end).any()
+    assert ((at >= pd.Timestamp("2026-11-01T03:00:00Z")) & (at < end)).any()
+    # nulls last in both directions; open bounds; a bbox with a page
+    asc = store.read("problems", order=[("reported_at", "asc")])
+    assert asc["reported_at"].isna().tolist() == sorted(at.isna().tolist())
+    assert len(store.read("problems", time=("reported_at", None, end.to_pydatetime()))) == (at < end).sum()
+    box = (118.7, 31.9, 118.7 + 100.5e-4, 32.1)
+    boxed = store.read("problems", bbox=box, order=[("fid", "desc")], limit=5, offset=3)
+    assert boxed["fid"].tolist() == sorted(everything["fid"].iloc[:101], reverse=True)[3:8]
+    assert store.count("problems", bbox=box) == 101
+
+
+def test_read_refuses_bad_paging_and_naive_times(store):
+    with pytest.raises(StoreError, match="limit must be a whole number"):
+        store.read("problems", limit=-1)
+    with pytest.raises(StoreError, match="cannot order by 'nope'"):
+        store.read("problems", order=[("nope", "asc")])
+    with pytest.raises(StoreError, match="not a datetime column"):
+        store.read("problems", time=("status", None, None))
+    with pytest.raises(StoreError, match="not an aware datetime"):
+        store.read("problems", time=("reported_at", dt.datetime(2026, 1, 1), None))
