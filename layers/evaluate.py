@@ -363,10 +363,11 @@ def _inspection_counts(data: Data, period: Period, by: str) -> pd.DataFrame:
 def _sizes(data: Data, period: Period, by: str) -> pd.DataFrame:
     """Area (m²) and frontage (m) per subject: zones in force on the period's last day for zones
     and units; the grid cells' own area for grid, community and street."""
-    from .patrols import metric_area, zones_in_force
+    from .patrols import metric_area
+    from .zones import current
 
     if by in ("zone", "unit") and not data.zones.empty:
-        z = zones_in_force(data.zones, period.last_day)
+        z = current(data.zones, period.last_day)
         key = z["code" if by == "zone" else "primary_unit"]
         return pd.DataFrame({"subject": key.astype(str).to_numpy(), "area": z["area_m2"].to_numpy(float),
                              "frontage": z["frontage_len_m"].fillna(0).to_numpy(float)}).groupby("subject").sum()

@@ -251,16 +251,6 @@ def sheet_name(text: str, taken: set) -> str:
     return name
 
 
-def in_force(zones: gpd.GeoDataFrame, as_of: dt.date | None) -> gpd.GeoDataFrame:
-    """layers.zones.current, shielded from a pandas quirk: when no zone was ever closed (every
-    valid_to empty) its date comparison fails, so the closing dates are then stood in for by
-    the day after `as_of` (which leaves only valid_from to decide) and put back after."""
-    if as_of is None or zones.empty or zones["valid_to"].notna().any():
-        return current(zones, as_of)
-    kept = current(zones.assign(valid_to=as_of + dt.timedelta(days=1)), as_of)
-    return kept.assign(valid_to=zones.loc[kept.index, "valid_to"])
-
-
 def ledger(store: Store, *, as_of: dt.date | None = None, street: str | None = None,
            period: Period | None = None, tz=None) -> Ledger:
     """The ledger of the zones in force on `as_of` (today's set when None), optionally only
@@ -269,7 +259,7 @@ def ledger(store: Store, *, as_of: dt.date | None = None, street: str | None = N
 
     tz = tz or Rules().tz
     period = period or choose_period(tz, as_of=as_of)
-    zones = in_force(store.read("zones"), as_of)
+    zones = current(store.read("zones"), as_of)
     if zones.empty:
         raise NotFound(f"no zones in force on {as_of or 'today'}: generate or import zones first, "
                        "or give an --as-of date when they were")
@@ -504,7 +494,7 @@ def _unit_names(store: Store) -> pd.Series:
 
 
 def _zones_frame(store, as_of, viewer) -> gpd.GeoDataFrame:
-    zones = in_force(store.read("zones"), as_of).sort_values("code")
+    zones = current(store.read("zones"), as_of).sort_values("code")
     out = _columns(zones, "zones", viewer)
     names = _unit_names(store)
     out.insert(2, "kind_zh", [_kind_text(k, u) for k, u in zip(out["kind"], out["primary_unit"])])

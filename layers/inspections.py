@@ -333,13 +333,14 @@ def route_check(store: Store, path: str | Path, *, within_m: float | None = None
     """The zones in force within `within_m` of an inspection route (a line in a GeoJSON, GPX or
     KML file), in the order the route meets them, each with its unit, open problems and last
     inspection."""
-    from .patrols import read_lines, to_metric, zones_in_force
+    from .patrols import read_lines, to_metric
+    from .zones import current
 
     within_m = load_formula().route_within_m if within_m is None else within_m
     if not 0 <= within_m <= 5000:
         raise InputError("--within is 0–5000 metres")
     lines = read_lines(path, layer, crs)
-    zones = zones_in_force(store.read("zones"), as_of)
+    zones = current(store.read("zones"), as_of)
     if zones.empty:
         raise InputError("no zones in force; generate or import zones first")
     zm, metric = to_metric(zones.geometry.values)

@@ -8,7 +8,6 @@ validity period in city dates and the seal lines. A street's notices are one PDF
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 from . import printing
 from .deadlines import rule_file
 from .errors import InputError, NotFound
+from .evaluate import _toml
 from .export import KIND_ZH, _grid_of, _matches_street, _names
 from .store import Store
 from .zones import city_today, current
@@ -38,10 +38,7 @@ class NoticeRules:
 def load_rules(path: Path | None = None) -> NoticeRules:
     """notice.toml, checked: every text a string, every duty with a label and a standard."""
     path = path or rule_file("notice.toml")
-    try:
-        data = tomllib.loads(Path(path).read_text("utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    data = _toml(Path(path))  # the rules files' one reader: a missing or broken file named
     texts = ("title", "issuer", "intro", "penalty")
     for key in texts:
         if not isinstance(data.get(key), str):
@@ -59,14 +56,7 @@ def load_rules(path: Path | None = None) -> NoticeRules:
 # ---- which units ------------------------------------------------------------------------------
 
 def _zones_in_force(store: Store, as_of: dt.date) -> gpd.GeoDataFrame:
-    zones = store.read("zones")
-    if not zones.empty and zones["valid_to"].isna().all():
-        # zones.current fails here: under pandas 3 an all-empty valid_to's .dt.date stays
-        # datetime64 and will not compare with a date; with no zone closed, the open ones
-        # that have begun are those in force
-        zones = current(zones[pd.to_datetime(zones["valid_from"]).dt.date <= as_of])
-    else:
-        zones = current(zones, as_of)
+    zones = current(store.read("zones"), as_of)
     if zones.empty:
         raise NotFound(f"no zones in force on {as_of}: generate or import zones first, or give --as-of")
     return zones

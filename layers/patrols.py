@@ -24,6 +24,7 @@ from geo.crs import metric_crs, to_wgs84
 from .errors import Forbidden, InputError
 from .schema import STORAGE_CRS
 from .store import Store
+from .zones import current
 
 WORKER_COLUMNS = ("worker", "巡查员", "网格员", "巡查人", "user", "name", "Name", "NAME")
 TIME_LIST_COLUMNS = ("times", "coordTimes", "coordinateProperties")
@@ -46,17 +47,6 @@ def to_metric(geoms, crs: str | None = None) -> tuple[np.ndarray, str]:
 
 def metric_area(geoms) -> np.ndarray:
     return shapely.area(to_metric(geoms)[0])
-
-
-def zones_in_force(zones: gpd.GeoDataFrame, day) -> gpd.GeoDataFrame:
-    """layers.zones.current(zones, day), also when no zone has a valid_to yet: pandas 3 keeps an
-    all-empty valid_to as datetime64, which zones.current cannot compare with a date."""
-    from . import zones as zones_mod
-
-    if day is not None and len(zones) and zones["valid_to"].isna().all():
-        vf = pd.to_datetime(zones["valid_from"])
-        return zones[(vf.isna() | (vf <= pd.Timestamp(day))).to_numpy(bool)]
-    return zones_mod.current(zones, day)
 
 
 # ---- reading tracks ---------------------------------------------------------------------
@@ -290,7 +280,7 @@ def cells_of(store: Store, of: str, period) -> gpd.GeoDataFrame:
                              "measure zones (--of zones)")
         return g[["code", "name", "street", "community", "geometry"]].reset_index(drop=True)
     if of == "zones":
-        z = zones_in_force(store.read("zones"), period.last_day)
+        z = current(store.read("zones"), period.last_day)
         if z.empty:
             raise InputError(f"no zones in force on {period.last_day}")
         return z[["code", "kind", "primary_unit", "street", "geometry"]].reset_index(drop=True)

@@ -23,7 +23,8 @@ GIS_HELP = {
 }
 
 
-def _day(value):
+def parse_day(value):
+    """A --as-of/--since/--until text as a date (None when not given); also cli_notice's."""
     if not value:
         return None
     try:
@@ -36,7 +37,8 @@ def _done(as_json: bool, data: dict, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else text)
 
 
-def _failed(as_json: bool, exc: ZonemapError) -> None:
+def failed(as_json: bool, exc: ZonemapError) -> None:
+    """Print the error (as JSON with --json) and exit 1; also cli_notice's."""
     if as_json:
         click.echo(json.dumps({"error": str(exc)}, ensure_ascii=False, indent=2))
     else:
@@ -77,16 +79,16 @@ def ledger(ctx, fmt, out, as_of, street, sheets_by_street, month, since, until, 
     按期整改率 is the cases due in the period (disposal deadline in it) closed by their
     deadline, "—" when none was due."""
     fmt = fmt or ("csv" if Path(out).suffix.lower() == ".csv" else "xlsx")
-    as_of = _day(as_of)
+    as_of = parse_day(as_of)
     try:
         tz = _tz()
-        period = ex.choose_period(tz, month=month, since=_day(since), until=_day(until), as_of=as_of)
+        period = ex.choose_period(tz, month=month, since=parse_day(since), until=parse_day(until), as_of=as_of)
         with open_store(ctx.obj["db"]) as store:
             book = ex.ledger(store, as_of=as_of, street=street, period=period, tz=tz)
         with click.progressbar(length=len(book.rows), label=f"writing {Path(out).name}", file=sys.stderr) as bar:
             result = ex.write_ledger(book, out, fmt, by_street=sheets_by_street, progress=bar.update)
     except ZonemapError as exc:
-        _failed(as_json, exc)
+        failed(as_json, exc)
     _done(as_json, result, f"{result['rows']} zones → {out} ({fmt}, period {result['period']}"
           + (f", {result['sheets']} sheets" if sheets_by_street else "") + ")")
 
@@ -107,11 +109,11 @@ def _gis_command(what: str):
         fmt = fmt or _format_of(out)
         try:
             with open_store(ctx.obj["db"]) as store:
-                frame = ex.gis_frame(store, what, as_of=_day(as_of), public=public)
+                frame = ex.gis_frame(store, what, as_of=parse_day(as_of), public=public)
             click.echo(f"writing {len(frame)} {what} to {Path(out).name}…", err=True)
             result = ex.write_gis(frame, out, fmt, layer=what, encoding=encoding)
         except ZonemapError as exc:
-            _failed(as_json, exc)
+            failed(as_json, exc)
         result["public"] = public
         _done(as_json, result, f"{result['rows']} {what} → {', '.join(result['files'])}"
               + (" (public columns only)" if public else ""))

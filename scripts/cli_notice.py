@@ -4,23 +4,13 @@ Registered on the main group by scripts/cli.py; the store is the main group's --
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import sys
 
 import click
 
 from layers.errors import ZonemapError
 from layers.store import open_store
-
-
-def _day(value):
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
+from scripts.cli_export import failed, parse_day
 
 
 def _run(ctx, as_json: bool, make, text) -> None:
@@ -29,11 +19,7 @@ def _run(ctx, as_json: bool, make, text) -> None:
         with open_store(ctx.obj["db"]) as store:
             report = make(store)
     except ZonemapError as exc:
-        if as_json:
-            click.echo(json.dumps({"error": str(exc)}, ensure_ascii=False, indent=2))
-        else:
-            click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        failed(as_json, exc)
     click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json else text(report))
 
 
@@ -51,7 +37,7 @@ def notice(ctx, unit_id, street, out, as_of, as_json):
     validity and seal lines. Needs a Chinese font (Debian's fonts-noto-cjk)."""
     from layers.notice import write_notices
 
-    day = _day(as_of)
+    day = parse_day(as_of)
     _run(ctx, as_json, lambda store: write_notices(store, out, unit_id=unit_id, street=street, as_of=day),
          lambda r: f"{r['out']}: {len(r['units'])} unit(s), {r['pages']} page(s), zones as of {r['as_of']}")
 
