@@ -3,11 +3,15 @@ the best and the worst (红黑榜), a map of where the month's problems concentr
 by category and by day, on-time rate by street), the overdue cases and the 奖惩 list; as PDF
 (or HTML) for the notice board, and as XLSX with the same tables.
 
-The figures are counted here from the problems layer, with domain.md's definitions: a case of
-the month was reported in it (duplicates linked to a case and voided reports are not cases);
-a case is due in the month when its disposal deadline falls in it (应结案), on time when it
-was closed by that deadline (按期结案); overdue when it was due and was closed late or not at
-all. Streets are the unit grid's street office, else the zone's first road.
+The rankings are the month's evaluation (layers/evaluate.py: 综合指标值 and grade A–E from
+evaluation.toml, the change from the previous month, 红榜/黑榜), per unit and per department;
+the 奖惩 list is inspections.sanctions' (the rules of inspection.toml, computed, not saved);
+the map shows the significant Getis–Ord Gi* hot cells of the month (layers/hotspots.py) over
+the cases. The month's own figures and charts are counted here from the problems layer: a case
+of the month was reported in it (linked duplicates and voided reports are not cases); a case is
+due in the month when its disposal deadline falls in it, on time when it was closed by that
+deadline; overdue when it was due and was closed late or not at all. Streets are the unit
+grid's street office, else the zone's first road.
 """
 
 from __future__ import annotations
@@ -23,12 +27,11 @@ import pandas as pd
 from . import printing
 from .cases import Rules
 from .errors import NotFound
+from .evaluate import cell, evaluate
 from .export import NOT_COUNTED, Period, _names, month_period
-from .schema import LAYERS
 from .store import Store
 
 NO_RATE = "—"  # nothing was due: no rate, never a division by zero
-SHOWN = 5  # units on each side of the 红黑榜
 UNKNOWN = "（未注明）"
 
 
@@ -38,7 +41,11 @@ class Month:
 
     period: Period
     summary: list[tuple[str, str]]
-    ranking: pd.DataFrame
+    ranking: pd.DataFrame  # units, from the evaluation
+    departments: pd.DataFrame  # departments, from the evaluation
+    red: pd.DataFrame  # 红榜 and 黑榜 of the unit evaluation
+    black: pd.DataFrame
+    formula: str  # the evaluation formula's version
     by_category: pd.DataFrame
     by_day: pd.DataFrame
     by_street: pd.DataFrame
@@ -72,20 +79,9 @@ def _streets(store: Store, p: pd.DataFrame) -> pd.Series:
     return office.fillna(road).fillna(UNKNOWN)
 
 
-def _ranking(p: pd.DataFrame, reported: pd.Series, due: pd.Series, on_time: pd.Series, names: dict) -> pd.DataFrame:
-    """Per unit: 立案数 (reported in the month), 应结案数, 按期结案数, 按期结案率; units with
-    something due first, best rate first, then most due."""
-    unit = p["unit_id"].fillna(UNKNOWN)
-    t = pd.DataFrame({"unit_id": unit, "reported": reported, "due": due, "on_time": on_time & due})
-    t = t.groupby("unit_id")[["reported", "due", "on_time"]].sum().reset_index()
-    t = t[(t["reported"] > 0) | (t["due"] > 0)].copy()
-    t["rate_value"] = np.where(t["due"] > 0, t["on_time"] / t["due"].where(t["due"] > 0, 1), np.nan)
-    t["late"] = t["due"] - t["on_time"]
-    t = t.sort_values(["rate_value", "due", "unit_id"], ascending=[False, False, True], na_position="last")
-    t["rank"] = np.arange(1, len(t) + 1)
-    t["name"] = t["unit_id"].map(names).fillna(t["unit_id"])
-    t["rate"] = [_rate(a, b) for a, b in zip(t["on_time"], t["due"])]
-    return t.reset_index(drop=True)
+def _evaluated(rows: list[dict]) -> pd.DataFrame:
+    """Evaluation rows as the bulletin shows them: every figure as people read it (— for none)."""
+    return pd.DataFrame([{c: cell(c, r.get(c)) for c in RANK_KEYS} for r in rows], columns=list(RANK_KEYS))
 
 
 def _counts(values: pd.Series, label: str) -> pd.DataFrame:
@@ -127,18 +123,20 @@ def _category(rules: Rules, code) -> str:
     return f"{cat.name}（{code}）" if cat else str(code or UNKNOWN)
 
 
-def _sanctions(store: Store, label: str, names: dict) -> pd.DataFrame:
-    """The 奖惩 of the month from the sanctions ledger (rewards first, then fines, largest first)."""
+def _sanctions(store: Store, label: str, tz) -> pd.DataFrame:
+    """The month's 奖惩 by the rules of inspection.toml, computed (not saved: `zonemap sanctions`
+    keeps the ledger); rewards first, then fines, largest first."""
+    from .inspections import sanctions
+
+    rows = sanctions(store, label, save=False, tz=tz)["rows"]
     cols = ["unit", "kind", "amount", "reason"]
-    if "sanctions" not in LAYERS:
+    if not rows:
         return pd.DataFrame(columns=cols)
-    s = store.read("sanctions", where={"period": label})
-    if s.empty:
-        return pd.DataFrame(columns=cols)
-    s = s.sort_values(["kind", "amount"], ascending=[False, False])
-    return pd.DataFrame({"unit": [names.get(u, u) for u in s["unit_id"]],
+    s = pd.DataFrame(rows).sort_values(["kind", "amount", "unit_id"], ascending=[False, False, True])
+    return pd.DataFrame({"unit": s["name"].fillna(s["unit_id"]).to_numpy(),
                          "kind": ["奖励" if k == "reward" else "处罚" if k == "fine" else k for k in s["kind"]],
-                         "amount": s["amount"].to_numpy(), "reason": s["reason"].fillna("").to_numpy()})
+                         "amount": [int(a) if float(a).is_integer() else a for a in s["amount"]],  # 500 yuan, not 500.0
+                         "reason": s["reason"].fillna("").to_numpy()})
 
 
 def month_figures(store: Store, label: str, rules: Rules | None = None) -> Month:
@@ -161,13 +159,17 @@ def month_figures(store: Store, label: str, rules: Rules | None = None) -> Month
                ("超期案件数", f"{n_due - n_on_time}"),
                ("本月结案数", f"{int(((p['closed_at'] >= period.start) & (p['closed_at'] < period.end)).sum())}")]
     located = month[~month.get("location_placeholder", pd.Series(False, index=month.index)).fillna(False).astype(bool)]
+    units_eval = evaluate(store, label, by="unit", tz=rules.tz)
     return Month(period=period, summary=summary,
-                 ranking=_ranking(p, reported, due, on_time, names),
+                 ranking=_evaluated(units_eval["rows"]),
+                 departments=_evaluated(evaluate(store, label, by="department", tz=rules.tz)["rows"]),
+                 red=_evaluated(units_eval["red"]), black=_evaluated(units_eval["black"]),
+                 formula=units_eval["formula_version"],
                  by_category=_counts(month["category"].map(lambda c: _category(rules, c)), "category"),
                  by_day=_by_day(month["reported_at"], period, rules.tz),
                  by_street=_by_street(streets, due, on_time),
                  overdue=_overdue(p, due & ~on_time, names, rules, period),
-                 sanctions=_sanctions(store, label, names),
+                 sanctions=_sanctions(store, label, rules.tz),
                  points=gpd.GeoDataFrame(located, geometry="geometry", crs="EPSG:4326"))
 
 
@@ -210,30 +212,71 @@ def charts(m: Month) -> dict:
     }
 
 
-def hotspot_map(store: Store, points: gpd.GeoDataFrame) -> str | None:
-    """The month's cases counted in 100 m hexagons over the roads and buildings."""
+HOT_LEVELS = (("hot99", "99", "#b30000"), ("hot95", "95", "#e34a33"), ("hot90", "90", "#fdbb84"))
+
+
+def hot_cells(store: Store, period: Period, tz) -> gpd.GeoDataFrame:
+    """The month's significant Getis–Ord Gi* hot cells (EPSG:4326, `spot` hot99/hot95/hot90)."""
+    from .hotspots import hotspots
+
+    last = (period.end - pd.Timedelta(seconds=1)).tz_convert(tz).date()
+    first = period.start.tz_convert(tz).date()
+    found = hotspots(store, "gi", since=first.isoformat(), until=last.isoformat(), tz=tz)
+    shown = found.shown
+    if shown is None or shown.empty:
+        return gpd.GeoDataFrame({"spot": []}, geometry=[], crs="EPSG:4326")
+    return shown[shown["spot"].isin([h for h, _, _ in HOT_LEVELS])]
+
+
+def hot_legend(cells: gpd.GeoDataFrame) -> list[dict]:
+    """One row per confidence level: its colour and how many hot cells reached it."""
+    counts = cells["spot"].value_counts()
+    return [{"label": f"{level}% 置信热点", "color": color, "cells": int(counts.get(spot, 0))}
+            for spot, level, color in HOT_LEVELS]
+
+
+def hotspot_map(store: Store, points: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> str | None:
+    """The month's cases as dots, the significant Gi* hot cells over them coloured by level
+    (99/95/90 %), over the roads and buildings."""
+    from matplotlib.patches import Patch
+
     if points.empty:
         return None
-    base = printing.Basemap.read(store, points, margin_m=100)
+    frame = pd.concat([points[["geometry"]], cells[["geometry"]]]) if len(cells) else points[["geometry"]]
+    base = printing.Basemap.read(store, gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326"),
+                                 margin_m=100)
     xy = points.to_crs(base.crs).geometry
-    box = printing.view_box(xy, pad=0.1, min_m=400)
+    box = printing.view_box(pd.concat([xy, cells.to_crs(base.crs).geometry]) if len(cells) else xy,
+                            pad=0.1, min_m=400)
     fig = printing.figure(17, 12)
     ax = fig.add_subplot()
     osm = printing.draw_base(ax, base, box)
-    size = max(3, int((box[2] - box[0]) / 100))
-    cells = ax.hexbin(xy.x, xy.y, gridsize=size, extent=(box[0], box[2], box[1], box[3]), mincnt=1,
-                      cmap="YlOrRd", alpha=0.75, zorder=5, edgecolors="none")
-    fig.colorbar(cells, ax=ax, shrink=0.6, label="案件数（每格约 100 m）")
+    handles = []
+    for spot, level, color in HOT_LEVELS:
+        mine = cells[cells["spot"] == spot]
+        if len(mine):
+            mine.to_crs(base.crs).plot(ax=ax, color=color, alpha=0.6, edgecolor="#7f0000", linewidth=0.4,
+                                       zorder=4)
+        handles.append(Patch(facecolor=color, edgecolor="#7f0000", alpha=0.6,
+                             label=f"热点 {level}%（{len(mine)} 格）"))
+    ax.scatter(xy.x, xy.y, s=3, color="#1f3b73", alpha=0.6, zorder=5, linewidths=0)
+    ax.legend(handles=handles, loc="upper left", fontsize=7, title="Gi* 热点（置信度）", title_fontsize=7,
+              framealpha=0.85)
     printing.finish_map(ax, box, base.crs, osm)
     return printing.png_data_uri(fig)
 
 
 # ---- the documents ------------------------------------------------------------------------
 
-RANK_COLUMNS = (("rank", "名次"), ("name", "责任单位"), ("reported", "立案数"), ("due", "应结案数"),
-                ("on_time", "按期结案数"), ("rate", "按期结案率"), ("late", "超期数"))
+# the evaluation's columns the rankings show, with their Chinese headers
+RANK_COLUMNS = (("rank", "名次"), ("name", "责任单位"), ("filed", "立案数"), ("due", "应结案数"),
+                ("closed", "结案数"), ("on_time_rate", "按期结案率"), ("rework_rate", "返工率"),
+                ("score", "综合指标值"), ("grade", "等级"), ("rank_change", "名次变化"))
+RANK_KEYS = tuple(k for k, _ in RANK_COLUMNS)
+DEPARTMENT_COLUMNS = (("rank", "名次"), ("name", "部门"), *RANK_COLUMNS[2:])
 TABLES = {  # XLSX sheet → (Month attribute, columns and their Chinese headers)
     "排名": ("ranking", RANK_COLUMNS),
+    "部门排名": ("departments", DEPARTMENT_COLUMNS),
     "按类别": ("by_category", (("category", "类别"), ("cases", "案件数"))),
     "按日": ("by_day", (("day", "日期"), ("cases", "案件数"))),
     "按街道": ("by_street", (("street", "街道"), ("due", "应结案数"), ("on_time", "按期结案数"),
@@ -268,12 +311,13 @@ def write_bulletin(store: Store, label: str, out) -> dict:
         _write_xlsx(m, Path(out))
         pages = 1
     else:
-        rank = m.ranking[m.ranking["due"] > 0]
+        cells = hot_cells(store, m.period, Rules().tz)
         html = printing.render_html(
             "bulletin.html", title=f"城市管理月度通报（{label}）", period=label, summary=m.summary,
-            best=_table(rank.head(SHOWN), RANK_COLUMNS),
-            worst=_table(rank.iloc[::-1].head(SHOWN), RANK_COLUMNS) if len(rank) > SHOWN else None,
-            ranking=_table(m.ranking, RANK_COLUMNS), map=hotspot_map(store, m.points), charts=charts(m),
+            best=_table(m.red, RANK_COLUMNS), worst=_table(m.black, RANK_COLUMNS) if len(m.black) else None,
+            ranking=_table(m.ranking, RANK_COLUMNS), departments=_table(m.departments, DEPARTMENT_COLUMNS),
+            formula=m.formula, map=hotspot_map(store, m.points, cells), legend=hot_legend(cells),
+            charts=charts(m),
             overdue=_table(m.overdue, TABLES["超期案件"][1]), sanctions=_table(m.sanctions, TABLES["奖惩"][1]),
             made=dt.datetime.now(Rules().tz).strftime("%Y-%m-%d %H:%M"))
         pages = printing.write_document(html, out)

@@ -11,16 +11,20 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from layers import zones
+from layers import inspections, zones
+from layers.evaluate import evaluate
+from layers.hotspots import hotspots
 from layers.importer import import_osm
 from layers.store import open_store
+from layers.users import User
 from tests.conftest import run_cli
 
 BBOX = (118.776, 32.038, 118.786, 32.046)
 HOSTILE = "<b>甲</b>商店 & <script>"
 FORMULA = "=HYPERLINK(\"http://x\",\"点我\")"
 SECTIONS = ("一、本月概况", "二、红黑榜", "三、问题热点分布", "四、本月图表", "五、超期案件", "六、奖惩名单",
-            "七、单位排名")
+            "七、单位排名", "八、部门排名")
+FAILING = {"clean": 40, "order": 50, "facade": 60, "greening": 70}  # total 49: below the pass mark
 
 
 def _cases(n: int = 160) -> pd.DataFrame:
@@ -67,6 +71,10 @@ def month(tmp_path_factory, nanjing_osm):
         with s.transaction() as tx:  # names a unit of the month's cases may carry
             tx.update("units", int(units.loc[busiest[0], "fid"]), {"name": HOSTILE})
             tx.update("units", int(units.loc[busiest[1], "fid"]), {"name": FORMULA})
+        # a failed inspection in November: the 奖惩 rules fine its unit 200 yuan
+        zone = p[p["unit_id"] == busiest[2]]["zone_code"].dropna().iloc[0]
+        inspections.add(s, {"zone_code": zone, "scores": FAILING, "inspected_at": "2026-11-10T10:00"},
+                        User("检查员", "inspector"))
     return db, tmp, _expected(src)
 
 
@@ -86,12 +94,48 @@ def test_the_bulletin_pdf_has_its_sections_figures_map_and_charts(month):
     assert sum(len(page.images) for page in reader.pages) >= 4  # the map and three charts
 
 
+def _pdf_text(path) -> str:
+    return re.sub(r"\s+", "", "".join(page.extract_text() for page in PdfReader(path).pages))
+
+
+def test_the_ranking_is_the_evaluation_with_grades_sanctions_and_the_hot_cells(month):
+    """The 红黑榜 and the ranking are the month's unit evaluation (综合指标值, grade, change), the
+    奖惩 list the rules' (a fine for the failed inspection, a reward for the top unit), and the
+    map's legend counts the month's significant Gi* hot cells per level."""
+    db, tmp, _ = month
+    out = tmp / "通报-评价.pdf"
+    run_cli("bulletin", "--period", "2026-11", "--out", out, db=db, check=True)
+    text = _pdf_text(out)
+    with open_store(db) as s:
+        units = evaluate(s, "2026-11", by="unit")
+        cells = hotspots(s, "gi", since="2026-11-01", until="2026-11-30").shown
+        sanctions = inspections.sanctions(s, "2026-11", save=False)["rows"]
+    red = text[text.index("红榜"):text.index("黑榜（")]
+    assert units["red"] and all(r["grade"] in "ABCDE" for r in units["red"])
+    for r in units["red"]:  # name, then further on its score and grade side by side
+        name = re.sub(r"\s+", "", r["name"])
+        assert name in red and f"{r['score']:.1f}{r['grade']}" in red[red.index(name):], r
+    ranked = text[text.index("七、单位排名"):text.index("八、部门排名")]
+    for r in units["rows"]:
+        if r["grade"]:
+            assert f"{r['score']:.1f}{r['grade']}" in ranked, r
+    kinds = {(r["kind"], r["amount"]) for r in sanctions}
+    assert ("fine", 200) in kinds and ("reward", 500) in kinds  # what the rules give for this month
+    listed = text[text.index("六、奖惩名单"):text.index("七、单位排名")]
+    assert "处罚200检查" in listed and "奖励500月度" in listed and "检查不合格1次" in listed
+    hot = cells["spot"].value_counts()
+    assert hot.get("hot99", 0) + hot.get("hot95", 0) > 0  # the cases cluster: Gi* finds it
+    legend = text[text.index("三、问题热点分布"):text.index("四、本月图表")]
+    for level in ("99", "95", "90"):
+        assert f"{level}%置信热点{int(hot.get('hot' + level, 0))}" in legend
+
+
 def test_the_bulletin_xlsx_opens_with_its_tables_and_keeps_names_as_text(month):
     db, tmp, want = month
     out = tmp / "通报.xlsx"
     run_cli("bulletin", "--period", "2026-11", "--out", out, db=db, check=True)
     book = openpyxl.load_workbook(out)
-    assert book.sheetnames == ["概况", "排名", "按类别", "按日", "按街道", "超期案件", "奖惩"]
+    assert book.sheetnames == ["概况", "排名", "部门排名", "按类别", "按日", "按街道", "超期案件", "奖惩"]
     summary = {r[0]: r[1] for r in book["概况"].iter_rows(values_only=True)}
     assert summary["本月立案数"] == str(want["reported"]) and summary["按期结案率"] == want["rate"]
     assert book["超期案件"].max_row - 1 == want["overdue"]
