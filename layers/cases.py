@@ -26,9 +26,12 @@ from geo.crs import NAMED_CRS, to_wgs84
 from . import audit
 from .deadlines import Category, WorkingCalendar, light_of, load_categories
 from .errors import Forbidden, InputError, NotFound, Refused, StoreError
+from .privacy import STAFF
 from .routing import STREET_OFFICE, Router
+from .schema import get_layer
 from .service_area import ServiceArea
 from .store import Store
+from .store.base import empty_frame
 from .users import User
 from .workflow import FINAL, LINKED, MOVES, OPEN, REPORTERS, STATE_ZH, STATES, Limit, Workflow, find_move, moves_from
 
@@ -644,11 +647,20 @@ def _jsonable(d: dict, tz: ZoneInfo) -> dict:
 
 # ---- the workflow ------------------------------------------------------------------------
 
+def _never_may(user: User, action: str) -> None:
+    """Forbidden when the user's role may do `action` to no case at all (it says nothing of any
+    case); the roles are every move's of that name."""
+    roles = dict.fromkeys(r for m in MOVES if m.action == action for r in m.roles)
+    if roles and user.role not in roles:
+        raise Forbidden(f"role {user.role!r} may not {action}; it is for {', '.join(roles)}")
+
+
 def transition(store: Store, problem_id: str, action: str, user: User, *, note: str | None = None,
                unit_id: str | None = None, now: dt.datetime | None = None, rules: Rules | None = None,
                origin: str | None = None) -> dict:
-    """Move case `problem_id` by `action`; Refused (409) when the state does not allow it,
-    Forbidden (403) when the role may not. `unit_id` with dispatch re-assigns (改派).
+    """Move case `problem_id` by `action`; NotFound (404) when the user may not see the case
+    (see _scope), Refused (409) when the state does not allow it, Forbidden (403) when the role
+    may not. `unit_id` with dispatch re-assigns (改派).
     `origin`: the client's address, for the audit row written with the step."""
     rules = rules or Rules()
     now = now or utc_now()
@@ -656,7 +668,8 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
     unit_id = check_text("unit_id", unit_id, 200)
     with store.transaction() as tx:
         got = tx.rows("problems", {"problem_id": problem_id}, lock=True)
-        if not got:
+        if not got or not _visible(got[0], user):  # unseen and missing answer alike: nothing to probe
+            _never_may(user, action)
             raise NotFound(f"no case {problem_id!r}")
         case = got[0]
         status = case["status"]
@@ -671,8 +684,6 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
                           f"from {status} it can: {can}")
         if user.role not in move.roles:
             raise Forbidden(f"role {user.role!r} may not {action}; it is for {', '.join(move.roles)}")
-        if user.role == "unit" and case["unit_id"] != user.unit_id:
-            raise Forbidden(f"case {problem_id} is not your unit's ({user.unit_id}); it is {case['unit_id']}'s")
         new = {"status": move.target, "stage_started_at": now}
         cat = case["category"]
         if action == "dispatch":
@@ -717,12 +728,22 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
 
 # ---- reading -------------------------------------------------------------------------------
 
-def _visible(case: dict, user: User) -> bool:
-    if user.role in ("inspector", "dispatcher", "admin", "planner"):
-        return True
+def _scope(user: User | None) -> dict | None:
+    """The cases `user` may see, as a filter on the problems layer ({}: all, None: none).
+    Staff see every case, a unit its own, a signed-in reporter the reports it made. `None`
+    for the user is the open-data feed (Open311): every case, shown by its public columns only."""
+    if user is None or user.role in STAFF:
+        return {}
     if user.role == "unit":
-        return case.get("unit_id") == user.unit_id
-    return user.name != "anonymous" and case.get("reporter") == user.name
+        return {"unit_id": [user.unit_id]}
+    if user.name != "anonymous":
+        return {"reporter": [user.name]}
+    return None
+
+
+def _visible(case: dict, user: User | None) -> bool:
+    scope = _scope(user)
+    return scope is not None and all(case.get(k) in values for k, values in scope.items())
 
 
 def case_view(row: dict, user: User, rules: Rules, now: dt.datetime, unit_names: dict,
@@ -778,8 +799,8 @@ def _unit_names(store: Store, ids) -> dict:
 
 def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None) -> dict:
     rules = rules or Rules()
-    got = case_rows(store.read("problems", where={"problem_id": problem_id}))
-    if not got or not _visible(got[0], user):
+    got = case_rows(find(store, user, ids=[problem_id], include_linked=True, order=None, rules=rules)[0])
+    if not got:
         raise NotFound(f"no case {problem_id!r}")
     steps = store.read("case_steps", where={"problem_id": problem_id}).to_dict("records")
     linked = store.read("problems", where={"duplicate_of": problem_id})["problem_id"].tolist()
@@ -813,48 +834,110 @@ def parse_time(text, name: str, hint: str = "YYYY-MM-DD or ISO 8601", *, tz: Zon
     return t.tz_localize(tz, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
 
 
+# How find orders cases; the store's fid breaks the remaining ties (None: fid alone).
+ORDERS = {"newest": [("reported_at", "desc"), ("problem_id", "desc")],
+          "oldest": [("reported_at", "asc"), ("problem_id", "asc")], None: []}
+
+
+def _values(name: str, value, allowed=None) -> list | None:
+    """A filter's values from "a,b" or a list; None when none given. `allowed`: refuse others."""
+    if value is None or value == "" or value == []:
+        return None
+    items = str(value).split(",") if isinstance(value, str) else [str(v) for v in value]
+    values = [v.strip() for v in items if v.strip()]
+    bad = [v for v in values if allowed and v not in allowed]
+    if bad:
+        raise InputError(f"parameter {name!r}: {bad[0]!r}; the states are {', '.join(allowed)}")
+    return values or None
+
+
+def _instant(value, name: str, tz: ZoneInfo, end: bool = False) -> pd.Timestamp | None:
+    """since/until as given by a caller: text (city time, see parse_time) or an aware time."""
+    if value is None or isinstance(value, str):
+        return parse_time(value, name, tz=tz, end=end)
+    return pd.Timestamp(value).tz_convert("UTC")
+
+
+def find(store: Store, user: User | None, *, ids=None, status=None, category=None, unit=None, bbox=None,
+         since=None, until=None, include_linked: bool = False, closed: bool | None = None,
+         order: str | None = "newest", limit: int | None = None, offset: int = 0,
+         rules: Rules | None = None) -> tuple[gpd.GeoDataFrame, int]:
+    """The cases `user` may see (see _scope; None: the open-data feed, every case) that match
+    the filters, as (one page of the problems layer in `order`, how many match in all).
+
+    ids/status/category/unit: a list or "a,b" text (any of them); a unit user sees its own
+    unit's whatever `unit` says. since/until: text in city time (parse_time) or aware times,
+    both ends included. Duplicates linked to another case are left out unless
+    `include_linked` or `status` asks for them. `closed` (Open311's open/closed): True only
+    final cases, False only open ones; a linked duplicate counts as its case. Filters, order and
+    paging run in the store, so a page costs one page's rows."""
+    rules = rules or Rules()
+    if order not in ORDERS:
+        raise InputError(f"order is one of {', '.join(o for o in ORDERS if o)}, not {order!r}")
+    scope = _scope(user)
+    if scope is None:
+        return empty_frame(get_layer("problems")), 0
+    where = {col: v for col, v in (("problem_id", _values("ids", ids)), ("category", _values("category", category)),
+                                   ("unit_id", _values("unit", unit)),
+                                   ("status", _values("status", status, (*STATES, LINKED)))) if v}
+    where |= scope
+    start = _instant(since, "since", rules.tz)
+    last = _instant(until, "until", rules.tz, end=True)  # included: the store's end is excluded
+    query = {"bbox": bbox, "where": where, "exclude": None if include_linked or status else {"status": LINKED},
+             "time": None if start is None and last is None else (
+                 "reported_at", start, None if last is None else last + pd.Timedelta(1, "ns"))}
+    if closed is None:
+        frame = store.read("problems", **query, order=ORDERS[order], limit=limit, offset=offset)
+        return frame, store.count("problems", **query)
+    return _find_open_closed(store, query, closed, order, limit, offset)
+
+
+def _find_open_closed(store: Store, query: dict, closed: bool, order, limit, offset) -> tuple:
+    """find with `closed`: cases by their own state in the store, plus the linked duplicates
+    whose case is (or is not) final, merged in `order`. Duplicates are few: read them whole."""
+    asked = query["where"].get("status") or [*STATES, *([] if query["exclude"] else [LINKED])]
+    states = [s for s in asked if s != LINKED and (s in FINAL) == closed]
+    own = {**query, "where": {**query["where"], "status": states}}
+    end = None if limit is None else offset + limit
+    frame, total = empty_frame(get_layer("problems")), 0
+    if states:
+        frame = store.read("problems", **own, order=ORDERS[order], limit=end)
+        total = store.count("problems", **own)
+    if LINKED not in asked:
+        return frame.iloc[offset:end].reset_index(drop=True), total
+    dups = store.read("problems", **{**query, "where": {**query["where"], "status": [LINKED]}})
+    parents = store.read("problems", where={"problem_id": sorted(set(dups["duplicate_of"].dropna()))})
+    final = dict(zip(parents["problem_id"], parents["status"].isin(FINAL)))
+    dups = dups[[final.get(d, False) == closed for d in dups["duplicate_of"]]]
+    if dups.empty:
+        return frame.iloc[offset:end].reset_index(drop=True), total
+    both = pd.concat([frame, dups], ignore_index=True)
+    return _in_order(both, ORDERS[order]).iloc[offset:end].reset_index(drop=True), total + len(dups)
+
+
+def _in_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
+    """`frame` sorted as the store sorts (nulls last, text by code point, then fid)."""
+    keys = {f"_k{i}": (pd.to_datetime(frame[c], utc=True) if c == "reported_at" else frame[c])
+            for i, (c, _) in enumerate(order)}
+    ranked = frame.assign(**keys).sort_values([*keys, "fid"], ascending=[d == "asc" for _, d in order] + [True],
+                                              na_position="last", kind="stable")
+    return ranked.drop(columns=list(keys))
+
+
 def list_cases(store: Store, user: User, *, bbox=None, status=None, category=None, unit=None, since=None,
                until=None, page: int = 1, per_page: int = 50, include_linked: bool = False,
                now=None, rules=None) -> dict:
-    """Cases the user may see, newest first, one page at a time."""
+    """Cases the user may see, newest first, one page at a time (only that page is read)."""
     rules = rules or Rules()
     if page < 1 or not 1 <= per_page <= PAGE_MAX:
         raise InputError(f"page starts at 1 and per_page is 1–{PAGE_MAX}")
-    where = {}
-    for name, value, allowed in (("status", status, (*STATES, LINKED)), ("category", category, None),
-                                 ("unit_id", unit, None)):
-        if value:
-            values = [v.strip() for v in str(value).split(",") if v.strip()]
-            if allowed:
-                bad = [v for v in values if v not in allowed]
-                if bad:
-                    raise InputError(f"parameter 'status': {bad[0]!r}; the states are {', '.join(allowed)}")
-            where[name] = values
-    if user.role == "unit":
-        where["unit_id"] = [user.unit_id]
-    frame = store.read("problems", bbox=bbox, where=where or None)
-    if not include_linked and not status and not frame.empty:
-        frame = frame[frame["status"] != LINKED]
-    t0, t1 = parse_time(since, "since", tz=rules.tz), parse_time(until, "until", tz=rules.tz, end=True)
-    if not frame.empty and (t0 is not None or t1 is not None):
-        at = pd.to_datetime(frame["reported_at"], utc=True)
-        keep = np.ones(len(frame), bool)
-        if t0 is not None:
-            keep &= (at >= t0).to_numpy()
-        if t1 is not None:
-            keep &= (at <= t1).to_numpy()
-        frame = frame[keep]
-    if not frame.empty and user.role not in ("inspector", "dispatcher", "admin", "planner", "unit"):
-        frame = frame[frame["reporter"].eq(user.name).to_numpy() & (user.name != "anonymous")]
-    if not frame.empty:  # newest first, in pandas: only the page becomes Python rows
-        frame = frame.assign(_at=pd.to_datetime(frame["reported_at"], utc=True)).sort_values(
-            ["_at", "problem_id"], ascending=False, na_position="last").drop(columns="_at")
-    total = len(frame)
-    now = now or utc_now()
-    chunk = case_rows(frame.iloc[(page - 1) * per_page: page * per_page])  # visibility filtered above
+    frame, total = find(store, user, bbox=bbox, status=status, category=category, unit=unit, since=since,
+                        until=until, include_linked=include_linked, limit=per_page, offset=(page - 1) * per_page,
+                        rules=rules)
+    chunk = case_rows(frame)
     names = _unit_names(store, [r["unit_id"] for r in chunk])
     return {"total": total, "page": page, "per_page": per_page,
-            "cases": [case_view(r, user, rules, now, names) for r in chunk]}
+            "cases": [case_view(r, user, rules, now or utc_now(), names) for r in chunk]}
 
 
 def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
@@ -873,5 +956,5 @@ def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
     return out.sort_values(by).reset_index(drop=True)
 
 
-__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "get_case", "intake", "list_cases",
-           "on_time_rates", "report_one", "transition"]
+__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "find", "get_case", "intake",
+           "list_cases", "on_time_rates", "report_one", "transition"]

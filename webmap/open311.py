@@ -123,10 +123,6 @@ def service(code, fmt):
     return render({"service_code": _offered(code, fmt), "attributes": []}, fmt, "service_definition")
 
 
-def _rows(where=None) -> list[dict]:
-    return cases.case_rows(services().store.read("problems", where=where))
-
-
 def _as_request(r: dict, names: dict, cats: dict, parents: dict) -> dict:
     cat = cats.get(r["category"] or "")
     parent = parents.get(r.get("duplicate_of"))
@@ -170,10 +166,16 @@ def _answer(rows: list[dict], fmt: str) -> Response:
     return render([_as_request(r, names, cats, parents) for r in rows], fmt, "requests")
 
 
+def _found(**query) -> list[dict]:
+    """Requests as rows: every case (Open311 is the open-data view), duplicates included."""
+    svc = services()
+    return cases.case_rows(cases.find(svc.store, None, include_linked=True, rules=svc.rules, **query)[0])
+
+
 @bp.get("/requests/<request_id>.<fmt>")
 def one_request(request_id, fmt):
     fmt = _fmt(fmt)
-    rows = _rows({"problem_id": request_id})
+    rows = _found(ids=[request_id], order=None)
     if not rows:
         raise NotFound(f"no service request {request_id!r}")
     return _answer(rows, fmt)
@@ -187,34 +189,22 @@ def _time(name, end: bool = False):
 
 @bp.get("/requests.<fmt>")
 def requests_list(fmt):
+    """service_request_id (any of them), else service_code, start_date/end_date (the last
+    DEFAULT_DAYS without either) and status, newest first, at most open311_max."""
     fmt = _fmt(fmt)
     a = request.args
     if a.get("service_request_id"):
-        ids = [i.strip() for i in a["service_request_id"].split(",") if i.strip()]
-        return _answer(_rows({"problem_id": ids}), fmt)
+        return _answer(_found(ids=a["service_request_id"], order=None), fmt)
     start, end = _time("start_date"), _time("end_date", end=True)
-    status = [s.strip() for s in a.get("status", "").split(",") if s.strip()]
-    if any(s not in ("open", "closed") for s in status):
+    status = {s.strip() for s in a.get("status", "").split(",") if s.strip()}
+    if status - {"open", "closed"}:
         raise InputError("status is open, closed or open,closed")
-    where = {"category": [c.strip() for c in a["service_code"].split(",")]} if a.get("service_code") else None
-    rows = _rows(where)
     if start is None and end is None:
         start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=DEFAULT_DAYS)
-    parents = {r["problem_id"]: r["status"] for r in rows}
-    out = []
-    for r in rows:
-        at = pd.Timestamp(r["reported_at"]) if r.get("reported_at") is not None else None
-        if at is not None:
-            at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-        if start is not None and (at is None or at < start):
-            continue
-        if end is not None and (at is None or at > end):
-            continue
-        if status and _open_closed(r["status"], parents.get(r.get("duplicate_of"))) not in status:
-            continue
-        out.append(r)
-    out.sort(key=lambda r: (str(r.get("reported_at")), r["problem_id"]), reverse=True)
-    return _answer(out[:settings().open311_max], fmt)
+    closed = None if len(status) != 1 else status == {"closed"}
+    rows = _found(category=a.get("service_code"), since=start, until=end, closed=closed,
+                  limit=settings().open311_max)
+    return _answer(rows, fmt)
 
 
 @bp.post("/requests.<fmt>")
