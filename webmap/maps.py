@@ -10,6 +10,7 @@ import json
 import folium
 from branca.element import Element, MacroElement
 from jinja2 import Template
+from markupsafe import escape
 
 ATTRIBUTION = "© OpenStreetMap contributors"
 
@@ -64,6 +65,29 @@ class BBoxLayers(MacroElement):
     });
     return box;
   }
+  // the zone kinds' colours with their names (textContent); folded on a phone
+  function legend(folded) {
+    var ctl = L.control({position: "bottomleft"});
+    ctl.onAdd = function () {
+      var box = L.DomUtil.create("details", "zm-legend leaflet-control");
+      box.id = "zm-legend";
+      box.open = !folded;
+      var head = L.DomUtil.create("summary", "", box);
+      head.textContent = cfg.legend;
+      Object.keys(cfg.kinds).forEach(function (kind) {
+        var row = L.DomUtil.create("div", "", box);
+        row.setAttribute("data-kind", kind);
+        var sw = L.DomUtil.create("span", "zm-swatch", row), k = cfg.kind_styles[kind] || {};
+        sw.style.background = k.fillColor || k.color || "#fff";
+        sw.style.borderColor = k.color || "#000";
+        L.DomUtil.create("span", "", row).textContent = cfg.kinds[kind];
+      });
+      L.DomEvent.disableClickPropagation(box);
+      L.DomEvent.disableScrollPropagation(box);
+      return box;
+    };
+    ctl.addTo(map);
+  }
   cfg.layers.forEach(function (spec) {
     var style = spec.style;
     var layer = L.geoJSON(null, {
@@ -75,14 +99,21 @@ class BBoxLayers(MacroElement):
         var s = f.properties && cfg.status_styles[f.properties.status];
         return L.circleMarker(latlng, s ? Object.assign({}, style, s) : style);
       },
-      onEachFeature: function (f, l) { l.bindPopup(function () { return popup(f.properties); }); }
+      // popups pan clear of the controls in the map's corners (zoom, layers: 44 px each)
+      onEachFeature: function (f, l) {
+        l.bindPopup(function () { return popup(f.properties); }, {autoPanPadding: [60, 60], maxWidth: 260});
+      }
     });
     layer.zmName = spec.name;
     overlays[spec.label] = layer;
     if (spec.shown) layer.addTo(map);
   });
   if (cfg.tiles) overlays[cfg.tiles_label] = L.tileLayer(cfg.tiles, {maxZoom: 19, attribution: cfg.attribution});
-  L.control.layers(null, overlays, {collapsed: false}).addTo(map);
+  // a phone gets the layer list folded behind its button: open, it would cover the map
+  var phone = window.matchMedia("(max-width: 700px)").matches;
+  L.control.layers(null, overlays, {collapsed: phone}).addTo(map);
+  L.control.scale({imperial: false}).addTo(map);  // metres only: nobody here measures in feet
+  legend(phone);
   var note = document.getElementById("zm-note");
   var pending = 0, timer = null;
   function load() {
@@ -111,7 +142,15 @@ class BBoxLayers(MacroElement):
         });
     });
   }
-  function later() { clearTimeout(timer); timer = setTimeout(load, 150); }
+  // a reload redraws the layers, which would close an open popup: the pan that brings a
+  // popup into view (a phone's narrow screen) waits until it is closed
+  var popupOpen = false, stale = false;
+  function later() {
+    if (popupOpen) { stale = true; return; }
+    clearTimeout(timer); timer = setTimeout(load, 150);
+  }
+  map.on("popupopen", function () { popupOpen = true; });
+  map.on("popupclose", function () { popupOpen = false; if (stale) { stale = false; later(); } });
   map.on("moveend overlayadd", later);
   load();
 })();
@@ -124,12 +163,16 @@ class BBoxLayers(MacroElement):
         self.config = json.dumps(config, ensure_ascii=False)
 
 
-def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
-    """HTML of the layers map for a store whose extent is (W, S, E, N) or None."""
-    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=False)
+def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None, header: str = "") -> str:
+    """HTML of the layers map for a store whose extent is (W, S, E, N) or None, under the
+    pages' shared `header` (HTML rendered from templates/header.html) and stylesheet. `lab`
+    holds the labels of i18n.labels plus `kinds` (zone kind → name) for the legend."""
+    m = folium.Map(tiles=None, control_scale=False, prefer_canvas=False)  # the scale: metric, in BBoxLayers
     if leaflet_base:
         m.default_js = [("leaflet", f"{leaflet_base}/leaflet.js")]
         m.default_css = [("leaflet_css", f"{leaflet_base}/leaflet.css")]
+    # ours after Leaflet's, so that its rules (44 px controls, the page's layout) win
+    m.default_css = [*m.default_css, ("zonemap_css", "static/zm/zonemap.css")]
     if extent:
         w, s, e, n = extent
         m.fit_bounds([[s, w], [n, e]])
@@ -139,24 +182,15 @@ def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None) -> str:
            "tiles": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
            "tiles_label": lab["osm_tiles"], "truncated": lab["truncated"],
            "fields": [[k, v] for k, v in lab["fields"].items()], "kind_styles": KIND_STYLES,
-           "status_styles": STATUS_STYLES,
+           "status_styles": STATUS_STYLES, "legend": lab["legend"],
+           "kinds": {k: lab["kinds"][k] for k in KIND_STYLES},
            "layers": [{"name": n, "label": lab["layers"][n], "style": STYLES[n], "shown": n in SHOWN}
                       for n in STYLES]}
     BBoxLayers(cfg).add_to(m)
     root = m.get_root()
     root.title = lab["title"]
-    root.header.add_child(Element(
-        "<style>#zm-bar{position:absolute;z-index:1000;top:8px;left:50px;background:#fff;"
-        "padding:4px 10px;border-radius:4px;font:14px sans-serif;box-shadow:0 1px 4px #0004}"
-        "#zm-note{color:#c92a2a;margin-left:8px}</style>"))
-    from markupsafe import escape
-
-    empty = "" if extent else f' — {escape(lab["empty"])}'
-    root.html.add_child(Element(
-        f'<div id="zm-bar"><b>{escape(lab["title"])}</b>{empty} · '
-        f'<a id="zm-report" href="report?lang={lang}">{escape(lab["report"])}</a> · '
-        f'<a id="zm-cases" href="cases?lang={lang}">{escape(lab["cases"])}</a> · '
-        f'<a id="zm-lang" href="?lang={lab["other"]}">{escape(lab["switch"])}</a>'
-        f'<span id="zm-note"></span></div>'))
+    empty = "" if extent else f'<p class="zm-mapnote" id="zm-empty">{escape(lab["empty"])}</p>'
+    # the header, then notes (an empty store; too many features here), then the map below them
+    root.html.add_child(Element(f'{header}{empty}<p class="zm-mapnote" id="zm-note" role="status"></p>'))
     html = root.render()
     return html.replace('<html>', f'<html lang="{"zh-CN" if lang == "zh" else "en"}">', 1)

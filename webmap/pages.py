@@ -1,5 +1,7 @@
 """Pages for people: the map, the phone report page and the case desk (HTML; the data comes
-from the api blueprint)."""
+from the api blueprint). All wear the header of templates/header.html (user, role, logout,
+language) and webmap/static_zm/zonemap.css; the case desk is for a signed-in session, the report
+page for anyone (the public, or a grid worker signed in)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 
 from flask import Blueprint, Response, render_template, request, send_from_directory
 
+from layers.users import ANONYMOUS
 from layers.workflow import LINKED, STATE_ZH, STATES
 
-from .common import services
-from .i18n import cases_labels, labels, pick_lang, report_labels
+from .common import current_user, services
+from .i18n import cases_labels, labels, pick_lang, report_labels, workspace_labels
 from .maps import layers_page
+from .planner_pages import _to_login
 
 LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
 
@@ -28,7 +32,8 @@ def index():
     if leaflet is None:
         log.warning("Leaflet is not installed under webmap/node_modules (run scripts/run); "
                     "the page falls back to Folium's CDN and needs the internet")
-    html = layers_page(services().store.extent(), labels(lang), lang, leaflet)
+    lab = {**labels(lang), "kinds": workspace_labels(lang)["kinds"]}
+    html = layers_page(services().store.extent(), lab, lang, leaflet, render_template("header.html"))
     return Response(html, mimetype="text/html")
 
 
@@ -48,8 +53,11 @@ def report():
 
 @bp.get("/cases")
 def cases():
-    """The case desk: the cases a token's user may see, with lights, steps and the moves its
-    role may make (the page calls the same API)."""
+    """The case desk: the cases the signed-in user may see, with lights, steps and the moves
+    their role may make (the page calls the same API with the session cookie); the signed-out
+    are sent to /login and come back here."""
+    if current_user() is ANONYMOUS:
+        return _to_login()
     lang = pick_lang(request.args.get("lang"))
     states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
     return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,
