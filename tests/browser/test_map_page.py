@@ -1,13 +1,11 @@
-"""The map page in real headless Chromium (Debian's), against `zonemap serve` in its own
-process: the layers draw, the attribution shows, and untrusted names stay text."""
+"""The older pages in real headless Chromium (Debian's), against `zonemap serve` in its own
+process: the map's layers draw, the attribution shows, untrusted names stay text; the report
+page and the case desk; and all three on a 390×844 phone under the shared header."""
 
-import os
-import re
-import socket
-import subprocess
-import sys
-import time
+import datetime as dt
+import json
 import urllib.request
+from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import pytest
@@ -15,62 +13,22 @@ import shapely
 from playwright.sync_api import expect
 
 from layers.store import open_store
-from tests.conftest import ROOT
+from layers.users import add_user, issue_token
+from tests.browser.conftest import PHONE, watch
 
-CHROMIUM = os.environ.get("ZONEMAP_CHROMIUM", "/usr/bin/chromium")
 EVIL = '<img src=x onerror="window.__zm_xss=1">恶意商户'
+PASSWORD = "desk-password-1"
+CITY = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required under CI but {CHROMIUM} is missing")
-        pytest.skip(f"Chromium not available at {CHROMIUM} (scripts/test installs it as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def server(nanjing_gpkg):
-    db = nanjing_gpkg
-    with open_store(db) as s:
+def server(nanjing_gpkg, serve):
+    with open_store(nanjing_gpkg) as s:
         s.append("buildings", gpd.GeoDataFrame(
             {"name": [EVIL]}, geometry=[shapely.box(118.7790, 32.0410, 118.7792, 32.0412)], crs=4326))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", db, "serve",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"zonemap serve did not start: {proc.stdout.read().decode()}")
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-def watch(page) -> list:
-    """Script errors and console errors (a Content-Security-Policy violation among them); a 4xx
-    answer the page handles itself (a wrong token) is no error of the page."""
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not re.search(
-        r"Failed to load resource: the server responded with a status of 4\d\d", m.text) else None)
-    return errors
+        add_user(s, "desk-disp", "dispatcher", PASSWORD)
+        add_user(s, "desk-insp", "inspector", PASSWORD)
+    return serve(nanjing_gpkg)
 
 
 def open_map(browser, url):
@@ -139,13 +97,29 @@ def test_language_switch(browser, server):
     page.close()
 
 
-def test_a_phone_reports_from_the_report_page_and_sees_who_answers(browser, server):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, geolocation={"longitude": 118.77985,
-                                  "latitude": 32.04065}, permissions=["geolocation"], locale="zh-CN")
+def in_city_time(iso: str) -> str:
+    """How the report page should show a deadline: the instant in the city's time, for people."""
+    t = dt.datetime.fromisoformat(iso).astimezone(CITY)
+    day = f"{t.month}月{t.day}日 {t:%H:%M}"
+    return day if t.year == dt.date.today().year else f"{t.year}年{day}"
+
+
+def sign_in(page, server, name, next_):
+    page.goto(server + "login?next=" + next_)
+    page.fill("#zm-name", name)
+    page.fill("#zm-password", PASSWORD)
+    page.click("#zm-submit")
+
+
+def test_a_phone_reports_from_the_report_page_and_sees_who_answers(browser, server, artefacts):
+    # a phone set to another time zone: the deadline must still be the city's
+    context = browser.new_context(**PHONE, timezone_id="Europe/London", permissions=["geolocation"],
+                                  geolocation={"longitude": 118.77985, "latitude": 32.04065})
     page = context.new_page()
     errors = watch(page)
     page.goto(server + "report")
     assert page.locator("h1").inner_text() == "上报城市管理问题"
+    expect(page.locator("#zm-login")).to_be_visible()  # the public reports signed out
     page.click("#zm-locate")
     expect(page.locator("#zm-lon")).not_to_have_value("")
     assert abs(float(page.input_value("#zm-lon")) - 118.77985) < 1e-6
@@ -154,59 +128,133 @@ def test_a_phone_reports_from_the_report_page_and_sees_who_answers(browser, serv
     page.fill("#zm-contact", "13700000000")
     page.set_input_files("#zm-photo", files=[{"name": "p.jpg", "mimeType": "image/jpeg",
                                               "buffer": b"\xff\xd8\xff\xe0" + b"\x00" * 512}])
-    page.click("#zm-send")
+    with page.expect_response("**/api/problems") as sent:
+        page.click("#zm-send")  # the button is at the foot of the form, below the fold
+    answer = sent.value.json()
     result = page.locator("#zm-result.ok")
-    result.wait_for(timeout=15000)
+    expect(result).to_be_in_viewport(ratio=1)  # the answer is on screen without scrolling
     text = result.inner_text()
     assert "责任单位" in text and "案卷号" in text and "待核实" in text and EVIL not in text
     pid = result.get_attribute("data-problem-id")
-    assert pid in text and page.evaluate("window.__zm_xss") is None and errors == []
+    assert pid == answer["problem_id"] and pid in text and page.evaluate("window.__zm_xss") is None
+    assert answer["stage_deadline"].endswith("+08:00")
+    expect(page.locator("#zm-deadline")).to_have_text(in_city_time(answer["stage_deadline"]))
+    page.screenshot(path=str(artefacts / "report-phone.png"))
     page.click("#zm-send")  # the same report again: linked to the open case, and said so
     expect(page.locator("#zm-result")).to_contain_text("重复")
     expect(page.locator("#zm-result")).to_contain_text(pid)
-    bad = context.new_page()
-    bad.goto(server + "report?lang=en")
-    bad.fill("#zm-lon", "1000")
-    bad.fill("#zm-lat", "32")
-    bad.click("#zm-send")
-    bad.locator("#zm-result.err").wait_for(timeout=15000)
-    assert "longitude" in bad.locator("#zm-result").inner_text()
+    assert errors == []
+    for lang, words in (("zh", "经纬度"), ("en", "longitude")):  # a refusal in the page's language
+        bad = context.new_page()
+        bad.goto(server + f"report?lang={lang}")
+        bad.fill("#zm-lon", "1000")
+        bad.fill("#zm-lat", "32")
+        bad.click("#zm-send")
+        expect(bad.locator("#zm-result.err .zm-headline")).to_contain_text(words)
+        expect(bad.locator("#zm-result")).to_be_in_viewport()
     context.close()
 
 
-def test_a_dispatcher_files_and_dispatches_from_the_case_desk(browser, server, nanjing_gpkg):
-    import json
+def test_a_signed_in_grid_worker_reports_with_the_session(browser, server):
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
+    errors = watch(page)
+    sign_in(page, server, "desk-insp", "/report")
+    expect(page.locator("#zm-user")).to_have_text("desk-insp")
+    expect(page.locator("#zm-as")).to_contain_text("desk-insp")
+    page.fill("#zm-lon", "118.7870")  # far from the case desk test's report: not its duplicate
+    page.fill("#zm-lat", "32.0470")
+    page.select_option("#zm-category", "09006")
+    page.click("#zm-send")
+    expect(page.locator("#zm-result.ok")).to_be_in_viewport()
+    # the session's user reported it: an inspector's report needs no verifying (the public's does)
+    expect(page.locator("#zm-result")).to_contain_text("已上报")
+    assert errors == []
+    context.close()
 
-    from layers.users import add_user, issue_token
 
+def test_a_dispatcher_signs_in_and_files_and_dispatches_from_the_case_desk(browser, server, nanjing_gpkg,
+                                                                          artefacts):
     with open_store(nanjing_gpkg) as s:
-        add_user(s, "desk-disp", "dispatcher", "desk-dispatcher-1")
-        add_user(s, "desk-insp", "inspector", "desk-inspector-1")
-        disp, insp = issue_token(s, "desk-disp"), issue_token(s, "desk-insp")
+        insp = issue_token(s, "desk-insp")
     body = json.dumps({"lon": 118.7825, "lat": 32.0425, "category": "09006", "description": EVIL}).encode()
     req = urllib.request.Request(server + "api/problems", data=body, method="POST",
                                  headers={"Content-Type": "application/json", "Authorization": f"Bearer {insp}"})
     pid = json.loads(urllib.request.urlopen(req, timeout=30).read())["problem_id"]
-    page = browser.new_page()
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
     errors = watch(page)
-    page.goto(server + "cases")
-    page.fill("#zm-token", disp)
-    page.click("#zm-load")
+    page.goto(server + "cases")  # signed out: to the sign-in form, and back here after it
+    assert page.url.split("?")[0].endswith("/login") and "next=%2Fcases" in page.url
+    page.fill("#zm-name", "desk-disp")
+    page.fill("#zm-password", PASSWORD)
+    page.click("#zm-submit")
+    expect(page).to_have_url(server + "cases")
+    expect(page.locator("#zm-role")).to_have_text("派遣员")
     row = page.locator(f"tr[data-id='{pid}']")
-    row.wait_for(timeout=10000)
-    assert "已上报" in row.inner_text()
+    expect(row).to_contain_text("已上报", timeout=10000)
+    assert page.evaluate("Object.keys(localStorage)") == []  # nothing kept in the phone's browser
     row.click()
     page.locator("#zm-actions button[data-action='file']").click()
     page.locator("#zm-actions button[data-action='dispatch']").wait_for(timeout=10000)
     page.fill("#zm-note", "请当日处理")
     page.locator("#zm-actions button[data-action='dispatch']").click()
     expect(page.locator("#zm-steps tr")).to_have_count(3)
+    page.screenshot(path=str(artefacts / "cases-phone.png"), full_page=True)
     steps = page.locator("#zm-steps").inner_text()
     assert "立案" in steps and "派遣" in steps and "请当日处理" in steps and "desk-disp" in steps
     assert EVIL in page.locator("#zm-head").inner_text() and page.evaluate("window.__zm_xss") is None
     assert page.locator("#zm-actions button").count() == 0  # a dispatcher has no move on a dispatched case
-    page.fill("#zm-token", "zm_wrong")
-    page.click("#zm-load")
-    expect(page.locator("#zm-error")).to_contain_text("token")
+    page.click("#zm-logout")
+    page.goto(server + "cases")
+    assert page.url.split("?")[0].endswith("/login")
     assert errors == []
-    page.close()
+    context.close()
+
+
+def test_on_a_phone_the_map_has_the_header_a_folded_layer_list_a_legend_and_a_metric_scale(
+        browser, server, artefacts):
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
+    errors = watch(page)
+    page.goto(server)
+    expect(page.locator("body")).to_have_attribute("data-zm-loaded", "1", timeout=30000)
+    assert "leaflet-control-layers-expanded" not in page.locator(".leaflet-control-layers").get_attribute("class")
+    expect(page.locator("#zm-legend")).to_contain_text("门前三包")
+    expect(page.locator(".leaflet-control-scale-line")).to_have_count(1)  # metres, no feet line
+    assert "ft" not in page.locator(".leaflet-control-scale").inner_text()
+    targets = page.locator(".zm-header a, .zm-header button, .leaflet-control-layers-toggle, "
+                           ".leaflet-control-zoom a, #zm-legend summary")
+    assert targets.count() >= 7
+    for i in range(targets.count()):
+        t = targets.nth(i)
+        expect(t).to_be_in_viewport()
+        box = t.bounding_box()
+        assert box["width"] >= 44 and box["height"] >= 44, (t.inner_text(), box)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (t.inner_text(), box)
+        # nothing covers it: what a tap at its centre reaches is the target itself
+        assert page.evaluate("([el, x, y]) => el.contains(document.elementFromPoint(x, y))",
+                             [t.element_handle(), box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+    # a popup opens inside the map, clear of the header and of the layer button
+    # (a popup stays open while the map pans it into view: the layers reload after it closes)
+    page.evaluate("""(name) => {
+        document.body.removeAttribute("data-zm-loaded");
+        const map = Object.values(window).find(v => v && v._container && v.getZoom);
+        map.setView([32.0411, 118.7791], 17, {animate: false});
+    }""")
+    expect(page.locator("body")).to_have_attribute("data-zm-loaded", "1", timeout=30000)
+    page.evaluate("""(name) => {
+        const map = Object.values(window).find(v => v && v._container && v.getZoom);
+        map.eachLayer(l => { if (l.feature && l.feature.properties.name === name) l.openPopup(); });
+    }""", EVIL)
+    popup = page.locator(".leaflet-popup")
+    expect(popup).to_have_css("opacity", "1")  # faded in
+    p, header = popup.bounding_box(), page.locator(".zm-header").bounding_box()
+    toggle = page.locator(".leaflet-control-layers-toggle").bounding_box()
+    assert p["y"] >= header["y"] + header["height"]
+    assert p["y"] >= toggle["y"] + toggle["height"] or p["x"] + p["width"] <= toggle["x"]
+    page.screenshot(path=str(artefacts / "map-phone.png"))
+    page.click("#zm-lang")
+    expect(page.locator("#zm-legend")).to_contain_text("Frontage")
+    assert errors == []
+    context.close()

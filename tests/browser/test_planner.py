@@ -7,14 +7,8 @@ every page go to $ZONEMAP_ARTIFACTS (or the test's tmp dir)."""
 
 import datetime as dt
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import quote
 
 import geopandas as gpd
@@ -28,21 +22,12 @@ from layers import zones
 from layers.importer import import_file
 from layers.store import open_store
 from layers.users import add_user, issue_token
-from tests.browser.test_map_page import browser, watch  # noqa: F401 - the module's Chromium, console errors
-from tests.conftest import ROOT
+from tests.browser.conftest import watch
 
 BBOX = (118.778, 32.040, 118.782, 32.043)  # a few blocks around Xinjiekou
 PASSWORD = "planner-pass-42"
 EVIL = '<img src=x onerror="window.__zm_xss=1;alert(1)">恶意商户'
 CITY_TZ = dt.timezone(dt.timedelta(hours=8))  # Asia/Shanghai has no summer time
-
-
-@pytest.fixture(scope="module")
-def artefacts(tmp_path_factory) -> Path:
-    where = os.environ.get("ZONEMAP_ARTIFACTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("screens")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -82,25 +67,8 @@ def unit_name(db, unit_id):
 
 
 @pytest.fixture(scope="module")
-def server(city):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", city["db"], "serve",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(url + "health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"zonemap serve did not start: {proc.stdout.read().decode()}")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def server(city, serve):
+    return serve(city["db"])
 
 
 def api_post(server, token, path, body):
@@ -167,7 +135,7 @@ class Session:
 
 
 @pytest.fixture
-def planner(browser, server):  # noqa: F811 - the imported fixture
+def planner(browser, server):
     sessions = []
 
     def open_session(name="plan1", **context):
@@ -183,7 +151,7 @@ def frontages(db):
         return in_force(s).query("kind == 'frontage'").sort_values("code")
 
 
-def test_the_login_page_signs_a_planner_in_to_the_planner(browser, server, artefacts):  # noqa: F811
+def test_the_login_page_signs_a_planner_in_to_the_planner(browser, server, artefacts):
     page = browser.new_page(viewport={"width": 1280, "height": 860}, locale="zh-CN")
     errors = watch(page)
     page.goto(server + "login?next=/planner")
@@ -375,7 +343,7 @@ def test_restoring_an_old_version_makes_it_the_new_one(planner, city):
     assert zone(db, code)["primary_unit"] == unit0 and int(zone(db, code)["version"]) == v1 + 2
 
 
-def test_a_unit_user_is_refused_the_planner_pages_and_zone_writes(browser, server, city, artefacts):  # noqa: F811
+def test_a_unit_user_is_refused_the_planner_pages_and_zone_writes(browser, server, city, artefacts):
     s = Session(browser, server, "shop1")
     code = frontages(city["db"])["code"].iloc[4]
     for path in ("planner", "units"):
