@@ -149,6 +149,8 @@ WORKSPACE = {
             "conflict": "冲突", "select_zone": "点击地图上的责任区查看详情"},
         "units": {
             "title": "责任单位", "search": "搜索名称、编号或信用代码", "placeholder_only": "仅占位名称",
+            "downloads": "下载", "ledger_xlsx": "责任区台账（Excel）", "ledger_csv": "台账（CSV）",
+            "zones_gpkg": "责任区图层（GeoPackage，QGIS 可开）", "zones_geojson": "责任区（GeoJSON）",
             "name": "名称", "type": "类型", "credit_code": "统一社会信用代码", "person": "责任人", "phone": "电话",
             "zones": "责任区数", "placeholder": "占位", "save": "保存", "note": "说明（原因）",
             "merge": "合并到真实单位", "merge_into": "搜索要并入的单位…", "merge_go": "合并",
@@ -194,6 +196,8 @@ WORKSPACE = {
             "select_zone": "Click a zone on the map for its details"},
         "units": {
             "title": "Units", "search": "Search name, id or credit code", "placeholder_only": "placeholders only",
+            "downloads": "Downloads", "ledger_xlsx": "Zone ledger (Excel)", "ledger_csv": "Ledger (CSV)",
+            "zones_gpkg": "Zones (GeoPackage, opens in QGIS)", "zones_geojson": "Zones (GeoJSON)",
             "name": "Name", "type": "Type", "credit_code": "Credit code (统一社会信用代码)", "person": "Person",
             "phone": "Phone", "zones": "Zones", "placeholder": "placeholder", "save": "Save", "note": "Note (why)",
             "merge": "Merge into a real unit", "merge_into": "Search the unit to merge into…", "merge_go": "Merge",

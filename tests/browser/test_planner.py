@@ -457,3 +457,22 @@ def test_chinese_is_drawn_with_a_cjk_font_and_english_is_a_switch_away(planner, 
     expect(page.locator("#zm-legend")).to_contain_text("Frontage")
     expect(page.locator("#zm-role")).to_have_text("planner")
     p.shot(artefacts, "planner-en")
+
+
+def test_the_units_page_hands_the_office_its_ledger(planner, city, tmp_path):
+    """The office's download: the 台账 from the units page, one row per zone in force, in Chinese."""
+    from openpyxl import load_workbook
+
+    s = planner()
+    page = s.page
+    page.goto(s.server + "units")
+    with page.expect_download() as got:
+        page.locator("#zm-dl-ledger").click()
+    path = tmp_path / got.value.suggested_filename
+    got.value.save_as(path)
+    assert path.suffix == ".xlsx"
+    sheet = load_workbook(path, read_only=True).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0][0] == "责任区编号" and "责任单位" in rows[0]
+    with open_store(city["db"]) as st:
+        assert len(rows) - 1 == len(in_force(st))
