@@ -57,6 +57,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     auth.init_app(app, config)  # sessions, CSRF, /login
     app.register_blueprint(planner_api.bp)
     app.register_blueprint(field.bp)  # POST /api/patrols, /api/inspections
+    app.register_blueprint(field.pages_bp)  # GET /field, the inspector's phone page
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg
     app.register_blueprint(analysis_bp)  # GET /api/hotspots

@@ -1,18 +1,25 @@
 """Field work from the phone (走 and 评): POST /api/patrols records a grid worker's track,
 POST /api/inspections an inspection scored on the sheet of layers/rules/inspection.toml.
-Both need an inspector's (or admin's) token."""
+Both need an inspector's (or admin's) token or browser session. GET /field is their page for
+the phone (templates/field.html): it records a track with the browser's geolocation and fills
+an inspection, calling these same routes."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from urllib.parse import urlencode
+
+from flask import Blueprint, jsonify, redirect, render_template, request
 
 from layers import inspections, patrols
 from layers.cases import check_text
-from layers.errors import Forbidden, InputError
+from layers.errors import Forbidden, InputError, ZonemapError
+from layers.users import ANONYMOUS
 
-from .common import city_time, client_addr, json_body, services, signed_in
+from .common import city_time, client_addr, current_user, json_body, services, signed_in
+from .i18n import field_labels, pick_lang
 
 bp = Blueprint("field", __name__)
+pages_bp = Blueprint("field_pages", __name__)  # the HTML page, kept apart from the JSON routes
 
 INSPECTION_FIELDS = ("zone_code", "unit_id", "inspected_at", "scores", "photos", "remarks")
 FIELD_ROLES = ("inspector", "admin")
@@ -53,10 +60,30 @@ def record_inspection():
                     "photos": _json(row["photos"])}), 201
 
 
+@pages_bp.get("/field")
+def field_page():
+    """The inspector's phone page: the signed-out are sent to sign in, other roles refused (403)
+    on a page; the score sheet's items come from the rules, so the form is the sheet in force."""
+    lang = pick_lang(request.args.get("lang"))
+    try:
+        user = current_user()
+        if user is ANONYMOUS:
+            return redirect("login?" + urlencode({"next": "/field", "lang": lang}), code=303)
+        if user.role not in FIELD_ROLES:
+            raise Forbidden(f"{user.name} ({user.role}) may not open /field: the field page is for "
+                            "inspectors (grid workers) and admins")
+        sheet = inspections.load_sheet()
+    except ZonemapError as exc:
+        return render_template("error.html", status=exc.status, message=str(exc)), exc.status
+    items = [{"id": i.id, "name": i.name, "weight": i.weight} for i in sheet.items]
+    return render_template("field.html", lang=lang, f=field_labels(lang), items=items, pass_mark=sheet.pass_mark,
+                           sheet_version=sheet.version, max_points=patrols.MAX_POINTS)
+
+
 def _json(text):
     import json
 
     return json.loads(text) if text else None
 
 
-__all__ = ["bp"]
+__all__ = ["bp", "pages_bp"]

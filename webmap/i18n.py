@@ -209,3 +209,50 @@ WORKSPACE = {
 
 def workspace_labels(lang: str | None) -> dict:
     return WORKSPACE.get((lang or "zh").lower(), WORKSPACE["zh"])
+
+
+# The inspector's phone page /field (webmap/field.py): a patrol track and an inspection form.
+FIELD = {
+    "zh": {
+        "title": "巡查与检查", "patrol": "巡查轨迹（走）", "inspection": "责任区检查（评）",
+        "start": "开始巡查", "stop": "结束并上传", "retry": "重新上传", "points": "已记录 {n} 个点，约 {m} 米",
+        "recording": "正在记录轨迹…请保持页面打开", "idle": "点击“开始巡查”记录本次巡查的轨迹",
+        "too_few": "轨迹点太少（至少 2 个），未上传", "sent_track": "轨迹已上传：{n} 个点，{m} 米，{from} 至 {to}",
+        "sending": "正在上传…", "no_gps": "此浏览器不能定位",
+        "gps_denied": "无法定位：{why}。请允许此页面使用位置信息",
+        "zone": "责任区编号", "zone_hint": "输入编号，或点击“离我最近的责任区”", "nearest": "离我最近的责任区",
+        "locating": "正在定位…", "no_zone": "此处没有责任区（{unit}属地兜底）", "found": "{code} · {unit}",
+        "sheet": "评分表（每项 0–100 分）", "weight": "权重 {w}", "total": "总分 {total}（{mark} 分合格）",
+        "pass": "合格", "fail": "不合格", "remarks": "备注（可选）", "submit": "提交检查",
+        "saved": "已保存 {id}：总分 {total}，{result}（评分表 {version}）",
+        "need_zone": "请先填写或选择责任区", "need_scores": "请给每一项打分（0–100）",
+        "errors": {"400": "填写有误：{msg}", "401": "登录已失效，请重新登录", "403": "当前账号不能记录巡查与检查",
+                   "404": "没有这个责任区：{msg}", "413": "内容太大", "422": "轨迹有点不在本市服务范围内",
+                   "429": "太频繁，请稍后再试", "500": "服务器出错，未保存，请稍后重试",
+                   "503": "服务暂时不可用，未保存，请稍后重试", "network": "网络不通，未发出，请稍后重试"},
+    },
+    "en": {
+        "title": "Patrols and inspections", "patrol": "Patrol track", "inspection": "Zone inspection",
+        "start": "Start patrol", "stop": "Stop and send", "retry": "Send again", "points": "{n} points, about {m} m",
+        "recording": "Recording the track… keep this page open", "idle": "Tap “Start patrol” to record your patrol",
+        "too_few": "Too few points (at least 2); nothing sent",
+        "sent_track": "Track sent: {n} points, {m} m, {from} to {to}", "sending": "Sending…",
+        "no_gps": "This browser cannot locate you", "gps_denied": "Cannot locate you: {why}. Allow this page to "
+        "use your location", "zone": "Zone code", "zone_hint": "Type a code, or tap “Nearest zone”",
+        "nearest": "Nearest zone", "locating": "Locating…", "no_zone": "No zone here (fallback to {unit})",
+        "found": "{code} · {unit}", "sheet": "Score sheet (0–100 per item)", "weight": "weight {w}",
+        "total": "Total {total} (pass at {mark})", "pass": "passed", "fail": "failed",
+        "remarks": "Remarks (optional)", "submit": "Save inspection",
+        "saved": "Saved {id}: total {total}, {result} (sheet {version})",
+        "need_zone": "Type or pick a zone first", "need_scores": "Score every item (0–100)",
+        "errors": {"400": "Check the form: {msg}", "401": "Signed out; sign in again",
+                   "403": "This account may not record patrols or inspections", "404": "Not found: {msg}",
+                   "413": "Too large", "422": "A point of the track is outside the service area",
+                   "429": "Too many requests; try again shortly", "500": "Server error; nothing saved, try again",
+                   "503": "Service unavailable; nothing saved, try again", "network": "No network; nothing sent"},
+    },
+}
+
+
+def field_labels(lang: str | None) -> dict:
+    return FIELD.get((lang or "zh").lower(), FIELD["zh"])
