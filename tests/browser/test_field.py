@@ -9,13 +9,11 @@ import re
 import tomllib
 from urllib.parse import quote
 
-import geopandas as gpd
 import pytest
 import shapely
 from playwright.sync_api import expect
 
 from layers import zones
-from layers.importer import import_file
 from layers.store import open_store
 from layers.users import add_user
 from tests.browser.conftest import PHONE, watch
@@ -28,22 +26,15 @@ SCORES = (90, 85, 70, 60)  # in the sheet's item order
 
 
 @pytest.fixture(scope="module")
-def city(shared_data, tmp_path_factory):
-    """The buildings and roads of BBOX with zones generated from them, an inspector and a unit user."""
-    tmp = tmp_path_factory.mktemp("field")
-    db = str(tmp / "city.gpkg")
-    src = shared_data / "nanjing_xinjiekou_osm" / "nanjing_xinjiekou_osm.gpkg"
-    with open_store(db) as s:
-        for layer in ("buildings", "roads"):
-            path = tmp / f"{layer}.gpkg"
-            gpd.read_file(src, layer=layer, bbox=BBOX).to_file(path, layer=layer)
-            import_file(s, path, layer)
+def city(nanjing_gpkg):
+    """The real Nanjing extract with zones generated on a few blocks, an inspector and a unit user."""
+    with open_store(nanjing_gpkg) as s:
         zones.generate(s, "beijing-2022", bbox=BBOX, valid_from=dt.date(2026, 1, 1))
         frontage = zones.current(s.read("zones")).query("kind == 'frontage'").sort_values("code").iloc[0]
         add_user(s, "insp1", "inspector", PASSWORD)
         add_user(s, "shop1", "unit", PASSWORD, unit_id=frontage["primary_unit"])
     spot = frontage.geometry.representative_point()
-    return {"db": db, "zone": frontage["code"], "spot": (spot.x, spot.y)}
+    return {"db": nanjing_gpkg, "zone": frontage["code"], "spot": (spot.x, spot.y)}
 
 
 @pytest.fixture(scope="module")
