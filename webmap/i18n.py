@@ -118,7 +118,7 @@ WORKSPACE = {
     "zh": {
         "lang": "zh", "switch": "English", "other": "en", "brand": "zonemap",
         "nav": {"map": "地图", "planner": "责任区规划", "units": "责任单位", "cases": "案卷工作台",
-                "report": "上报问题"},
+                "field": "巡查检查", "report": "上报问题"},
         "login": "登录", "logout": "退出", "roles": ROLE_ZH,
         "signin": {"title": "登录", "name": "用户名", "password": "密码", "submit": "登录",
                    "hint": "账号由管理员用 zonemap users add 开通"},
@@ -160,7 +160,7 @@ WORKSPACE = {
     "en": {
         "lang": "en", "switch": "中文", "other": "zh", "brand": "zonemap",
         "nav": {"map": "Map", "planner": "Zone planner", "units": "Units", "cases": "Case desk",
-                "report": "Report a problem"},
+                "field": "Patrol & inspect", "report": "Report a problem"},
         "login": "Sign in", "logout": "Sign out",
         "roles": {"public": "public", "inspector": "inspector", "dispatcher": "dispatcher", "unit": "unit",
                   "planner": "planner", "admin": "admin"},

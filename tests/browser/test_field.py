@@ -123,6 +123,7 @@ def test_the_page_speaks_english_and_fits_a_phone(browser, server, artefacts):
     page.goto(server + "field?lang=en")
     expect(page.locator("h1")).to_have_text("Patrols and inspections")
     expect(page.locator("#zm-track-start")).to_have_text("Start patrol")
+    expect(page.locator("#zm-field")).to_have_attribute("aria-current", "page")  # the header leads here
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the phone
     for button in page.locator("main button").all():
