@@ -19,6 +19,7 @@ from layers.errors import InputError, TooLarge, Unauthorized
 from layers.privacy import visible_columns
 from layers.schema import LAYERS
 from layers.users import ANONYMOUS, User
+from layers.zones import FALLBACK
 
 from .common import (
     bbox_arg,
@@ -38,6 +39,7 @@ bp = Blueprint("api", __name__)
 PHOTO_KINDS = {b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
 CRS_NAMES = ("wgs84", "gcj02", "bd09", "cgcs2000")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+UNIT_OF = {"zones": "primary_unit", "problems": "unit_id"}  # the column naming who answers
 
 
 def photo_kind(head: bytes) -> str | None:
@@ -68,10 +70,20 @@ def layer(name):
     bbox = bbox_arg(request.args.get("bbox"))
     limit = int_arg("limit", 5000, 1, settings().max_features)
     user = current_user()
-    frame = services().store.read(name, bbox=bbox)
+    svc = services()
+    frame = svc.store.read(name, bbox=bbox, limit=limit + 1)
     truncated = len(frame) > limit
     cols = visible_columns(name, None if user is ANONYMOUS else user.role)
     frame = frame.iloc[:limit][[*cols, "geometry"]].copy()
+    if name in UNIT_OF and not frame.empty:  # who answers, by name: a popup never shows an id
+        ids = sorted(set(frame[UNIT_OF[name]].dropna()))
+        units = svc.store.read("units", where={"unit_id": ids}) if ids else None
+        names = {**{u["unit_id"]: u["name"] for u in FALLBACK.values()}, **svc.router.unit_names,
+                 **(dict(zip(units["unit_id"], units["name"])) if units is not None else {})}
+        frame["unit_name"] = [names.get(u, u) for u in frame[UNIT_OF[name]]]
+    if name == "problems" and not frame.empty:
+        cats = svc.rules.categories
+        frame["category_name"] = [cats[c].name if c in cats else c for c in frame["category"]]
     for c in LAYERS[name].columns:
         if c.type == "datetime" and c.name in frame.columns:
             frame[c.name] = [city_time(v) for v in frame[c.name]]

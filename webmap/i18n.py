@@ -1,6 +1,6 @@
 """Page labels: Chinese by default, English with ?lang=en."""
 
-from layers.workflow import ROLE_ZH
+from layers.workflow import ROLE_ZH, STATE_ZH
 
 LABELS = {
     "zh": {"title": "zonemap 城市管理责任区地图", "switch": "English", "other": "en",
@@ -10,10 +10,11 @@ LABELS = {
            "osm_tiles": "OpenStreetMap 底图（需联网）",
            "empty": "库中还没有数据：运行 scripts/zonemap demo 或 import-osm",
            "fields": {"name": "名称", "kind": "类型", "highway": "道路等级", "building": "建筑类型",
-                      "code": "编号", "category": "类别", "bounds_text": "四至",
+                      "code": "编号", "bounds_text": "四至",
                       "area_m2": "面积(m²)", "street": "路段", "problem_id": "案卷号", "status": "状态",
-                      "description": "描述", "unit_id": "责任单位", "zone_code": "责任区",
-                      "routed_by": "确定方式", "stage_deadline": "本环节时限"},
+                      "description": "描述", "unit_name": "责任单位", "category_name": "问题类别",
+                      "zone_code": "责任区", "routed_by": "确定方式", "reported_at": "上报时间",
+                      "stage_deadline": "本环节时限"},
            "truncated": "此范围要素过多，仅显示部分；请放大", "report": "上报问题", "cases": "案卷工作台",
            "legend": "责任区类型"},
     "en": {"title": "zonemap city responsibility map", "switch": "中文", "other": "zh",
@@ -23,11 +24,11 @@ LABELS = {
            "osm_tiles": "OpenStreetMap tiles (online)",
            "empty": "The store is empty: run scripts/zonemap demo or import-osm",
            "fields": {"name": "Name", "kind": "Kind", "highway": "Road class",
-                      "building": "Building type", "code": "Code", "category": "Category",
+                      "building": "Building type", "code": "Code",
                       "bounds_text": "Bounds (四至)", "area_m2": "Area (m²)", "street": "Street",
                       "problem_id": "Case", "status": "State", "description": "Description",
-                      "unit_id": "Responsible unit", "zone_code": "Zone", "routed_by": "Routed by",
-                      "stage_deadline": "Due"},
+                      "unit_name": "Responsible unit", "category_name": "Problem", "zone_code": "Zone",
+                      "routed_by": "Routed by", "reported_at": "Reported", "stage_deadline": "Due"},
            "truncated": "Too many features here, some are not shown; zoom in", "report": "Report a problem",
            "cases": "Case desk", "legend": "Zone kinds"},
 }
@@ -256,3 +257,12 @@ FIELD = {
 
 def field_labels(lang: str | None) -> dict:
     return FIELD.get((lang or "zh").lower(), FIELD["zh"])
+
+
+def popup_values(lang: str) -> dict:
+    """What the map's popups show for a coded value (kind, state, how a case was routed): words in
+    the page's language, never the code."""
+    zh = (lang or "zh") != "en"
+    states = STATE_ZH if zh else {k: k.replace("_", " ") for k in STATE_ZH}
+    return {"kind": WORKSPACE["zh" if zh else "en"]["kinds"], "status": states,
+            "routed_by": REPORT["zh" if zh else "en"]["methods"]}

@@ -12,6 +12,8 @@ from branca.element import Element, MacroElement
 from jinja2 import Template
 from markupsafe import escape
 
+from .i18n import popup_values
+
 ATTRIBUTION = "© OpenStreetMap contributors"
 
 # Style per layer: drawn bottom to top.
@@ -60,7 +62,10 @@ class BBoxLayers(MacroElement):
       if (props[f[0]] === null || props[f[0]] === undefined || props[f[0]] === "") return;
       var row = document.createElement("div");
       var k = document.createElement("b"); k.textContent = f[1] + ": ";
-      var v = document.createElement("span"); v.textContent = String(props[f[0]]);
+      var words = cfg.values[f[0]], raw = props[f[0]];
+      var text = words && words[raw] !== undefined ? words[raw] : String(raw);
+      if (/^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}/.test(text)) text = text.slice(0, 16).replace("T", " ");
+      var v = document.createElement("span"); v.textContent = text;
       row.appendChild(k); row.appendChild(v); box.appendChild(row);
     });
     return box;
@@ -181,7 +186,8 @@ def layers_page(extent, lab: dict, lang: str, leaflet_base: str | None, header: 
     cfg = {"api": "api/layers/", "limit": 5000, "attribution": ATTRIBUTION,
            "tiles": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
            "tiles_label": lab["osm_tiles"], "truncated": lab["truncated"],
-           "fields": [[k, v] for k, v in lab["fields"].items()], "kind_styles": KIND_STYLES,
+           "fields": [[k, v] for k, v in lab["fields"].items()], "values": popup_values(lang),
+           "kind_styles": KIND_STYLES,
            "status_styles": STATUS_STYLES, "legend": lab["legend"],
            "kinds": {k: lab["kinds"][k] for k in KIND_STYLES},
            "layers": [{"name": n, "label": lab["layers"][n], "style": STYLES[n], "shown": n in SHOWN}

@@ -80,7 +80,8 @@ def test_a_reported_problem_shows_on_the_map_with_its_unit_and_its_text_kept_as_
     popup = page.locator(".zm-popup")
     popup.wait_for(timeout=5000)
     text = popup.inner_text()
-    assert answer["problem_id"] in text and answer["unit_id"] in text
+    assert answer["problem_id"] in text and answer["unit_name"] in text and "待核实" in text
+    assert "verifying" not in text and answer["unit_id"] not in text  # words, never codes or ids
     # the public map shows the case and who answers, never what a reporter wrote or their phone
     assert EVIL not in text and "13900000000" not in text and popup.locator("img").count() == 0
     assert page.evaluate("window.__zm_xss") is None

@@ -101,3 +101,13 @@ def test_times_on_the_map_are_city_time(planted):
     client, _, _ = planted
     props = client.get("/api/layers/problems.geojson").json["features"][0]["properties"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00", props["reported_at"])
+
+
+def test_the_map_names_who_answers_not_their_id(planted):
+    client, _, case_id = planted
+    zones = client.get("/api/layers/zones.geojson").json["features"]
+    assert {f["properties"]["code"]: f["properties"]["unit_name"] for f in zones} == \
+        {"F1": "<b>甲</b>商店", "S1": "乙建设工程公司"}  # as text: the page sets it with textContent
+    case = next(f["properties"] for f in client.get("/api/layers/problems.geojson").json["features"]
+                if f["properties"]["problem_id"] == case_id)
+    assert (case["unit_name"], case["category_name"]) == ("<b>甲</b>商店", "暴露垃圾")
