@@ -561,6 +561,7 @@ def cases_stats(ctx, by, as_json):
 
 
 from scripts.cli_export import export  # noqa: E402  (scripts.…: importable as a script and as a module)
+
 main.add_command(export)
 from scripts.cli_notice import bulletin, notice  # noqa: E402, I001
 main.add_command(notice)
@@ -569,6 +570,7 @@ from scripts.cli_evaluate import COMMANDS as EVALUATE_COMMANDS  # noqa: E402, I0
 for _command in EVALUATE_COMMANDS: main.add_command(_command)  # noqa: E701
 
 from scripts.cli_hotspots import hotspots  # noqa: E402
+
 main.add_command(hotspots)
 from scripts.cli_zones_edit import ZONE_COMMANDS, units  # noqa: E402, I001
 for _command in ZONE_COMMANDS: zones.add_command(_command)  # noqa: E701

@@ -256,7 +256,8 @@ def test_the_command_line_assigns_imports_twice_and_restores(city, store_url, tm
         hist = zone_edit.history(s, "F000005")
         assert [h["change"] for h in hist] == ["generate", "import", "restore"]
         assert hist[2]["by"].startswith("cli:") and hist[2]["note"] == "撤销"
-        assert shapely.equals(s.read("zones", where={"code": "F000005", "version": 3}).geometry.iloc[0], box(1, 1, 2, 2))
+        v3 = s.read("zones", where={"code": "F000005", "version": 3}).geometry.iloc[0]
+        assert shapely.equals(v3, box(1, 1, 2, 2))
         sound(s)
     bad = run_cli("zones", "restore", "F000005", "--version", "9", db=store_url)
     assert bad.returncode == 1 and "has no version 9" in bad.stderr

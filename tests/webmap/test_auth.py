@@ -120,7 +120,7 @@ def test_the_secret_key_is_made_once_with_mode_0600_unless_set(tmp_path):
     assert len(key) >= 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert secret_key(Settings.load({}, environ={}), path) == key  # every worker reads the same one
     assert secret_key(Settings.load({}, environ={"ZONEMAP_SECRET_KEY": "s" * 32}), path) == "s" * 32
-    with pytest.raises(InputError, match="ZONEMAP_SECRET_KEY.*32 characters"):
+    with pytest.raises(InputError, match=r"ZONEMAP_SECRET_KEY.*32 characters"):
         Settings.load({}, environ={"ZONEMAP_SECRET_KEY": "short"})
     described = {d["name"]: d["value"] for d in Settings.load({"secret_key": "t" * 40}).describe()}
     assert described["secret_key"] == "***"
