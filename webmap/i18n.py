@@ -266,3 +266,70 @@ def popup_values(lang: str) -> dict:
     states = STATE_ZH if zh else {k: k.replace("_", " ") for k in STATE_ZH}
     return {"kind": WORKSPACE["zh" if zh else "en"]["kinds"], "status": states,
             "routed_by": REPORT["zh" if zh else "en"]["methods"]}
+
+
+# The inspector's map /inspector and the unit's page /unit (webmap/inspector_pages.py, with
+# templates/case_panel.html). Moves, states, zone kinds and date formats are the ones the case
+# desk, the planner and the report page name, so one word means one thing everywhere.
+INSPECTOR = {
+    "zh": {
+        "nav_inspector": "巡查地图", "nav_unit": "本单位", "inspector_title": "巡查地图", "unit_title": "本单位责任区",
+        "since": "上报起始日期", "until": "上报截止日期",
+        "category": "问题类别", "category_hint": "类别编号或名称，如 暴露垃圾", "status": "状态",
+        "all_states": "全部状态", "unit": "责任单位", "unit_hint": "责任单位名称或编号", "street": "路段",
+        "street_hint": "路段名称", "apply": "查询", "today": "今日待办", "cases": "案卷",
+        "case_id": "案卷号", "deadline": "本环节时限", "zone": "责任区", "description": "描述", "address": "地址",
+        "reported": "上报时间", "layer_cases": "问题（按亮灯着色）", "layer_heat": "问题热力图",
+        "layer_hot": "热点网格（Gi*，显著）", "layer_zones": "责任区（放大后显示）",
+        "spots": {"hot99": "热点（99% 置信）", "hot95": "热点（95% 置信）", "hot90": "热点（90% 置信）",
+                  "cold99": "冷点（99% 置信）", "cold95": "冷点（95% 置信）", "cold90": "冷点（90% 置信）"},
+        "no_category": "没有名称含“{q}”的问题类别，请从列表中选择", "no_unit": "没有名称或编号含“{q}”的责任单位",
+        "no_street": "没有名称含“{q}”的路段", "shown_all": "地图上共 {n} 件",
+        "shown_some": "此范围共 {total} 件，地图仅显示 {n} 件，请放大或缩小筛选范围",
+        "today_none": "此范围内没有超时或临期的案卷", "from_device": "按与我当前位置的距离排序",
+        "from_centre": "无法定位，按与地图中心的距离排序",
+        "photo_later": "照片：尚无供工作人员查看照片的接口，暂不显示", "note": "意见", "steps": "办理过程",
+        "when": "时间", "who": "操作人", "action": "操作", "from_to": "状态变化", "no_moves": "当前身份无可办理的操作",
+        "lights": {"green": "绿灯：正常", "yellow": "黄灯：临期", "red": "红灯：超时", "none": "已结束"},
+        "prev": "上一页", "next": "下一页", "page_of": "第 {p}/{n} 页，共 {total} 件",
+        "my_zones": "本单位责任区", "my_cases": "本单位案卷", "co_unit": "协同", "bounds": "四至",
+        "duties": "责任内容", "area": "面积", "valid_from": "生效日期", "no_zones": "本单位当前没有责任区",
+        "month": "本月", "reported_month": "本月上报", "on_time_rate": "按期结案率",
+    },
+    "en": {
+        "nav_inspector": "Inspector's map", "nav_unit": "My unit", "inspector_title": "Inspector's map",
+        "unit_title": "My unit's zones", "since": "Reported from",
+        "until": "Reported until", "category": "Category", "category_hint": "Category code or name, e.g. 暴露垃圾",
+        "status": "State", "all_states": "all states", "unit": "Unit", "unit_hint": "Unit name or id",
+        "street": "Street", "street_hint": "Street name", "apply": "Show", "today": "Due today", "cases": "Cases",
+        "case_id": "Case", "deadline": "Due", "zone": "Zone", "description": "Description", "address": "Address",
+        "reported": "Reported", "layer_cases": "Problems (by light)", "layer_heat": "Heatmap of problems",
+        "layer_hot": "Hot cells (Gi*, significant)", "layer_zones": "Zones (when zoomed in)",
+        "spots": {"hot99": "hot spot (99 %)", "hot95": "hot spot (95 %)", "hot90": "hot spot (90 %)",
+                  "cold99": "cold spot (99 %)", "cold95": "cold spot (95 %)", "cold90": "cold spot (90 %)"},
+        "no_category": "No category is named like “{q}”: pick one from the list",
+        "no_unit": "No unit's name or id holds “{q}”", "no_street": "No street is named like “{q}”",
+        "shown_all": "{n} cases on the map", "shown_some": "{total} cases here, {n} on the map: zoom in or filter",
+        "today_none": "No overdue or nearly due case here", "from_device": "Sorted by distance from you",
+        "from_centre": "Cannot locate you: sorted by distance from the map's centre",
+        "photo_later": "Photos: staff cannot view photos yet (no photo route), so none is shown",
+        "note": "Note", "steps": "Steps", "when": "When", "who": "Who", "action": "Action",
+        "from_to": "State change", "no_moves": "No move for your role",
+        "lights": {"green": "green: on time", "yellow": "yellow: nearly due", "red": "red: overdue", "none": "ended"},
+        "prev": "Previous", "next": "Next", "page_of": "page {p} of {n}, {total} cases",
+        "my_zones": "My unit's zones", "my_cases": "My unit's cases", "co_unit": "co-responsible",
+        "bounds": "Bounds (四至)", "duties": "Duties", "area": "Area", "valid_from": "Valid from",
+        "no_zones": "Your unit has no zone in force",
+        "month": "This month", "reported_month": "reported", "on_time_rate": "closed on time",
+    },
+}
+
+
+def inspector_labels(lang: str | None) -> dict:
+    """The labels of /inspector and /unit, with the states, moves, zone kinds and date formats."""
+    lang = pick_lang(lang)
+    zh = lang == "zh"
+    moves = CASES["zh"]["actions"]
+    return {**INSPECTOR[lang], "lang": lang, "actions": moves if zh else {a: a.replace("_", " ") for a in moves},
+            "states": STATE_ZH if zh else {s: s.replace("_", " ") for s in STATE_ZH},
+            "kinds": WORKSPACE[lang]["kinds"], "date": REPORT[lang]["date"], "date_year": REPORT[lang]["date_year"]}
