@@ -23,7 +23,7 @@ import pandas as pd
 
 from geo.crs import NAMED_CRS, to_wgs84
 
-from . import audit
+from . import audit, notify
 from .deadlines import Category, WorkingCalendar, light_of, load_categories
 from .errors import Forbidden, InputError, NotFound, Refused, StoreError
 from .privacy import STAFF
@@ -451,6 +451,7 @@ def intake(store: Store, reports: pd.DataFrame, user: User, channel: str, *, now
             _ensure_units(tx, store, routed)
             tx.append("problems", frame)
             tx.append("case_steps", _first_steps(frame, user, live, public, dup_m))
+            notify.enqueue_intake(tx, frame, live=live, rules=rules)  # its notices, in this transaction
     except _Replay as replay:
         return pd.DataFrame([_replayed(store, replay.row, rules)])
     except StoreError:
@@ -720,6 +721,8 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
             "action": action, "from_status": status, "to_status": move.target,
             "unit_id": new.get("unit_id", case["unit_id"]), "deadline_at": new.get("stage_deadline"),
             "light": left, "note": note, "source": "api"}]))
+        notify.enqueue(tx, {**case, **new}, tx.rows("case_steps", {"problem_id": problem_id, "seq": seq})[0],
+                       rules=rules)  # the step's notices commit with it or not at all
         audit.record(tx, actor=user.name, role=user.role, action=f"transition:{action}", target=problem_id,
                      detail={"from": status, "to": move.target, "unit_id": new.get("unit_id", case["unit_id"])},
                      origin=origin, at=now)

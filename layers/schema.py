@@ -163,7 +163,13 @@ LAYERS: dict[str, Layer] = {
                *_RAW, *_TAIL,
                _c("retired_at", "datetime", "when the unit was retired (empty: active); a retired "
                   "unit is kept, never deleted, and takes no new zones"),
-               _c("merged_into", "text", "unit_id of the unit this one was merged into"))),
+               _c("merged_into", "text", "unit_id of the unit this one was merged into"),
+               _c("email", "text", "the person's e-mail address, for notices (layers/notify.py)",
+                  aliases=("邮箱", "电子邮箱", "e-mail")),
+               _c("gateway_id", "text", "the person's id on the SMS/WeChat gateway (a mobile number or "
+                  "WeChat id), for notices", aliases=("网关编号", "微信号", "短信号码")),
+               _c("notify_off", "text", "channels the person turned off, comma-separated: email, gateway",
+                  aliases=("停止通知",)))),
         Layer("zones", "责任区", "MultiPolygon", True,
               "responsibility zones: 门前三包 frontage, 单位卫生责任区, 施工现场, public (属地兜底)",
               (_c("code", "text", "stable zone code", required=True, aliases=("编号", "责任区编号")),
@@ -326,6 +332,31 @@ LAYERS: dict[str, Layer] = {
                   _c("rules_version", "text", "version of inspection.toml the rule came from"),
                   _c("computed_at", "datetime", "when it was computed"),
                   *_TAIL)),
+        Layer("outbox", "通知发件箱", None, False,
+              "notices to the responsible party (dispatch, yellow, red, return, rework, close, digest), "
+              "written in the same transaction as the case step that causes them and delivered by "
+              "`zonemap notify run`; a notice is claimed (sending, with a lease in next_at) before it "
+              "is sent, so a crashed sender's notice is retried once its lease ends", (
+                  _c("notice_id", "text", "N + a random hex id", required=True, unique=True),
+                  _c("event", "text", "dispatched, yellow, red, returned, reworked, closed, digest…",
+                     required=True),
+                  _c("problem_id", "text", "the case (empty for a digest)"),
+                  _c("unit_id", "text", "the unit the notice concerns"),
+                  _c("recipient", "text", "unit, reporter or a staff desk of notify.toml"),
+                  _c("channel", "text", "email or gateway", required=True),
+                  _c("address", "text", "e-mail address or gateway id", required=True, private=True),
+                  _c("subject", "text", "subject line"),
+                  _c("body", "text", "the text sent", private=True),
+                  _c("status", "text", "queued, sending, delivered, failed (retried), given_up",
+                     required=True),
+                  _c("attempts", "integer", "delivery attempts so far"),
+                  _c("next_at", "datetime", "when it is next due; while sending, when its lease ends"),
+                  _c("last_error", "text", "the last failure, as the server said it"),
+                  _c("created_at", "datetime", "when it was written", required=True),
+                  _c("delivered_at", "datetime", "when the server took it"),
+                  _c("dedupe_key", "text", "what makes it once: case, step or stage, event, "
+                     "recipient, channel", required=True, unique=True),
+                  *_TAIL), private=True),
     ]
 }
 

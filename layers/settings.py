@@ -76,6 +76,30 @@ class Settings:
     trust_proxy: int = _setting(0, "ZONEMAP_TRUST_PROXY",
                                 "how many reverse proxies in front set X-Forwarded-For (0: none; the "
                                 "client address is the socket's)", "whole")
+    notify: bool = _setting(True, "ZONEMAP_NOTIFY",
+                            "run the notice sender inside `serve` (one thread in one process); "
+                            "off: run `zonemap notify run` yourself", "bool")
+    smtp_host: str | None = _setting(None, "ZONEMAP_SMTP_HOST",
+                                     "the mail server notices are sent through (unset: e-mail notices wait "
+                                     "in the outbox)", "text")
+    smtp_port: int | None = _setting(None, "ZONEMAP_SMTP_PORT",
+                                     "its port (default 25, 587 with starttls, 465 with ssl)", "port")
+    smtp_tls: str = _setting("starttls", "ZONEMAP_SMTP_TLS",
+                             "none, starttls or ssl (TLS from the first byte)", "tls")
+    smtp_user: str | None = _setting(None, "ZONEMAP_SMTP_USER", "the login at the mail server (unset: none)",
+                                     "text")
+    smtp_password: str | None = _setting(None, "ZONEMAP_SMTP_PASSWORD", "its password (shown as ***)",
+                                         "password")
+    smtp_from: str = _setting("zonemap@localhost", "ZONEMAP_SMTP_FROM", "the From address of notices",
+                              "email")
+    gateway_url: str | None = _setting(None, "ZONEMAP_GATEWAY_URL",
+                                       "the SMS/WeChat gateway notices are POSTed to as JSON (unset: "
+                                       "gateway notices wait in the outbox)", "url")
+    gateway_secret: str | None = _setting(None, "ZONEMAP_GATEWAY_SECRET",
+                                          "the key of the HMAC-SHA256 signature header X-Zonemap-Signature "
+                                          "(shown as ***)", "password")
+    base_url: str = _setting("http://127.0.0.1:8000", "ZONEMAP_BASE_URL",
+                             "where people reach this server: the start of links in notices", "url")
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -108,7 +132,7 @@ class Settings:
 
     def describe(self) -> list[dict]:
         return [{"name": f.name, "env": f.metadata["env"],
-                 "value": "***" if f.metadata["kind"] == "secret" and getattr(self, f.name)
+                 "value": "***" if f.metadata["kind"] in ("secret", "password") and getattr(self, f.name)
                  else getattr(self, f.name),
                  "default": f.default, "doc": f.metadata["doc"]} for f in dataclasses.fields(self)]
 
@@ -158,6 +182,12 @@ def _convert(raw, f: dataclasses.Field, where: str):
     if kind == "secret" and len(text) < 32:
         raise InputError(f"setting {name}: a secret key needs at least 32 characters (e.g. the output "
                          "of `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    if kind == "tls" and text not in ("none", "starttls", "ssl"):
+        raise bad("use none, starttls or ssl")
+    if kind == "url" and not text.startswith(("http://", "https://")):
+        raise bad("give an http:// or https:// URL")
+    if kind == "email" and "@" not in text:
+        raise bad("give an e-mail address, like zonemap@city.gov.cn")
     if kind == "server" and text not in ("gunicorn", "waitress"):
         raise bad("use gunicorn or waitress")
     if kind == "dir" and not Path(text).is_dir():

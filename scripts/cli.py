@@ -343,6 +343,7 @@ def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json
     Every setting (`zonemap config check`) is read and checked before it starts."""
     import logging
 
+    from layers.notify import start_loop
     from webmap.app import create_app
 
     try:
@@ -360,6 +361,7 @@ def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json
     if server == "waitress":
         import waitress
 
+        start_loop(settings)
         waitress.serve(app, host=host, port=port, threads=settings.threads, ident="zonemap",
                        max_request_body_size=app.config["MAX_CONTENT_LENGTH"])
         return
@@ -370,7 +372,9 @@ def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json
             for key, value in {"bind": f"{host}:{port}", "workers": settings.workers,
                                "threads": settings.threads, "worker_class": "gthread", "timeout": 300,
                                "graceful_timeout": 10, "proc_name": "zonemap", "errorlog": "-",
-                               "loglevel": "warning", "limit_request_line": 8190}.items():
+                               "loglevel": "warning", "limit_request_line": 8190,
+                               # every worker may run the notice sender; its file lock lets one
+                               "post_worker_init": lambda _worker: start_loop(settings)}.items():
                 self.cfg.set(key, value)
 
         def load(self):
@@ -575,6 +579,8 @@ main.add_command(hotspots)
 from scripts.cli_zones_edit import ZONE_COMMANDS, units  # noqa: E402, I001
 for _command in ZONE_COMMANDS: zones.add_command(_command)  # noqa: E701
 main.add_command(units)
+from scripts.cli_notify import notify_group  # noqa: E402, I001
+main.add_command(notify_group)
 
 if __name__ == "__main__":
     main(prog_name=os.environ.get("ZONEMAP_PROG", "zonemap"))
