@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
-from . import api, auth, exports, field, open311, openapi, pages, planner_api, planner_pages
+from . import api, auth, exports, field, open311, openapi, pages, planner_api, planner_pages, tiles
 from .analysis import bp as analysis_bp
 from .common import Services, client_addr, settings
 
@@ -61,6 +61,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg
     app.register_blueprint(analysis_bp)  # GET /api/hotspots
+    app.register_blueprint(tiles.bp)  # GET /tiles/{layer}/{z}/{x}/{y}.pbf, vector tiles
     _limits(app, config)
     _errors(app)
     _headers_and_log(app, config)

@@ -1,0 +1,126 @@
+"""GET /tiles/{layer}/{z}/{x}/{y}.pbf: zones, buildings, roads and problems as Mapbox Vector
+Tiles (layers/tiles.py), with the columns the caller's role may see (layers/privacy.py) and,
+for zones and problems, who answers by name (`unit_name`). Below a layer's minimum zoom the
+answer is 200 with an empty body: a valid MVT without layers, which every client draws as
+nothing (a 204 would be as small, but some tile clients treat it as an error).
+
+Also `compress_and_tag(response)`, which app.py's after_request calls for every answer: gzip
+for JSON and tiles when the client takes it, and ETag, Cache-Control and 304 for tiles and the
+map layers' GeoJSON."""
+
+from __future__ import annotations
+
+import gzip
+
+from flask import Blueprint, Response, current_app, request
+
+from layers import tiles
+from layers.privacy import visible_columns
+from layers.users import ANONYMOUS
+from layers.zones import FALLBACK
+
+from .common import current_user, services
+
+bp = Blueprint("tiles", __name__)
+
+MVT = "application/vnd.mapbox-vector-tile"
+COMPRESSED = {"application/json", "application/geo+json", MVT}
+MIN_GZIP_BYTES = 512  # below this gzip's own header and the CPU cost more than they save
+GZIP_LEVEL = 5  # most of level 9's saving at a third of its time
+TILE_MAX_AGE_S = 60  # a browser reuses a tile this long before asking again (then a 304)
+
+
+def unit_names(ids) -> dict[str, str]:
+    """Unit id → name for `ids`: the units table, the category rules' units and the 属地兜底
+    fallbacks (the router holds the first two), so a map never shows an id for a name."""
+    svc = services()
+    ids = sorted({i for i in ids if i is not None})
+    units = svc.store.read("units", where={"unit_id": ids}) if ids else None
+    return {**{u["unit_id"]: u["name"] for u in FALLBACK.values()}, **svc.router.unit_names,
+            **(dict(zip(units["unit_id"], units["name"])) if units is not None else {})}
+
+
+def _rule_names() -> dict[str, str]:
+    """The names PostGIS cannot join from its units table: fallbacks and the rules' units."""
+    svc = services()
+    names = {u["unit_id"]: u["name"] for u in FALLBACK.values()}
+    names.update({r.unit_id: r.unit_name for r in svc.router.rules if r.unit_id})
+    return names
+
+
+def _cache() -> tiles.TileCache:
+    return current_app.extensions.setdefault("zonemap.tiles", tiles.TileCache())
+
+
+def _gpkg_tile(layer: str, cols: list[str], z: int, x: int, y: int) -> bytes:
+    svc = services()
+    key = (layer, z, x, y, tuple(cols), tiles.layer_version(svc.store, layer))
+    tile = _cache().get(key)
+    if tile is None:
+        frame = svc.store.read(layer, bbox=tiles.lonlat_bbox(z, x, y))
+        labels = {}
+        if layer in tiles.UNIT_OF and not frame.empty:
+            col = tiles.UNIT_OF[layer]
+            names = unit_names(frame[col])
+            labels["unit_name"] = lambda row: names.get(row[col], row[col])
+        tile = tiles.encode(layer, frame, cols, z, x, y, labels, tz=svc.rules.tz)
+        _cache().put(key, tile)
+    return tile
+
+
+@bp.get("/tiles/<layer>/<int:z>/<int:x>/<int:y>.pbf")
+def tile(layer: str, z: int, x: int, y: int):
+    tiles.check_tile(layer, z, x, y)
+    if not tiles.shown(layer, z):
+        return Response(b"", mimetype=MVT)
+    user = current_user()
+    cols = visible_columns(layer, None if user is ANONYMOUS else user.role)
+    store = services().store
+    if store.kind == "postgis":
+        body = tiles.postgis_tile(store, layer, cols, z, x, y, _rule_names(), str(services().rules.tz))
+    else:
+        body = _gpkg_tile(layer, cols, z, x, y)
+    return Response(body, mimetype=MVT)
+
+
+# ---- every answer: gzip, ETag, Cache-Control -----------------------------------------------
+
+def _tagged() -> bool:
+    """The answers that get an ETag: tiles and the map layers' GeoJSON."""
+    return request.blueprint == "tiles" or (request.path.startswith("/api/layers/")
+                                            and request.path.endswith(".geojson"))
+
+
+def compress_and_tag(response: Response) -> Response:
+    """ETag (weak: the same for the gzipped and plain bytes), Cache-Control and 304 on
+    If-None-Match for tiles and map layers; then gzip for JSON and tiles when the client
+    sends Accept-Encoding: gzip. Streamed downloads (exports) and files sent as they are
+    (direct_passthrough) are left alone: reading them here would hold them in memory."""
+    if response.direct_passthrough or response.is_streamed or response.status_code != 200:
+        return response
+    if request.method in ("GET", "HEAD") and _tagged():
+        signed_in = "Authorization" in request.headers or "Cookie" in request.headers
+        if request.blueprint == "tiles":  # what a role may see differs: never shared between users
+            scope = "private" if signed_in else "public"
+            response.headers["Cache-Control"] = f"{scope}, max-age={TILE_MAX_AGE_S}"
+        else:
+            response.headers["Cache-Control"] = "private, no-cache"  # ask every time; a 304 is cheap
+        response.vary.update(("Authorization", "Cookie"))
+        response.add_etag(weak=True)
+        response.make_conditional(request)
+        if response.status_code == 304:
+            return response
+    if response.mimetype not in COMPRESSED or "Content-Encoding" in response.headers:
+        return response
+    response.vary.add("Accept-Encoding")
+    if "gzip" not in request.accept_encodings or request.method == "HEAD":
+        return response
+    data = response.get_data()
+    if len(data) < MIN_GZIP_BYTES:
+        return response
+    response.set_data(gzip.compress(data, compresslevel=GZIP_LEVEL))
+    response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+__all__ = ["bp", "compress_and_tag", "unit_names"]
