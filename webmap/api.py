@@ -19,7 +19,6 @@ from layers.errors import InputError, TooLarge, Unauthorized
 from layers.privacy import visible_columns
 from layers.schema import LAYERS
 from layers.users import ANONYMOUS, User
-from layers.zones import FALLBACK
 
 from .common import (
     bbox_arg,
@@ -32,6 +31,7 @@ from .common import (
     services,
     settings,
     signed_in,
+    unit_names,
 )
 
 bp = Blueprint("api", __name__)
@@ -76,10 +76,7 @@ def layer(name):
     cols = visible_columns(name, None if user is ANONYMOUS else user.role)
     frame = frame.iloc[:limit][[*cols, "geometry"]].copy()
     if name in UNIT_OF and not frame.empty:  # who answers, by name: a popup never shows an id
-        ids = sorted(set(frame[UNIT_OF[name]].dropna()))
-        units = svc.store.read("units", where={"unit_id": ids}) if ids else None
-        names = {**{u["unit_id"]: u["name"] for u in FALLBACK.values()}, **svc.router.unit_names,
-                 **(dict(zip(units["unit_id"], units["name"])) if units is not None else {})}
+        names = unit_names(frame[UNIT_OF[name]])
         frame["unit_name"] = [names.get(u, u) for u in frame[UNIT_OF[name]]]
     if name == "problems" and not frame.empty:
         cats = svc.rules.categories

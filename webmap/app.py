@@ -168,6 +168,7 @@ def _headers_and_log(app: Flask, config: Settings) -> None:
             h["Content-Security-Policy"] = _csp(nonce)
         else:
             h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        response = tiles.compress_and_tag(response)  # gzip for JSON and tiles; ETag, 304 (webmap/tiles.py)
         if config.access_log:
             query = redacted_query()
             user = getattr(g, "user", None)

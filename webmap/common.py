@@ -23,6 +23,7 @@ from layers.settings import Settings
 from layers.store import Store, open_store
 from layers.users import ANONYMOUS, User, get_user, user_for_token
 from layers.zone_edit import change_count
+from layers.zones import FALLBACK
 
 ROUTER_CHECK_S = 1.0  # how often the zone writers' counter is looked at for a new router
 SESSION_KEY = "user"  # the signed-in browser's {"name", "at"} in the session cookie
@@ -269,3 +270,13 @@ def city_time(value) -> str | None:
         return None
     t = t.tz_localize("UTC") if t.tzinfo is None else t
     return t.tz_convert(services().rules.tz).isoformat(timespec="seconds")
+
+
+def unit_names(ids) -> dict[str, str]:
+    """Unit id → name for `ids`: the units table, the category rules' units and the 属地兜底
+    fallbacks (the router holds the first two), so a map never shows an id for a name."""
+    svc = services()
+    ids = sorted({i for i in ids if i is not None})
+    units = svc.store.read("units", where={"unit_id": ids}) if ids else None
+    return {**{u["unit_id"]: u["name"] for u in FALLBACK.values()}, **svc.router.unit_names,
+            **(dict(zip(units["unit_id"], units["name"])) if units is not None else {})}

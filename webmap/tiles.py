@@ -19,7 +19,7 @@ from layers.privacy import visible_columns
 from layers.users import ANONYMOUS
 from layers.zones import FALLBACK
 
-from .common import current_user, services
+from .common import current_user, services, unit_names
 
 bp = Blueprint("tiles", __name__)
 
@@ -28,16 +28,6 @@ COMPRESSED = {"application/json", "application/geo+json", MVT}
 MIN_GZIP_BYTES = 512  # below this gzip's own header and the CPU cost more than they save
 GZIP_LEVEL = 5  # most of level 9's saving at a third of its time
 TILE_MAX_AGE_S = 60  # a browser reuses a tile this long before asking again (then a 304)
-
-
-def unit_names(ids) -> dict[str, str]:
-    """Unit id → name for `ids`: the units table, the category rules' units and the 属地兜底
-    fallbacks (the router holds the first two), so a map never shows an id for a name."""
-    svc = services()
-    ids = sorted({i for i in ids if i is not None})
-    units = svc.store.read("units", where={"unit_id": ids}) if ids else None
-    return {**{u["unit_id"]: u["name"] for u in FALLBACK.values()}, **svc.router.unit_names,
-            **(dict(zip(units["unit_id"], units["name"])) if units is not None else {})}
 
 
 def _rule_names() -> dict[str, str]:
@@ -123,4 +113,4 @@ def compress_and_tag(response: Response) -> Response:
     return response
 
 
-__all__ = ["bp", "compress_and_tag", "unit_names"]
+__all__ = ["bp", "compress_and_tag"]

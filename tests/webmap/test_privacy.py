@@ -9,6 +9,7 @@ import pytest
 from flask import url_for
 
 from layers.store import open_store
+from layers.tiles import tile_of
 from layers.users import add_user, issue_token
 from tests.layers.test_cases import IN_F1, city
 from webmap.app import create_app
@@ -55,7 +56,9 @@ def public_urls(app, case_id) -> list[str]:
     """Every GET route of the app, its parameters filled with real values."""
     fill = {"name": [n for n in ("buildings", "roads", "pois", "areas", "sites", "units", "zones", "grid",
                                  "problems")],
-            "fmt": ["json", "xml"], "code": ["06010"], "request_id": [case_id], "problem_id": [case_id]}
+            "fmt": ["json", "xml"], "code": ["06010"], "request_id": [case_id], "problem_id": [case_id],
+            "layer": ["zones", "problems", "buildings", "roads"], "z": [16],
+            "x": [tile_of(*IN_F1, 16)[0]], "y": [tile_of(*IN_F1, 16)[1]]}
     urls = []
     with app.test_request_context():
         for rule in app.url_map.iter_rules():
