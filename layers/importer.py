@@ -347,7 +347,7 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
 
 
 MATCH_KEYS = {"name": "name", "code": "credit_code"}
-UNIT_FIELDS = ("type", "credit_code", "address", "person", "phone")
+UNIT_FIELDS = ("type", "credit_code", "address", "person", "phone", "email", "gateway_id", "notify_off")
 
 
 def _unit_updates(store: Store, frame: gpd.GeoDataFrame, report: Report, match: str) -> list:

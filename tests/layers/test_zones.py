@@ -143,13 +143,14 @@ def test_units_are_derived_and_a_planner_fills_them_from_a_table(tmp_path, nanji
     assert set(z["primary_unit"]) <= set(units["unit_id"])
     table = tmp_path / "责任人.xlsx"
     pd.DataFrame({"单位名称": ["南京图书馆", "金陵中学"], "责任人": ["张三", "李四"],
-                  "联系电话": ["025-84356000", "025-83301234"],
+                  "联系电话": ["025-84356000", "025-83301234"], "邮箱": ["lib@example.org", None],
                   "统一社会信用代码": ["12320000466000148E", "12320100466007321X"]}).to_excel(table, index=False)
     out = run_cli("import", table, "--as", "units", "--match", "name", "--json", db=db, check=True)
     assert json.loads(out.stdout)["written"] == 2
     with open_store(db) as s:
         u = s.read("units").set_index("name")
     assert u.loc["南京图书馆", "person"] == "张三" and u.loc["金陵中学", "phone"] == "025-83301234"
+    assert u.loc["南京图书馆", "email"] == "lib@example.org"  # where its notices go (layers/notify.py)
     # a row naming no unit: nothing is written, the row is named
     bad = tmp_path / "bad.csv"
     bad.write_text("名称,统一社会信用代码,责任人\n南京图书馆,12320000466000148E,王五\n不存在的单位,,赵六\n", "utf-8")
