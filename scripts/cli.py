@@ -349,6 +349,9 @@ def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json
     try:
         settings = _settings(ctx, host=host, port=port, server=server, workers=workers, threads=threads,
                              reports_need_token=reports_need_token)
+        # made (and its tables created, by GDAL for a new GeoPackage) here, before any worker
+        # forks: a worker then only ever touches the file through sqlite3
+        open_store(settings.db).close()
         app = create_app(settings)
     except ZonemapError as exc:
         _fail(as_json, str(exc))
