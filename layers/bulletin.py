@@ -28,7 +28,7 @@ from . import printing
 from .cases import Rules
 from .errors import NotFound
 from .evaluate import cell, evaluate
-from .export import NOT_COUNTED, Period, _names, month_period
+from .export import NOT_COUNTED, Period, month_period, split_names
 from .store import Store
 
 NO_RATE = "—"  # nothing was due: no rate, never a division by zero
@@ -75,7 +75,7 @@ def _streets(store: Store, p: pd.DataFrame) -> pd.Series:
     grid = store.read("grid") if store.count("grid") else pd.DataFrame(columns=["code", "street"])
     office = p["grid_code"].map(dict(zip(grid["code"], grid["street"])))
     zones = store.read("zones").drop_duplicates("code", keep="last")
-    road = p["zone_code"].map({c: (_names(s) or [None])[0] for c, s in zip(zones["code"], zones["street"])})
+    road = p["zone_code"].map({c: (split_names(s) or [None])[0] for c, s in zip(zones["code"], zones["street"])})
     return office.fillna(road).fillna(UNKNOWN)
 
 

@@ -119,7 +119,7 @@ class Ledger:
                 "period": self.period.label, "sheets": len(set(self.sheets))}
 
 
-def _names(text) -> list[str]:
+def split_names(text) -> list[str]:
     """The street names of a zone's `street` value ("中山南路、石鼓路")."""
     if not isinstance(text, str):
         return []
@@ -136,7 +136,7 @@ def split_bounds(text) -> dict:
     return out
 
 
-def _grid_of(zones: gpd.GeoDataFrame, grid: gpd.GeoDataFrame) -> pd.DataFrame:
+def grid_of(zones: gpd.GeoDataFrame, grid: gpd.GeoDataFrame) -> pd.DataFrame:
     """Street, community and code of the grid cell holding each zone's representative point."""
     out = pd.DataFrame({"g_street": None, "g_community": None, "g_code": None}, index=zones.index, dtype=object)
     if grid.empty or zones.empty:
@@ -235,8 +235,8 @@ def _kind_text(kind, unit_id) -> str:
     return KIND_ZH.get(kind, kind or "")
 
 
-def _matches_street(zone_street, grid_street, wanted: str) -> bool:
-    return wanted in _names(zone_street) or (isinstance(grid_street, str) and grid_street == wanted)
+def matches_street(zone_street, grid_street, wanted: str) -> bool:
+    return wanted in split_names(zone_street) or (isinstance(grid_street, str) and grid_street == wanted)
 
 
 def sheet_name(text: str, taken: set) -> str:
@@ -264,18 +264,18 @@ def ledger(store: Store, *, as_of: dt.date | None = None, street: str | None = N
         raise NotFound(f"no zones in force on {as_of or 'today'}: generate or import zones first, "
                        "or give an --as-of date when they were")
     zones = zones.sort_values("code").reset_index(drop=True)
-    grid = _grid_of(zones, store.read("grid") if store.count("grid") else gpd.GeoDataFrame())
+    grid = grid_of(zones, store.read("grid") if store.count("grid") else gpd.GeoDataFrame())
     street_of = [s if s else g for s, g in zip(zones["street"], grid["g_street"])]
     if street:
-        keep = np.array([_matches_street(s, g, street) for s, g in zip(zones["street"], grid["g_street"])])
+        keep = np.array([matches_street(s, g, street) for s, g in zip(zones["street"], grid["g_street"])])
         if not keep.any():
-            known = sorted({n for s in street_of for n in _names(s)})
+            known = sorted({n for s in street_of for n in split_names(s)})
             raise NotFound(f"no zone in force lies on street {street!r}; streets are e.g. "
                            f"{', '.join(known[:12]) or '(none named)'}")
         zones, grid = zones[keep].reset_index(drop=True), grid[keep].reset_index(drop=True)
         street_of = [s for s, k in zip(street_of, keep) if k]
     rows = _ledger_rows(store, zones, grid, street_of, period, as_of, tz)
-    sheets = [(_names(s) or [NO_STREET_SHEET])[0] for s in street_of]
+    sheets = [(split_names(s) or [NO_STREET_SHEET])[0] for s in street_of]
     return Ledger(rows, sheets, as_of, period, sorted(set(sheets)))
 
 
@@ -650,5 +650,6 @@ def _remove(out: Path, fmt: str) -> None:
 
 
 __all__ = ["GIS_FORMATS", "GIS_LAYERS", "KIND_ZH", "LEDGER_HEADERS", "Ledger", "Period", "choose_period",
-           "csv_cell", "gis_frame", "ledger", "month_period", "shapefile_fields", "split_bounds", "write_gis",
+           "csv_cell", "gis_frame", "grid_of", "ledger", "matches_street", "month_period", "shapefile_fields",
+           "split_bounds", "split_names", "write_gis",
            "write_ledger"]

@@ -18,7 +18,7 @@ from . import printing
 from .deadlines import rule_file
 from .errors import InputError, NotFound
 from .evaluate import _toml
-from .export import KIND_ZH, _grid_of, _matches_street, _names
+from .export import KIND_ZH, grid_of, matches_street, split_names
 from .store import Store
 from .zones import city_today, current
 
@@ -65,11 +65,11 @@ def _zones_in_force(store: Store, as_of: dt.date) -> gpd.GeoDataFrame:
 def units_on_street(zones: gpd.GeoDataFrame, grid: gpd.GeoDataFrame, street: str) -> list[str]:
     """The units (primary or co-responsible) of the zones on `street` (a road name in a zone's
     street, or its grid cell's street office), in zone-code order; not the 属地兜底 units."""
-    cells = _grid_of(zones, grid)
-    on = [_matches_street(s, g, street) for s, g in zip(zones["street"], cells["g_street"])]
+    cells = grid_of(zones, grid)
+    on = [matches_street(s, g, street) for s, g in zip(zones["street"], cells["g_street"])]
     picked = zones[on].sort_values("code")
     if picked.empty:
-        known = sorted({n for s in zones["street"] for n in _names(s)})
+        known = sorted({n for s in zones["street"] for n in split_names(s)})
         raise NotFound(f"no zone in force lies on street {street!r}; streets are e.g. "
                        f"{', '.join(known[:12]) or '(none named)'}")
     ids = [u for pair in zip(picked["primary_unit"], picked["co_unit"]) for u in pair]
@@ -108,7 +108,7 @@ def _zone_rows(zones: pd.DataFrame, unit_id: str) -> list[dict]:
 
 def _duties(zones: pd.DataFrame, rules: NoticeRules) -> list[dict]:
     """The duties named by the unit's zones, in their order, each with its standard."""
-    words = dict.fromkeys(w.strip() for d in zones["duties"].fillna("") for w in _names(d) if w.strip())
+    words = dict.fromkeys(w.strip() for d in zones["duties"].fillna("") for w in split_names(d) if w.strip())
     return [{"label": rules.duties.get(w, {}).get("label", w),
              "standard": rules.duties.get(w, {}).get("standard", "按本市有关标准执行。")} for w in words]
 

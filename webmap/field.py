@@ -6,9 +6,7 @@ an inspection, calling these same routes."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
-from flask import Blueprint, jsonify, redirect, render_template, request
+from flask import Blueprint, jsonify, render_template, request
 
 from layers import inspections, patrols
 from layers.cases import check_text
@@ -17,6 +15,7 @@ from layers.users import ANONYMOUS
 
 from .common import city_time, client_addr, current_user, json_body, services, signed_in
 from .i18n import field_labels, pick_lang
+from .planner_pages import to_login
 
 bp = Blueprint("field", __name__)
 pages_bp = Blueprint("field_pages", __name__)  # the HTML page, kept apart from the JSON routes
@@ -68,7 +67,7 @@ def field_page():
     try:
         user = current_user()
         if user is ANONYMOUS:
-            return redirect("login?" + urlencode({"next": "/field", "lang": lang}), code=303)
+            return to_login()
         if user.role not in FIELD_ROLES:
             raise Forbidden(f"{user.name} ({user.role}) may not open /field: the field page is for "
                             "inspectors (grid workers) and admins")

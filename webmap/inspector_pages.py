@@ -26,7 +26,7 @@ from layers.workflow import STATE_ZH, STATES
 from .common import current_user, services, signed_in
 from .i18n import inspector_labels, pick_lang
 from .maps import ATTRIBUTION, KIND_STYLES
-from .planner_pages import _to_login
+from .planner_pages import to_login
 
 HERE = Path(__file__).resolve().parent
 MODULES = HERE / "node_modules"
@@ -44,7 +44,7 @@ def _page(template: str, roles: tuple[str, ...], who: str):
     try:
         user = current_user()
         if user is ANONYMOUS:
-            return _to_login()
+            return to_login()
         if user.role not in roles:
             raise Forbidden(f"{user.name} ({user.role}) may not open {request.path}: this page is for {who}")
         svc = services()

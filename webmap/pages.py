@@ -17,7 +17,7 @@ from layers.workflow import LINKED, STATE_ZH, STATES
 from .common import current_user, services
 from .i18n import cases_labels, labels, pick_lang, report_labels, workspace_labels
 from .maps import layers_page
-from .planner_pages import _to_login
+from .planner_pages import to_login
 
 LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
 
@@ -57,7 +57,7 @@ def cases():
     their role may make (the page calls the same API with the session cookie); the signed-out
     are sent to /login and come back here."""
     if current_user() is ANONYMOUS:
-        return _to_login()
+        return to_login()
     lang = pick_lang(request.args.get("lang"))
     states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
     return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,

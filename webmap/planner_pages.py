@@ -86,7 +86,7 @@ def _editor_or_login():
     return user
 
 
-def _to_login():
+def to_login():
     return redirect("login?" + urlencode({"next": request.full_path.rstrip("?"), "lang": _lang()}), code=303)
 
 
@@ -95,7 +95,7 @@ def planner():
     """The planner's map: the data comes from /api/planner/…"""
     user = _editor_or_login()
     if user is None:
-        return _to_login()
+        return to_login()
     lang = _lang()
     return render_template("planner.html", lang=lang, t=workspace_labels(lang), user=user,
                            kind_styles=KIND_STYLES, extent=services().store.extent(),
@@ -107,7 +107,7 @@ def units():
     """The units' list: search, edit, merge a placeholder into a real unit (/api/units…)."""
     user = _editor_or_login()
     if user is None:
-        return _to_login()
+        return to_login()
     lang = _lang()
     return render_template("units.html", lang=lang, t=workspace_labels(lang), user=user)
 
