@@ -496,15 +496,13 @@ def _take_lock(path: Path):
 def _loop(settings: Settings, interval: float) -> None:
     from .store import open_store
 
-    held = store = None
+    held = None
     while True:
         held = held or _take_lock(lock_path(settings))
         if held:
             try:
-                # opened once and kept: opening checks the schema (and makes a PostGIS pool),
-                # and the pool reconnects by itself after a PostgreSQL restart
-                store = store or open_store(settings.db)
-                counts = run_once(store, settings)
+                with open_store(settings.db) as store:
+                    counts = run_once(store, settings)
                 if any(counts.values()):
                     log.info("notices: %s", counts)
             except (StoreError, InputError, OSError) as exc:

@@ -55,14 +55,11 @@ def notify_run(ctx, once, interval, as_json):
               " ".join(f"{k} {v}" for k, v in counts.items())
               + (f"  ({', '.join(waiting)} not configured: those notices wait)" if waiting else ""))
 
-    def rounds(store, settings):  # one store for every round: opening it checks the schema
-        while True:
-            one(store, settings)
-            if once:
-                return
-            time.sleep(interval)
-
-    _with_store(ctx, as_json, rounds)
+    while True:
+        _with_store(ctx, as_json, one)
+        if once:
+            return
+        time.sleep(interval)
 
 
 @notify_group.command("list")
