@@ -327,10 +327,16 @@ class GeoPackageStore(Store):
         self.url = str(self.path)
         self.busy_timeout_s = busy_timeout_s
         if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not a GeoPackage (not an SQLite file); "
-                                     "give another --db path")
+            # asked through SQLite, never by opening the file ourselves: closing any other
+            # descriptor of the file drops every POSIX lock this process's SQLite holds on it
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.DatabaseError:
+                raise StoreError(f"{self.path} is not a GeoPackage (not an SQLite file); "
+                                 "give another --db path") from None
+            finally:
+                con.close()
         self._cons = _Connections(self.path, busy_timeout_s)
         self._write_lock = _write_lock(self.path)
         self.init()
