@@ -19,7 +19,20 @@ from werkzeug.exceptions import HTTPException
 from layers.errors import InputError, ZonemapError
 from layers.settings import Settings
 
-from . import api, auth, exports, field, open311, openapi, pages, planner_api, planner_pages, tiles
+from . import (
+    api,
+    assets,
+    auth,
+    exports,
+    field,
+    inspector_pages,
+    open311,
+    openapi,
+    pages,
+    planner_api,
+    planner_pages,
+    tiles,
+)
 from .analysis import bp as analysis_bp
 from .common import Services, client_addr, settings
 
@@ -51,6 +64,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.extensions["zonemap"] = Services(config)
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(assets.bp)  # /vendor/{lib}/…, /static/zm/…: scripts and styles, gzipped
     app.register_blueprint(api.bp)
     app.register_blueprint(open311.bp)
     app.register_blueprint(openapi.bp)
@@ -59,6 +73,7 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(field.bp)  # POST /api/patrols, /api/inspections
     app.register_blueprint(field.pages_bp)  # GET /field, the inspector's phone page
     app.register_blueprint(planner_pages.bp)  # /planner, /units, the workspace header and assets
+    app.register_blueprint(inspector_pages.bp)  # /inspector, /unit, GET /api/unit/zones
     app.register_blueprint(exports.bp)  # GET /api/export/ledger.xlsx|csv, zones.geojson|gpkg
     app.register_blueprint(analysis_bp)  # GET /api/hotspots
     app.register_blueprint(tiles.bp)  # GET /tiles/{layer}/{z}/{x}/{y}.pbf, vector tiles

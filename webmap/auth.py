@@ -50,8 +50,8 @@ pages_bp = Blueprint("auth_pages", __name__)  # HTML: /login, /logout (not in th
 csrf = CSRFProtect()
 
 SECRET_FILE = ROOT / "var" / "secret_key"
-HOME = {"planner": "/planner", "admin": "/planner", "inspector": "/cases", "dispatcher": "/cases",
-        "unit": "/cases"}
+HOME = {"planner": "/planner", "admin": "/planner", "inspector": "/inspector", "dispatcher": "/inspector",
+        "unit": "/unit"}
 SAFE = ("GET", "HEAD", "OPTIONS", "TRACE")
 CSRF_HELP = ("this request was refused: it lacks a valid CSRF token ({why}). Reload the page and try "
              "again; scripts send the page's csrf-token as the X-CSRFToken header, API clients a bearer token")

@@ -118,7 +118,8 @@ def labels(lang: str | None) -> dict:
 WORKSPACE = {
     "zh": {
         "lang": "zh", "switch": "English", "other": "en", "brand": "zonemap",
-        "nav": {"map": "地图", "planner": "责任区规划", "units": "责任单位", "cases": "案卷工作台",
+        "nav": {"map": "地图", "inspector": "巡查地图", "unit": "本单位", "planner": "责任区规划", "units": "责任单位",
+                "cases": "案卷工作台",
                 "field": "巡查检查", "report": "上报问题"},
         "login": "登录", "logout": "退出", "roles": ROLE_ZH,
         "signin": {"title": "登录", "name": "用户名", "password": "密码", "submit": "登录",
@@ -160,7 +161,8 @@ WORKSPACE = {
     },
     "en": {
         "lang": "en", "switch": "中文", "other": "zh", "brand": "zonemap",
-        "nav": {"map": "Map", "planner": "Zone planner", "units": "Units", "cases": "Case desk",
+        "nav": {"map": "Map", "inspector": "Inspector's map", "unit": "My unit", "planner": "Zone planner",
+                "units": "Units", "cases": "Case desk",
                 "field": "Patrol & inspect", "report": "Report a problem"},
         "login": "Sign in", "logout": "Sign out",
         "roles": {"public": "public", "inspector": "inspector", "dispatcher": "dispatcher", "unit": "unit",
@@ -273,7 +275,7 @@ def popup_values(lang: str) -> dict:
 # desk, the planner and the report page name, so one word means one thing everywhere.
 INSPECTOR = {
     "zh": {
-        "nav_inspector": "巡查地图", "nav_unit": "本单位", "inspector_title": "巡查地图", "unit_title": "本单位责任区",
+        "inspector_title": "巡查地图", "unit_title": "本单位责任区",
         "since": "上报起始日期", "until": "上报截止日期",
         "category": "问题类别", "category_hint": "类别编号或名称，如 暴露垃圾", "status": "状态",
         "all_states": "全部状态", "unit": "责任单位", "unit_hint": "责任单位名称或编号", "street": "路段",
@@ -297,7 +299,7 @@ INSPECTOR = {
         "month": "本月", "reported_month": "本月上报", "on_time_rate": "按期结案率",
     },
     "en": {
-        "nav_inspector": "Inspector's map", "nav_unit": "My unit", "inspector_title": "Inspector's map",
+        "inspector_title": "Inspector's map",
         "unit_title": "My unit's zones", "since": "Reported from",
         "until": "Reported until", "category": "Category", "category_hint": "Category code or name, e.g. 暴露垃圾",
         "status": "State", "all_states": "all states", "unit": "Unit", "unit_hint": "Unit name or id",

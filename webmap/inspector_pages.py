@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 
 import pandas as pd
-from flask import Blueprint, jsonify, render_template, request, send_from_directory
+from flask import Blueprint, jsonify, render_template, request
 from shapely.geometry import mapping
 
 from layers import zones as zone_layers
@@ -28,9 +27,6 @@ from .i18n import inspector_labels, pick_lang
 from .maps import ATTRIBUTION, KIND_STYLES
 from .planner_pages import to_login
 
-HERE = Path(__file__).resolve().parent
-MODULES = HERE / "node_modules"
-VENDOR = {"markercluster": MODULES / "leaflet.markercluster" / "dist", "heat": MODULES / "leaflet.heat" / "dist"}
 INSPECTORS = ("inspector", "dispatcher", "admin")  # who works the map of problems
 UNITS = ("unit",)  # a unit user answers for its own zones; staff have their own pages
 
@@ -57,12 +53,6 @@ def _page(template: str, roles: tuple[str, ...], who: str):
                            states=[(s, STATE_ZH[s]) for s in STATES], month=month)
 
 
-@bp.app_context_processor
-def _labels():
-    """The header's links to these pages (templates/header.html) take their words from here."""
-    return {"inspector_labels": inspector_labels}
-
-
 @bp.get("/inspector")
 def inspector():
     return _page("inspector.html", INSPECTORS, "inspectors, dispatchers and admins")
@@ -71,11 +61,6 @@ def inspector():
 @bp.get("/unit")
 def unit():
     return _page("unit.html", UNITS, "unit users (a unit's own zones and cases)")
-
-
-@bp.get("/vendor/<any(markercluster, heat):lib>/<path:name>")
-def vendor(lib, name):
-    return send_from_directory(VENDOR[lib], name, max_age=86400)
 
 
 @bp.get("/api/unit/zones")

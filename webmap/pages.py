@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import logging
 from itertools import groupby
-from pathlib import Path
 
-from flask import Blueprint, Response, render_template, request, send_from_directory
+from flask import Blueprint, Response, render_template, request
 
 from layers.users import ANONYMOUS
 from layers.workflow import LINKED, STATE_ZH, STATES
 
+from .assets import LEAFLET_DIST
 from .common import current_user, services
 from .i18n import cases_labels, labels, pick_lang, report_labels, workspace_labels
 from .maps import layers_page
 from .planner_pages import to_login
-
-LEAFLET_DIST = Path(__file__).resolve().parent / "node_modules" / "leaflet" / "dist"
 
 bp = Blueprint("pages", __name__)
 log = logging.getLogger("zonemap.web")
@@ -35,11 +33,6 @@ def index():
     lab = {**labels(lang), "kinds": workspace_labels(lang)["kinds"]}
     html = layers_page(services().store.extent(), lab, lang, leaflet, render_template("header.html"))
     return Response(html, mimetype="text/html")
-
-
-@bp.get("/vendor/leaflet/<path:name>")
-def vendor(name):
-    return send_from_directory(LEAFLET_DIST, name, max_age=86400)
 
 
 @bp.get("/report")

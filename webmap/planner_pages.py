@@ -7,10 +7,9 @@ planner API (webmap/planner_api.py), the same routes an API client uses."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Blueprint, g, redirect, render_template, request, send_from_directory
+from flask import Blueprint, g, redirect, render_template, request
 
 from layers.errors import Forbidden, ZonemapError
 from layers.users import ANONYMOUS, User
@@ -19,9 +18,6 @@ from .common import current_user, services
 from .i18n import pick_lang, workspace_labels
 from .maps import ATTRIBUTION, KIND_STYLES
 
-HERE = Path(__file__).resolve().parent
-STATIC = HERE / "static_zm"
-GEOMAN_DIST = HERE / "node_modules" / "@geoman-io" / "leaflet-geoman-free" / "dist"
 EDITORS = ("planner", "admin")  # the roles that may see and change zones and units
 STAFF = ("inspector", "dispatcher", "unit", "planner", "admin")
 
@@ -110,16 +106,6 @@ def units():
         return to_login()
     lang = _lang()
     return render_template("units.html", lang=lang, t=workspace_labels(lang), user=user)
-
-
-@bp.get("/static/zm/<path:name>")
-def static_zm(name):
-    return send_from_directory(STATIC, name, max_age=3600)
-
-
-@bp.get("/vendor/geoman/<path:name>")
-def vendor_geoman(name):
-    return send_from_directory(GEOMAN_DIST, name, max_age=86400)
 
 
 @bp.errorhandler(ZonemapError)

@@ -3,7 +3,7 @@
 import pytest
 
 from webmap.app import create_app
-from webmap.pages import LEAFLET_DIST
+from webmap.assets import LEAFLET_DIST
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def public_urls(app, case_id) -> list[str]:
     urls = []
     with app.test_request_context():
         for rule in app.url_map.iter_rules():
-            if "GET" not in rule.methods or rule.endpoint == "pages.vendor":
+            if "GET" not in rule.methods or rule.endpoint.startswith("assets."):
                 continue
             options = [{}]
             for arg in rule.arguments:
