@@ -24,7 +24,7 @@ import pandas as pd
 from geo.crs import NAMED_CRS, to_wgs84
 
 from . import audit, notify
-from .deadlines import Category, WorkingCalendar, light_of, load_categories
+from .deadlines import YELLOW_SHARE, Category, WorkingCalendar, light_at, load_categories
 from .errors import Forbidden, InputError, NotFound, Refused, StoreError
 from .privacy import STAFF
 from .routing import STREET_OFFICE, Router
@@ -77,19 +77,42 @@ class Rules:
         local = start.astimezone(self.tz).replace(tzinfo=None)
         return self.calendar.add(local, limit.amount, limit.unit).replace(tzinfo=self.tz).astimezone(dt.UTC)
 
-    def light(self, status: str, code, start, deadline, now: dt.datetime) -> str | None:
-        """green below 80 % of the stage's time, yellow to 100 %, red beyond (None: no limit)."""
+    def _local(self, t) -> dt.datetime:
+        return pd.Timestamp(t).to_pydatetime().astimezone(self.tz).replace(tzinfo=None)
+
+    def light_times(self, status: str, code, start, deadline) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """(yellow_at, red_after) in UTC of a stage begun at `start` and due at `deadline`: it
+        turns yellow once 80 % of its time on the stage's calendar (clock, working hours or
+        working days) has passed, and red once more than all of it has (for working hours, when
+        the next working period after the deadline begins). (None, None) without a limit.
+        Stored with the case (`light_yellow_at`, `light_red_after`), so that a store tells
+        lights in SQL, and every page tells the same light."""
         limit = self.stage_limit(status, code)
         if limit is None or _missing(start) or _missing(deadline):
+            return None, None
+        s, d = self._local(start), self._local(deadline)
+        yellow = self.calendar.at_share(s, d, limit.unit, YELLOW_SHARE)
+        red = self.calendar.resume(d, limit.unit)
+        return tuple(t.replace(tzinfo=self.tz).astimezone(dt.UTC) for t in (yellow, red))
+
+    def light(self, status: str, code, start, deadline, now: dt.datetime) -> str | None:
+        """green below 80 % of the stage's time, yellow to 100 %, red beyond (None: no limit)."""
+        yellow, red = self.light_times(status, code, start, deadline)
+        if yellow is None:
             return None
-        s, d, n = (pd.Timestamp(t).to_pydatetime().astimezone(self.tz).replace(tzinfo=None)
-                   for t in (start, deadline, now))
-        if n - d > dt.timedelta(days=31):  # a month past due holds working time in any calendar
-            return "red"
-        whole = self.calendar.elapsed(s, d, limit.unit)
-        if whole <= 0:
-            return "red" if n > d else "yellow"
-        return light_of(self.calendar.elapsed(s, n, limit.unit) / whole)
+        return light_at(pd.Timestamp(now), pd.Timestamp(yellow), pd.Timestamp(red))
+
+    def case_light(self, case: dict, now: dt.datetime) -> str | None:
+        """The light of a case (a row of the problems layer) at `now`: None when it is final,
+        a linked duplicate or its stage has no limit; from its stored light times, else (a row
+        written before they were kept) computed from its stage."""
+        if case.get("status") in (*FINAL, LINKED):
+            return None
+        yellow, red = case.get("light_yellow_at"), case.get("light_red_after")
+        if _missing(yellow) or _missing(red):
+            return self.light(case.get("status"), case.get("category"), case.get("stage_started_at"),
+                              case.get("stage_deadline"), now)
+        return light_at(pd.Timestamp(now), pd.Timestamp(yellow), pd.Timestamp(red))
 
 
 def _missing(v) -> bool:
@@ -318,8 +341,23 @@ def _per_pair(fn, a, b) -> list:
     return [cache[k] if k in cache else cache.setdefault(k, fn(*k)) for k in zip(a, b)]
 
 
+def _with_lights(rules: Rules, states: dict, cats) -> dict:
+    """`states` plus light_yellow_at and light_red_after of each row's stage (once per distinct
+    status, category, start and deadline)."""
+    cache: dict = {}
+    times = [cache[k] if k in cache else cache.setdefault(k, rules.light_times(*k))
+             for k in zip(states["status"], cats, states["stage_started_at"], states["stage_deadline"])]
+    yellow, red = (np.array([t[i] for t in times], dtype=object) for i in (0, 1))
+    return {**states, "light_yellow_at": yellow, "light_red_after": red}
+
+
 def _states(rules: Rules, rep: _Columns, cats, when: pd.Series, dup, live: bool, public: bool) -> dict:
-    """status, stage_started_at, stage_deadline (and target_at, closed_at for a file's own states)."""
+    """status, stage_started_at, stage_deadline, the light's times (and target_at, closed_at for
+    a file's own states)."""
+    return _with_lights(rules, _stage(rules, rep, cats, when, dup, live, public), cats)
+
+
+def _stage(rules: Rules, rep: _Columns, cats, when: pd.Series, dup, live: bool, public: bool) -> dict:
     n = len(cats)
     starts = np.array(when.dt.to_pydatetime(), dtype=object)
     if live:
@@ -713,6 +751,8 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
         else:
             limit = rules.stage_limit(move.target, cat)
             new["stage_deadline"] = rules.add(now, limit) if limit else None
+        new["light_yellow_at"], new["light_red_after"] = rules.light_times(move.target, cat, now,
+                                                                            new["stage_deadline"])
         left = rules.light(status, cat, case["stage_started_at"], case["stage_deadline"], now)
         seq = len(tx.rows("case_steps", {"problem_id": problem_id})) + 1
         tx.update("problems", case["fid"], new)
@@ -727,6 +767,27 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
                      detail={"from": status, "to": move.target, "unit_id": new.get("unit_id", case["unit_id"])},
                      origin=origin, at=now)
     return get_case(store, problem_id, user, now=now, rules=rules)
+
+
+def fill_light_times(store: Store, rules: Rules | None = None) -> int:
+    """Store the light times of open cases written before they were kept (a store made by an
+    older zonemap), so that every light can be told in SQL. Two counts when there is nothing
+    to do; one transaction when there is. Returns how many cases were filled."""
+    if store.count("problems", exclude={"stage_deadline": [None]}) == \
+            store.count("problems", exclude={"light_yellow_at": [None]}):
+        return 0
+    rules = rules or Rules()
+    rows = store.read("problems", exclude={"stage_deadline": [None], "status": [*FINAL, LINKED]})
+    rows = rows[rows["light_yellow_at"].isna()]
+    filled = 0
+    with store.transaction() as tx:
+        for case in case_rows(rows):
+            yellow, red = rules.light_times(case["status"], case["category"], case["stage_started_at"],
+                                            case["stage_deadline"])
+            if yellow is not None:
+                tx.update("problems", case["fid"], {"light_yellow_at": yellow, "light_red_after": red})
+                filled += 1
+    return filled
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -766,8 +827,7 @@ def case_view(row: dict, user: User, rules: Rules, now: dt.datetime, unit_names:
         out.pop("reporter")
     out |= {"status_zh": STATE_ZH.get(status, status), "category_name": cat.name if cat else None,
             "unit_name": unit_names.get(row.get("unit_id"), row.get("unit_id")),
-            "light": None if status in (*FINAL, LINKED) else rules.light(
-                status, row.get("category"), row.get("stage_started_at"), row.get("stage_deadline"), now),
+            "light": rules.case_light(row, now),
             "on_time": on_time, "lon": row.get("lon"), "lat": row.get("lat"),
             "actions": [m.action for m in moves_from(status) if user.role in m.roles
                         and (user.role != "unit" or row.get("unit_id") == user.unit_id)]}
@@ -959,5 +1019,5 @@ def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
     return out.sort_values(by).reset_index(drop=True)
 
 
-__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "find", "get_case", "intake",
-           "list_cases", "on_time_rates", "report_one", "transition"]
+__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "fill_light_times", "find",
+           "get_case", "intake", "list_cases", "on_time_rates", "report_one", "transition"]

@@ -189,6 +189,43 @@ class WorkingCalendar:
                 now = dt.datetime.combine(day, dt.time(0), start.tzinfo)
         raise ValueError(f"unknown limit unit {unit!r}")
 
+    def at_share(self, start: dt.datetime, end: dt.datetime, unit: str, share: float) -> dt.datetime:
+        """The first instant by which `share` of the `unit` time from `start` to `end` has
+        passed: the inverse of `elapsed`, so that `elapsed(start, t) >= share * elapsed(start,
+        end)` exactly when t is at or after it (a light can then be stored as a time)."""
+        whole = self.elapsed(start, end, unit)
+        if whole <= 0:
+            return start
+        part = share * whole
+        if unit in ("minutes", "hours"):
+            return start + (end - start) * share
+        if unit == "working_hours":
+            return self.add(start, part, "working_hours")
+        if unit == "working_days":  # whole working days, then a share of the next one
+            days = int(part)
+            day = start
+            for _ in range(days):
+                day = self.add(day, 1, "working_days")
+            return day + (self.add(day, 1, "working_days") - day) * (part - days)
+        raise ValueError(f"unknown limit unit {unit!r}")
+
+    def resume(self, t: dt.datetime, unit: str) -> dt.datetime:
+        """The last instant at which no more `unit` time has passed than at `t`: `t` itself,
+        or for working hours the start of the next working period when `t` falls outside one
+        (a stage due at 12:00 has used exactly its time until the afternoon begins)."""
+        if unit != "working_hours":
+            return t
+        day = t.date()
+        while True:
+            if self.is_working_day(day):
+                for a, b in self.periods:
+                    p0, p1 = dt.datetime.combine(day, a, t.tzinfo), dt.datetime.combine(day, b, t.tzinfo)
+                    if p0 <= t < p1:
+                        return t
+                    if p0 > t:
+                        return p0
+            day += dt.timedelta(days=1)
+
     def elapsed(self, start: dt.datetime, now: dt.datetime, unit: str) -> float:
         """How much of `unit` has passed between start and now (for the light)."""
         if unit == "minutes":
@@ -217,9 +254,19 @@ def deadline(category: Category, reported_at: dt.datetime, calendar: WorkingCale
     return calendar.add(reported_at, category.limit, category.limit_unit)
 
 
+YELLOW_SHARE = 0.8  # a stage turns yellow when this share of its time has passed
+
+
 def light_of(share: float) -> str:
     """The light for the share of a limit used: green below 80 %, yellow 80–100 %, red beyond."""
-    return "green" if share < 0.8 else "yellow" if share <= 1.0 else "red"
+    return "green" if share < YELLOW_SHARE else "yellow" if share <= 1.0 else "red"
+
+
+def light_at(now, yellow_at, red_after) -> str:
+    """The light at `now` of a stage that turns yellow at `yellow_at` and red after
+    `red_after` (WorkingCalendar.at_share and .resume give them): the same light as
+    light_of(elapsed share), told from two stored times."""
+    return "red" if now > red_after else "yellow" if now >= yellow_at else "green"
 
 
 def light(category: Category, reported_at: dt.datetime, now: dt.datetime, calendar: WorkingCalendar) -> str:

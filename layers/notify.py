@@ -300,8 +300,7 @@ def scan(store, *, now: dt.datetime | None = None, crules=None) -> int:
     for case in read("problems", {}):
         if case["status"] in (*FINAL, LINKED, "shelved") or case.get("stage_deadline") is None:
             continue
-        light = crules.light(case["status"], case.get("category"), case.get("stage_started_at"),
-                             case["stage_deadline"], now)
+        light = crules.case_light(case, now)
         if light in ("yellow", "red"):
             key = f"{case['problem_id']}|{pd.Timestamp(case['stage_started_at']).isoformat()}"
             rows += notices_for(read, case, light, key, now=now, light=light, crules=crules)
@@ -326,8 +325,7 @@ def digest(store, *, now: dt.datetime | None = None, crules=None) -> int:
     for unit_id, cases in sorted(open_by_unit.items()):
         lines = []
         for c in sorted(cases, key=lambda c: c["problem_id"]):
-            light = crules.light(c["status"], c.get("category"), c.get("stage_started_at"),
-                                 c.get("stage_deadline"), now)
+            light = crules.case_light(c, now)
             f = case_fields(read, c, crules, "", event="digest", light=light)
             lines.append(f"{c['problem_id']} {f['category_name']} {f['status_zh']} {f['light_zh']} "
                          f"期限 {f['deadline']}")

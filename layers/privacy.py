@@ -26,7 +26,7 @@ PUBLIC = {
     "problems": ["problem_id", "category", "status", "reported_at", "channel", "public_report",
                  "department", "zone_code", "zone_version", "grid_code", "unit_id", "routed_by",
                  "location_placeholder", "duplicate_of", "stage_started_at", "stage_deadline",
-                 "target_at", "closed_at", "rework_count", "extension_count"],
+                 "light_yellow_at", "light_red_after", "target_at", "closed_at", "rework_count", "extension_count"],
 }
 STAFF_EXTRA = {
     "zones": list(_EDITS),

@@ -238,6 +238,10 @@ LAYERS: dict[str, Layer] = {
                _c("duplicate_of", "text", "problem_id of the open case this report was linked to"),
                _c("stage_started_at", "datetime", "when the current state began"),
                _c("stage_deadline", "datetime", "when the current state is due (empty: no limit)"),
+               _c("light_yellow_at", "datetime", "when the current state's light turns yellow (80 % of its "
+                  "time used on its calendar); empty: no limit"),
+               _c("light_red_after", "datetime", "after this instant the light is red (more than all of "
+                  "its time used: the deadline, or the next working period after it)"),
                _c("target_at", "datetime", "disposal deadline (处置时限)", aliases=("target_dt",)),
                _c("closed_at", "datetime", "when the case was closed", aliases=("closed_dt", "结案时间")),
                _c("rework_count", "integer", "times a check failed (返工)"),

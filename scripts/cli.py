@@ -351,7 +351,10 @@ def serve(ctx, host, port, server, workers, threads, reports_need_token, as_json
                              reports_need_token=reports_need_token)
         # made (and its tables created, by GDAL for a new GeoPackage) here, before any worker
         # forks: a worker then only ever touches the file through sqlite3
-        open_store(settings.db).close()
+        with open_store(settings.db) as store:
+            from layers.cases import fill_light_times
+
+            fill_light_times(store)  # a store from before lights were kept: once, not in each worker
         app = create_app(settings)
     except ZonemapError as exc:
         _fail(as_json, str(exc))

@@ -70,11 +70,22 @@ class Store(ABC):
         (W, S, E, N in degrees), found through the spatial index, whose columns equal
         `where`'s values (a list: any of them) and are none of `exclude`'s (a null is none
         of them). `time` = (datetime column, start, end): start <= value < end, each bound
-        an aware datetime or None (open); a null time is outside every range. `order`:
+        an aware datetime or None (open); a null time is outside every range; a list of
+        such ranges: all of them. `order`:
         [(column, "asc" | "desc"), …], nulls last, text by code point, then fid ascending
         (the default order is fid alone). `limit`/`offset`: one page of that order. All of
         it is done by the database. Has an `fid` column. A table without geometry (users,
         tokens, case_steps) comes back as a plain DataFrame."""
+
+    @abstractmethod
+    def cells(self, layer: str, size: float, *, bbox=None, where: dict | None = None,
+              exclude: dict | None = None, time=None, flags: dict | None = None) -> pd.DataFrame:
+        """How many points of point layer `layer` (with the filters of `read`) fall in each
+        square cell of `size` degrees (ix = floor((lon + 180) / size), iy likewise from
+        latitude + 90), counted apart by `flags` = {name: (datetime column, instant)}, each
+        1 where the column's time is at or before the instant (0 where it is later or
+        null). Columns ix, iy, the flags, n, and lon, lat: the mean of the cell's points.
+        Grouped by the database, so a city's million reports cost one query."""
 
     @abstractmethod
     def _begin(self) -> Transaction: ...
@@ -244,15 +255,32 @@ def read_options(layer: Layer, kind: str, limit, offset, order, time) -> tuple:
         if item[0] != "fid" and item[0] not in layer.column_names:
             raise StoreError(f"read {layer.name!r}: cannot order by {item[0]!r}, no such column")
         sort.append((item[0], str(item[1]).upper()))
-    span = None
-    if time is not None:
-        if not isinstance(time, (tuple, list)) or len(time) != 3:
-            raise StoreError(f"read {layer.name!r}: time is (column, start, end), not {time!r}")
-        col = time[0]
+    spans = []
+    ranges = [] if time is None else [time] if isinstance(time, tuple) and isinstance(time[0], str) else time
+    for item in ranges:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise StoreError(f"read {layer.name!r}: time is (column, start, end) or a list of them, "
+                             f"not {time!r}")
+        col = item[0]
         if col not in layer.column_names or layer.column(col).type != "datetime":
             raise StoreError(f"read {layer.name!r}: time range on {col!r}, which is not a datetime column")
-        span = (col, _instant(time[1], "start", RESOLUTION[kind]), _instant(time[2], "end", RESOLUTION[kind]))
-    return (None if limit is None else int(limit)), int(offset or 0), sort, span
+        spans.append((col, _instant(item[1], "start", RESOLUTION[kind]),
+                      _instant(item[2], "end", RESOLUTION[kind])))
+    return (None if limit is None else int(limit)), int(offset or 0), sort, spans
+
+
+def cell_options(layer: Layer, size, flags) -> list[tuple[str, str, dt.datetime]]:
+    """`cells`' arguments checked: [(flag name, datetime column, UTC instant)]."""
+    if layer.geometry_type != "Point":
+        raise StoreError(f"cells counts points; {layer.name!r} holds {layer.geometry_type or 'no geometry'}")
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 10:
+        raise StoreError(f"cells: size is a cell's side in degrees, 0 < size <= 10, not {size!r}")
+    out = []
+    for name, (col, instant) in (flags or {}).items():
+        if not str(name).isidentifier() or col not in layer.column_names or layer.column(col).type != "datetime":
+            raise StoreError(f"cells: flag {name!r} needs a datetime column of {layer.name!r}, not {col!r}")
+        out.append((name, col, _instant(instant, name, "us")))
+    return out
 
 
 def column_type(layer: Layer, column: str) -> str:

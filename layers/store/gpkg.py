@@ -38,6 +38,7 @@ from .base import (
     COUNTERS,
     Store,
     Transaction,
+    cell_options,
     check_counter,
     check_layer,
     column_type,
@@ -147,7 +148,7 @@ class _GpkgTransaction(Transaction):
 
 
 def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
-    """WHERE for equality (`where`), "none of these" (`exclude`) and a time range (checked by
+    """WHERE for equality (`where`), "none of these" (`exclude`) and time ranges (checked by
     read_options). Times compare through julianday(): the text a GeoPackage holds may come
     from QGIS or GDAL with another offset or precision than ours, and julianday reads them all."""
     parts, params = [], []
@@ -161,8 +162,7 @@ def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
         if known:
             parts.append(f'("{col}" IS NULL OR "{col}" NOT IN ({", ".join("?" * len(known))}))')
             params += known
-    if time is not None:
-        col, start, end = time
+    for col, start, end in time or []:
         for bound, op in ((start, ">="), (end, "<")):
             if bound is not None:
                 parts.append(f'julianday("{col}") {op} julianday(?)')
@@ -472,6 +472,28 @@ class GeoPackageStore(Store):
         if exact_later and (limit is not None or offset):
             frame = frame.iloc[offset: None if limit is None else offset + limit].reset_index(drop=True)
         return frame
+
+    def cells(self, layer, size, *, bbox=None, where=None, exclude=None, time=None, flags=None):
+        spec = check_layer(layer)
+        flagged = cell_options(spec, size, flags)
+        *_, spans = read_options(spec, self.kind, None, 0, None, time)
+        sql, params = _where_sql(spec, where, exclude, spans)
+        sql += (" AND " if sql else " WHERE ") + "r.id = t.fid"
+        if bbox is not None:
+            w, s, e, n = map(float, bbox)
+            sql += " AND r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?"
+            params = [*params, e, w, n, s]
+        # a point's R-tree box is the point, widened to float32: its middle is within centimetres
+        x, y = "(r.minx + r.maxx) / 2", "(r.miny + r.maxy) / 2"
+        marks = [f'COALESCE(julianday(t."{col}") <= julianday(?), 0) AS "{name}"' for name, col, _ in flagged]
+        groups = ", ".join(str(i) for i in range(1, 3 + len(flagged)))
+        query = (f"SELECT CAST(({x} + 180) / ? AS INTEGER), CAST(({y} + 90) / ? AS INTEGER), "
+                 f"{''.join(m + ', ' for m in marks)}count(*), avg({x}), avg({y}) "
+                 f'FROM "{layer}" t, "rtree_{layer}_geom" r{sql} GROUP BY {groups}')
+        args = [size, size, *(to_date_text(t) for *_, t in flagged), *params]
+        with self._reading() as con:
+            rows = con.execute(query, args).fetchall()
+        return pd.DataFrame(rows, columns=["ix", "iy", *(f[0] for f in flagged), "n", "lon", "lat"])
 
     def extent(self):
         with self._reading() as con:

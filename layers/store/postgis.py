@@ -19,6 +19,7 @@ import os
 import threading
 from contextlib import contextmanager
 
+import pandas as pd
 import psycopg
 import shapely
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -29,6 +30,7 @@ from .base import (
     COUNTERS,
     Store,
     Transaction,
+    cell_options,
     check_counter,
     check_layer,
     column_type,
@@ -131,7 +133,7 @@ class _PgTransaction(Transaction):
 
 
 def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
-    """WHERE for equality (`where`), "none of these" (`exclude`) and a time range (checked by
+    """WHERE for equality (`where`), "none of these" (`exclude`) and time ranges (checked by
     read_options)."""
     parts, params = [], []
     for col, values in where_values(spec, where):
@@ -144,8 +146,7 @@ def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
         if known:
             parts.append(f'("{col}" IS NULL OR NOT "{col}" = ANY(%s))')
             params.append(known)
-    if time is not None:
-        col, start, end = time
+    for col, start, end in time or []:
         for bound, op in ((start, ">="), (end, "<")):
             if bound is not None:
                 parts.append(f'"{col}" {op} %s')
@@ -299,6 +300,18 @@ class PostGISStore(Store):
         rows = self._query(sql + _order_sql(spec, sort) + page, params + more)
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
+
+    def cells(self, layer, size, *, bbox=None, where=None, exclude=None, time=None, flags=None):
+        spec = check_layer(layer)
+        flagged = cell_options(spec, size, flags)
+        *_, spans = read_options(spec, self.kind, None, 0, None, time)
+        marks = [f'COALESCE("{col}" <= %s, false)::int AS "{name}"' for name, col, _ in flagged]
+        names = (f"floor((ST_X(geom) + 180) / %s)::int, floor((ST_Y(geom) + 90) / %s)::int, "
+                 f"{''.join(m + ', ' for m in marks)}count(*)::int, avg(ST_X(geom)), avg(ST_Y(geom))")
+        sql, params = _select(spec, names, where, exclude, spans, bbox)
+        groups = ", ".join(str(i) for i in range(1, 3 + len(flagged)))
+        rows = self._query(f"{sql} GROUP BY {groups}", [size, size, *(t for *_, t in flagged), *params])
+        return pd.DataFrame(rows, columns=["ix", "iy", *(f[0] for f in flagged), "n", "lon", "lat"])
 
     def extent(self):
         union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"'

@@ -2,7 +2,10 @@ import datetime as dt
 
 import pytest
 
-from layers.deadlines import WorkingCalendar, deadline, light, load_categories
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layers.deadlines import YELLOW_SHARE, WorkingCalendar, deadline, light, light_at, light_of, load_categories
 from layers.errors import InputError
 
 # 2026-05-01 (Fri) is a holiday in this test calendar; 2026-05-09 (Sat) is a make-up workday
@@ -68,3 +71,27 @@ def test_bad_tables_name_the_row(tmp_path):
 def test_the_shipped_calendar_loads():
     cal = WorkingCalendar.load()
     assert cal.is_working_day(dt.date(2026, 11, 27)) and not cal.is_working_day(dt.date(2026, 11, 28))
+
+
+_MINUTE = dt.timedelta(minutes=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, 60 * 24 * 40), amount=st.integers(1, 12),
+       unit=st.sampled_from(["minutes", "hours", "working_hours", "working_days"]),
+       later=st.integers(0, 60 * 24 * 30))
+def test_the_stored_light_times_tell_the_same_light_as_the_share_of_time_used(start, amount, unit, later):
+    """A case's light is kept as two times (yellow from, red after) so that a store can tell it
+    in SQL; at every minute they must give the light the share of working time gives."""
+    cal = WorkingCalendar(((dt.time(8, 30), dt.time(12, 0)), (dt.time(14, 0), dt.time(17, 30))),
+                          frozenset({dt.date(2026, 5, 1)}), frozenset({dt.date(2026, 5, 9)}))
+    s = dt.datetime(2026, 4, 25) + start * _MINUTE
+    d = cal.add(s, amount, unit)
+    yellow, red = cal.at_share(s, d, unit, YELLOW_SHARE), cal.resume(d, unit)
+    whole = cal.elapsed(s, d, unit)
+    sec = dt.timedelta(seconds=1)  # on either side of each change (at it, floats decide)
+    for now in (s + later * _MINUTE, yellow - sec, yellow + sec, red - sec, red + sec, d + sec):
+        if now < s:
+            continue
+        want = light_of(cal.elapsed(s, now, unit) / whole)
+        assert light_at(now, yellow, red) == want, (s, d, now, yellow, red)

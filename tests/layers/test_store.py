@@ -210,3 +210,35 @@ def test_read_refuses_bad_paging_and_naive_times(store):
         store.read("problems", time=("status", None, None))
     with pytest.raises(StoreError, match="not an aware datetime"):
         store.read("problems", time=("reported_at", dt.datetime(2026, 1, 1), None))
+
+
+def test_cells_count_points_per_cell_and_flag_like_pandas(store):
+    """A map of a city's million reports asks the store for counts per cell (and per light,
+    told by whether a time has passed) instead of reading every point."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 500
+    lon, lat = 118.70 + rng.uniform(0, 0.05, n), 32.00 + rng.uniform(0, 0.04, n)
+    base = pd.Timestamp("2026-11-01T00:00:00Z")
+    yellow = [None if i % 5 == 0 else (base + pd.Timedelta(hours=int(h))).to_pydatetime()
+              for i, h in enumerate(rng.integers(0, 48, n))]
+    frame = gpd.GeoDataFrame({"problem_id": [f"P{i}" for i in range(n)],
+                              "status": rng.choice(["filed", "closed"], n).tolist(), "light_yellow_at": yellow},
+                             geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+    store.append("problems", frame)
+    now = (base + pd.Timedelta(hours=24)).to_pydatetime()
+    size, box = 0.01, (118.70, 32.00, 118.73, 32.03)
+    got = store.cells("problems", size, bbox=box, exclude={"status": ["closed"]},
+                      flags={"past": ("light_yellow_at", now)})
+    keep = (frame["status"] != "closed") & (lon <= box[2]) & (lat <= box[3])
+    want = pd.DataFrame({"ix": np.floor((lon + 180) / size).astype(int), "iy": np.floor((lat + 90) / size).astype(int),
+                         "past": [int(t is not None and t <= now) for t in yellow], "x": lon, "y": lat})[keep]
+    want = want.groupby(["ix", "iy", "past"]).agg(n=("x", "size"), lon=("x", "mean"), lat=("y", "mean")).reset_index()
+    got = got.sort_values(["ix", "iy", "past"]).reset_index(drop=True)
+    assert got[["ix", "iy", "past", "n"]].astype(int).to_dict("records") == want[["ix", "iy", "past", "n"]].to_dict("records")
+    assert got["n"].sum() == keep.sum() > 100 and set(got["past"]) == {0, 1}
+    assert np.allclose(got["lon"], want["lon"], atol=1e-6) and np.allclose(got["lat"], want["lat"], atol=1e-6)
+    with pytest.raises(StoreError, match="cells counts points"):
+        store.cells("zones", size)
