@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -558,7 +559,7 @@ def _replayed(store: Store, row: dict, rules: Rules) -> dict:
     if row.get("zone_code"):
         z = store.read("zones", where={"code": row["zone_code"], "version": row["zone_version"]})
         kind = z["kind"].iloc[0] if len(z) else None
-    names = _unit_names(store, [row.get("unit_id")])
+    names = unit_names_of(store, [row.get("unit_id")])
     return {"problem_id": row["problem_id"], "status": row["status"], "status_zh": STATE_ZH.get(row["status"]),
             "duplicate_of": row.get("duplicate_of"), "zone_code": row.get("zone_code"), "zone_kind": kind,
             "zone_version": row.get("zone_version"), "grid_code": row.get("grid_code"),
@@ -694,17 +695,24 @@ def _never_may(user: User, action: str) -> None:
         raise Forbidden(f"role {user.role!r} may not {action}; it is for {', '.join(roles)}")
 
 
+PHOTO_KINDS = ("before", "after", "photo")  # 处置前, 处置后, or a photo of the step
+
+
 def transition(store: Store, problem_id: str, action: str, user: User, *, note: str | None = None,
-               unit_id: str | None = None, now: dt.datetime | None = None, rules: Rules | None = None,
-               origin: str | None = None) -> dict:
+               unit_id: str | None = None, photos: list[dict] | None = None, now: dt.datetime | None = None,
+               rules: Rules | None = None, origin: str | None = None) -> dict:
     """Move case `problem_id` by `action`; NotFound (404) when the user may not see the case
     (see _scope), Refused (409) when the state does not allow it, Forbidden (403) when the role
-    may not. `unit_id` with dispatch re-assigns (改派).
+    may not. `unit_id` with dispatch re-assigns (改派). `photos`: [{name, kind}] of files the
+    web layer saved (kind before, after or photo), kept with the step.
     `origin`: the client's address, for the audit row written with the step."""
     rules = rules or Rules()
     now = now or utc_now()
     note = check_text("note", note, NOTE_MAX)
     unit_id = check_text("unit_id", unit_id, 200)
+    bad = [p for p in photos or [] if p.get("kind") not in PHOTO_KINDS or not p.get("name")]
+    if bad:
+        raise InputError(f"a step's photo is {{name, kind}} with kind {', '.join(PHOTO_KINDS)}, not {bad[0]!r}")
     with store.transaction() as tx:
         got = tx.rows("problems", {"problem_id": problem_id}, lock=True)
         if not got or not _visible(got[0], user):  # unseen and missing answer alike: nothing to probe
@@ -760,7 +768,8 @@ def transition(store: Store, problem_id: str, action: str, user: User, *, note: 
             "problem_id": problem_id, "seq": seq, "at": now, "actor": user.name, "role": user.role,
             "action": action, "from_status": status, "to_status": move.target,
             "unit_id": new.get("unit_id", case["unit_id"]), "deadline_at": new.get("stage_deadline"),
-            "light": left, "note": note, "source": "api"}]))
+            "light": left, "note": note, "source": "api",
+            "photos": json.dumps(photos, ensure_ascii=False) if photos else None}]))
         notify.enqueue(tx, {**case, **new}, tx.rows("case_steps", {"problem_id": problem_id, "seq": seq})[0],
                        rules=rules)  # the step's notices commit with it or not at all
         audit.record(tx, actor=user.name, role=user.role, action=f"transition:{action}", target=problem_id,
@@ -852,7 +861,7 @@ def case_rows(frame: gpd.GeoDataFrame) -> list[dict]:
     return [{k: (None if _missing(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
-def _unit_names(store: Store, ids) -> dict:
+def unit_names_of(store: Store, ids) -> dict:
     ids = sorted({i for i in ids if i})
     if not ids:
         return {}
@@ -860,14 +869,36 @@ def _unit_names(store: Store, ids) -> dict:
     return dict(zip(units["unit_id"], units["name"]))
 
 
+def may_see_photos(user: User, case: dict) -> bool:
+    """Photos show faces, plates and doorways: staff see them, and the unit answering for the
+    case (it has to find the spot); the public and other units do not."""
+    return user.role in STAFF or (user.role == "unit" and case.get("unit_id") == user.unit_id)
+
+
+def _photos(case: dict, steps: list[dict], tz) -> list[dict]:
+    """The case's photos, oldest first: the report's, then each step's (before, after…)."""
+    out = []
+    if not _missing(case.get("photo")):
+        out.append({"name": case["photo"], "kind": "report", "seq": None, "by": None,
+                    "at": case.get("reported_at")})
+    for s in sorted(steps, key=lambda s: s["seq"]):
+        for p in json.loads(s["photos"]) if not _missing(s.get("photos")) else []:
+            out.append({"name": p["name"], "kind": p["kind"], "seq": s["seq"], "by": s.get("actor"), "at": s["at"]})
+    return [_jsonable(p, tz) for p in out]
+
+
 def get_case(store: Store, problem_id: str, user: User, *, now=None, rules=None) -> dict:
+    """One case as `user` may see it, with its steps, its linked duplicates and, for those who
+    may see them (may_see_photos), its photos."""
     rules = rules or Rules()
     got = case_rows(find(store, user, ids=[problem_id], include_linked=True, order=None, rules=rules)[0])
     if not got:
         raise NotFound(f"no case {problem_id!r}")
     steps = store.read("case_steps", where={"problem_id": problem_id}).to_dict("records")
     linked = store.read("problems", where={"duplicate_of": problem_id})["problem_id"].tolist()
-    return case_view(got[0], user, rules, now or utc_now(), _unit_names(store, [got[0]["unit_id"]]), steps, linked)
+    view = case_view(got[0], user, rules, now or utc_now(), unit_names_of(store, [got[0]["unit_id"]]), steps, linked)
+    view["photos"] = _photos(got[0], steps, rules.tz) if may_see_photos(user, got[0]) else []
+    return view
 
 
 _DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
@@ -910,7 +941,7 @@ def _values(name: str, value, allowed=None) -> list | None:
     values = [v.strip() for v in items if v.strip()]
     bad = [v for v in values if allowed and v not in allowed]
     if bad:
-        raise InputError(f"parameter {name!r}: {bad[0]!r}; the states are {', '.join(allowed)}")
+        raise InputError(f"parameter {name!r}: {bad[0]!r} is not one of {', '.join(allowed)}")
     return values or None
 
 
@@ -921,38 +952,89 @@ def _instant(value, name: str, tz: ZoneInfo, end: bool = False) -> pd.Timestamp 
     return pd.Timestamp(value).tz_convert("UTC")
 
 
+LIGHTS = ("green", "yellow", "red")
+_US = pd.Timedelta(1, "us")
+_EVER = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def light_ranges(lights: set[str], now: dt.datetime) -> list[list[tuple]]:
+    """The cases of `lights` at `now` as the stores' time ranges on the stored light times:
+    one list of ranges (all of them hold) per query, two for "green or red"."""
+    now = pd.Timestamp(now)
+    yellow_by, red_by = ("light_yellow_at", None, now + _US), ("light_red_after", None, now)
+    not_red = ("light_red_after", now, None)
+    one = {frozenset({"red"}): [red_by], frozenset({"yellow"}): [yellow_by, not_red],
+           frozenset({"green"}): [("light_yellow_at", now + _US, None)],
+           frozenset({"red", "yellow"}): [yellow_by], frozenset({"yellow", "green"}): [not_red],
+           frozenset(LIGHTS): [("light_yellow_at", _EVER, None)]}  # any light: a light time at all
+    if frozenset(lights) in one:
+        return [one[frozenset(lights)]]
+    return [one[frozenset({"green"})], one[frozenset({"red"})]]
+
+
 def find(store: Store, user: User | None, *, ids=None, status=None, category=None, unit=None, bbox=None,
-         since=None, until=None, include_linked: bool = False, closed: bool | None = None,
+         since=None, until=None, light=None, include_linked: bool = False, closed: bool | None = None,
          order: str | None = "newest", limit: int | None = None, offset: int = 0,
-         rules: Rules | None = None) -> tuple[gpd.GeoDataFrame, int]:
+         rules: Rules | None = None, now: dt.datetime | None = None) -> tuple[gpd.GeoDataFrame, int]:
     """The cases `user` may see (see _scope; None: the open-data feed, every case) that match
     the filters, as (one page of the problems layer in `order`, how many match in all).
 
     ids/status/category/unit: a list or "a,b" text (any of them); a unit user sees its own
     unit's whatever `unit` says. since/until: text in city time (parse_time) or aware times,
-    both ends included. Duplicates linked to another case are left out unless
+    both ends included. light: "red", "yellow,red"… (any of them, at `now`; told by the store
+    from the stored light times). Duplicates linked to another case are left out unless
     `include_linked` or `status` asks for them. `closed` (Open311's open/closed): True only
     final cases, False only open ones; a linked duplicate counts as its case. Filters, order and
     paging run in the store, so a page costs one page's rows."""
     rules = rules or Rules()
     if order not in ORDERS:
         raise InputError(f"order is one of {', '.join(o for o in ORDERS if o)}, not {order!r}")
+    queries = case_queries(user, ids=ids, status=status, category=category, unit=unit, bbox=bbox, since=since,
+                           until=until, light=light, include_linked=include_linked, rules=rules, now=now)
+    if not queries:
+        return empty_frame(get_layer("problems")), 0
+    if closed is None:
+        return _merged(store, queries, order, limit, offset)
+    if light:
+        raise InputError("a light is told of open cases only: filter by light or by open/closed, not both")
+    return _find_open_closed(store, queries[0], closed, order, limit, offset)
+
+
+def case_queries(user: User | None, *, ids=None, status=None, category=None, unit=None, bbox=None,
+                 since=None, until=None, light=None, include_linked: bool = False,
+                 rules: Rules | None = None, now: dt.datetime | None = None) -> list[dict]:
+    """find's filters as the store's read/count/cells arguments: one dict per query (two for
+    the lights "green or red", whose cases are disjoint); none when `user` may see nothing."""
+    rules = rules or Rules()
     scope = _scope(user)
     if scope is None:
-        return empty_frame(get_layer("problems")), 0
+        return []
     where = {col: v for col, v in (("problem_id", _values("ids", ids)), ("category", _values("category", category)),
                                    ("unit_id", _values("unit", unit)),
                                    ("status", _values("status", status, (*STATES, LINKED)))) if v}
     where |= scope
     start = _instant(since, "since", rules.tz)
     last = _instant(until, "until", rules.tz, end=True)  # included: the store's end is excluded
+    times = [] if start is None and last is None else [
+        ("reported_at", start, None if last is None else last + pd.Timedelta(1, "ns"))]
     query = {"bbox": bbox, "where": where, "exclude": None if include_linked or status else {"status": LINKED},
-             "time": None if start is None and last is None else (
-                 "reported_at", start, None if last is None else last + pd.Timedelta(1, "ns"))}
-    if closed is None:
-        frame = store.read("problems", **query, order=ORDERS[order], limit=limit, offset=offset)
-        return frame, store.count("problems", **query)
-    return _find_open_closed(store, query, closed, order, limit, offset)
+             "time": times}
+    lights = _values("light", light, LIGHTS)
+    if not lights:
+        return [query]
+    return [{**query, "time": times + ranges} for ranges in light_ranges(set(lights), now or utc_now())]
+
+
+def _merged(store: Store, queries: list[dict], order, limit, offset) -> tuple:
+    """One page of the cases any of `queries` (disjoint) finds, in `order`."""
+    if len(queries) == 1:
+        return (store.read("problems", **queries[0], order=ORDERS[order], limit=limit, offset=offset),
+                store.count("problems", **queries[0]))
+    end = None if limit is None else offset + limit
+    both = pd.concat([store.read("problems", **q, order=ORDERS[order], limit=end) for q in queries],
+                     ignore_index=True)
+    return (_in_order(both, ORDERS[order]).iloc[offset:end].reset_index(drop=True),
+            sum(store.count("problems", **q) for q in queries))
 
 
 def _find_open_closed(store: Store, query: dict, closed: bool, order, limit, offset) -> tuple:
@@ -988,19 +1070,20 @@ def _in_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
 
 
 def list_cases(store: Store, user: User, *, bbox=None, status=None, category=None, unit=None, since=None,
-               until=None, page: int = 1, per_page: int = 50, include_linked: bool = False,
+               until=None, light=None, page: int = 1, per_page: int = 50, include_linked: bool = False,
                now=None, rules=None) -> dict:
     """Cases the user may see, newest first, one page at a time (only that page is read)."""
     rules = rules or Rules()
+    now = now or utc_now()
     if page < 1 or not 1 <= per_page <= PAGE_MAX:
         raise InputError(f"page starts at 1 and per_page is 1–{PAGE_MAX}")
     frame, total = find(store, user, bbox=bbox, status=status, category=category, unit=unit, since=since,
-                        until=until, include_linked=include_linked, limit=per_page, offset=(page - 1) * per_page,
-                        rules=rules)
+                        until=until, light=light, include_linked=include_linked, limit=per_page,
+                        offset=(page - 1) * per_page, rules=rules, now=now)
     chunk = case_rows(frame)
-    names = _unit_names(store, [r["unit_id"] for r in chunk])
+    names = unit_names_of(store, [r["unit_id"] for r in chunk])
     return {"total": total, "page": page, "per_page": per_page,
-            "cases": [case_view(r, user, rules, now or utc_now(), names) for r in chunk]}
+            "cases": [case_view(r, user, rules, now, names) for r in chunk]}
 
 
 def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
@@ -1019,5 +1102,6 @@ def on_time_rates(store: Store, by: str = "department") -> pd.DataFrame:
     return out.sort_values(by).reset_index(drop=True)
 
 
-__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_rows", "case_view", "fill_light_times", "find",
-           "get_case", "intake", "list_cases", "on_time_rates", "report_one", "transition"]
+__all__ = ["Forbidden", "NotFound", "Refused", "Rules", "case_queries", "case_rows", "case_view",
+           "fill_light_times", "find", "get_case", "intake", "list_cases", "may_see_photos", "on_time_rates",
+           "report_one", "transition", "unit_names_of"]

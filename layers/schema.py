@@ -264,6 +264,8 @@ LAYERS: dict[str, Layer] = {
                _c("deadline_at", "datetime", "deadline of the new state"),
                _c("light", "text", "green/yellow/red of the state left, at the time of the step"),
                _c("note", "text", "opinion or reason given"),
+               _c("photos", "text", "photos sent with the step: a JSON list of {name, kind} (kind: before, "
+                  "after or photo; the file under the photos folder)"),
                *_TAIL)),
         Layer("audit", "审计日志", None, False,
               "every write: who, when, what and from where, appended in the same transaction "

@@ -65,6 +65,9 @@ class Settings:
     max_features: int = _setting(20000, "ZONEMAP_MAX_FEATURES",
                                  "the most features one map layer request answers", "count")
     page_max: int = _setting(500, "ZONEMAP_PAGE_MAX", "the largest per_page of a case list", "count")
+    map_points_max: int = _setting(2000, "ZONEMAP_MAP_POINTS_MAX",
+                                   "the most cases the inspector's map draws one by one; a view with more "
+                                   "gets counts per cell with their lights", "count")
     open311_max: int = _setting(1000, "ZONEMAP_OPEN311_MAX",
                                 "the most service requests one Open311 query answers", "count")
     access_log: bool = _setting(True, "ZONEMAP_ACCESS_LOG",
@@ -100,6 +103,13 @@ class Settings:
                                           "(shown as ***)", "password")
     base_url: str = _setting("http://127.0.0.1:8000", "ZONEMAP_BASE_URL",
                              "where people reach this server: the start of links in notices", "url")
+    basemap: str = _setting("none", "ZONEMAP_BASEMAP",
+                            "the maps' basemap: none (our own roads and buildings, works offline), osm, "
+                            "tianditu (天地图, needs ZONEMAP_TIANDITU_KEY) or amap (高德, GCJ-02: our layers "
+                            "are shifted onto it)", "basemap")
+    tianditu_key: str | None = _setting(None, "ZONEMAP_TIANDITU_KEY",
+                                        "the 天地图 tk key (a browser-side key from console.tianditu.gov.cn) "
+                                        "for basemap tianditu", "text")
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -121,7 +131,11 @@ class Settings:
             else:
                 continue
             out[f.name] = _convert(raw, f, where)
-        return cls(**out)
+        made = cls(**out)
+        if made.basemap == "tianditu" and not made.tianditu_key:
+            raise InputError("setting ZONEMAP_BASEMAP = 'tianditu' needs ZONEMAP_TIANDITU_KEY, the tk key of a "
+                             "天地图 browser application (console.tianditu.gov.cn); or choose none, osm or amap")
+        return made
 
     def sources(self, values: dict | None = None, environ=None) -> dict[str, str]:
         """Where each setting came from: given, the environment variable, or default."""
@@ -188,6 +202,8 @@ def _convert(raw, f: dataclasses.Field, where: str):
         raise bad("give an http:// or https:// URL")
     if kind == "email" and "@" not in text:
         raise bad("give an e-mail address, like zonemap@city.gov.cn")
+    if kind == "basemap" and text not in ("none", "osm", "tianditu", "amap"):
+        raise bad("use none, osm, tianditu or amap")
     if kind == "server" and text not in ("gunicorn", "waitress"):
         raise bad("use gunicorn or waitress")
     if kind == "dir" and not Path(text).is_dir():

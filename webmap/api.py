@@ -12,10 +12,10 @@ import math
 import secrets
 
 import pandas as pd
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, send_file
 
-from layers import cases
-from layers.errors import InputError, TooLarge, Unauthorized
+from layers import case_map, cases, photos
+from layers.errors import Forbidden, InputError, TooLarge, Unauthorized
 from layers.privacy import visible_columns
 from layers.schema import LAYERS
 from layers.users import ANONYMOUS, User
@@ -65,16 +65,51 @@ def layers():
 @bp.get("/api/layers/<name>.geojson")
 def layer(name):
     """One map layer in a box, with the columns the caller's role may see, times in city time."""
-    if name not in map_layers():
-        raise cases.NotFound(f"no map layer {name!r}; the map layers are: {', '.join(map_layers())}")
+    _check_map_layer(name)
     bbox = bbox_arg(request.args.get("bbox"))
     limit = int_arg("limit", 5000, 1, settings().max_features)
+    frame = services().store.read(name, bbox=bbox, limit=limit + 1)
+    truncated = len(frame) > limit
+    geo = _as_geojson(name, frame.iloc[:limit])
+    body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
+    return Response(body, mimetype="application/geo+json")
+
+
+KEYS = {"zones": "code", "problems": "problem_id", "units": "unit_id"}  # a feature's key; fid elsewhere
+
+
+@bp.get("/api/layers/<name>/<key>.geojson")
+def feature(name, key):
+    """One feature of a map layer by its key (a zone's code: the version in force; a case's id;
+    a unit's id; else the fid a tile carries), as the layer's GeoJSON gives it: what a map's
+    popup shows when a vector tile's feature is clicked."""
+    _check_map_layer(name)
+    col = KEYS.get(name, "fid")
+    if col == "fid" and not key.isdigit():
+        raise cases.NotFound(f"no {name} feature {key!r}: features of {name} are named by their fid, a number")
+    frame = services().store.read(name, where={col: int(key) if col == "fid" else key})
+    if name == "zones":
+        frame = frame[frame["valid_to"].isna()]
+    if name == "problems" and not frame.empty and frame["location_placeholder"].fillna(False).astype(bool).all():
+        frame = frame.iloc[0:0]
+    if frame.empty:
+        raise cases.NotFound(f"no {name} feature {key!r}")
+    fc = _as_geojson(name, frame.iloc[:1])
+    return Response(fc[fc.index('[') + 1:fc.rindex(']')], mimetype="application/geo+json")
+
+
+def _check_map_layer(name: str) -> None:
+    if name not in map_layers():
+        raise cases.NotFound(f"no map layer {name!r}; the map layers are: {', '.join(map_layers())}")
+
+
+def _as_geojson(name: str, frame) -> str:
+    """A FeatureCollection of `frame` with the columns the caller's role may see, who answers
+    by name, category names and times in city time."""
     user = current_user()
     svc = services()
-    frame = svc.store.read(name, bbox=bbox, limit=limit + 1)
-    truncated = len(frame) > limit
     cols = visible_columns(name, None if user is ANONYMOUS else user.role)
-    frame = frame.iloc[:limit][[*cols, "geometry"]].copy()
+    frame = frame[[*cols, "geometry"]].copy()
     if name in UNIT_OF and not frame.empty:  # who answers, by name: a popup never shows an id
         names = unit_names(frame[UNIT_OF[name]])
         frame["unit_name"] = [names.get(u, u) for u in frame[UNIT_OF[name]]]
@@ -84,9 +119,7 @@ def layer(name):
     for c in LAYERS[name].columns:
         if c.type == "datetime" and c.name in frame.columns:
             frame[c.name] = [city_time(v) for v in frame[c.name]]
-    geo = frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
-    body = geo[:-1] + f', "truncated": {"true" if truncated else "false"}}}'
-    return Response(body, mimetype="application/geo+json")
+    return frame.to_json(na="null", show_bbox=False, drop_id=True, default=str)
 
 
 @bp.get("/api/route")
@@ -184,28 +217,101 @@ def report():
     return response
 
 
+CASE_FILTERS = ("status", "category", "unit", "since", "until", "light")
+
+
+def case_filters() -> dict:
+    """The case filters of the query (cases.find's), those given only."""
+    return {k: request.args[k] for k in CASE_FILTERS if request.args.get(k)}
+
+
+def with_photo_urls(case: dict) -> dict:
+    """A case's photos with the addresses a page loads them from (full size and thumbnail)."""
+    base = f"api/cases/{case['problem_id']}/photos/"
+    for p in case.get("photos", []):
+        p["url"], p["thumb"] = base + p["name"], base + p["name"] + "?size=thumb"
+    return case
+
+
 @bp.get("/api/cases")
 def case_list():
     user = signed_in()
     a = request.args
-    got = cases.list_cases(services().store, user, bbox=bbox_arg(a.get("bbox")), status=a.get("status"),
-                           category=a.get("category"), unit=a.get("unit"), since=a.get("since"),
-                           until=a.get("until"), page=int_arg("page", 1),
-                           per_page=int_arg("per_page", 50, 1, settings().page_max),
+    got = cases.list_cases(services().store, user, bbox=bbox_arg(a.get("bbox")), **case_filters(),
+                           page=int_arg("page", 1), per_page=int_arg("per_page", 50, 1, settings().page_max),
                            include_linked=a.get("linked") in ("1", "true", "yes"), rules=services().rules)
     return jsonify(got)
 
 
+@bp.get("/api/cases/map")
+def case_map_view():
+    """The cases of a view for the inspector's map: points when few, else counts per cell
+    with their lights (layers/case_map.py)."""
+    user = signed_in()
+    svc = services()
+    box = bbox_arg(request.args.get("bbox"))
+    if box is None:
+        raise InputError("give the view as bbox=W,S,E,N, e.g. bbox=118.76,32.03,118.80,32.05")
+    return jsonify(case_map.view(svc.store, user, box, int_arg("zoom", 14, 0, 22), filters=case_filters(),
+                                 points_max=svc.settings.map_points_max, rules=svc.rules))
+
+
+@bp.get("/api/cases/due")
+def due_cases():
+    """Today's list: red and yellow cases nearest `near=lon,lat`, with the way there."""
+    user = signed_in()
+    text = request.args.get("near", "")
+    try:
+        lon, lat = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("give near=lon,lat (WGS 84), e.g. near=118.7835,32.0418") from None
+    filters = {k: v for k, v in case_filters().items() if k != "light"}
+    return jsonify(case_map.due_near(services().store, user, lon, lat, filters=filters, page=int_arg("page", 1),
+                                     per_page=int_arg("per_page", 10, 1, 100),
+                                     lang="en" if request.args.get("lang") == "en" else "zh",
+                                     rules=services().rules))
+
+
 @bp.get("/api/cases/<problem_id>")
 def case(problem_id):
-    return jsonify(cases.get_case(services().store, problem_id, signed_in(), rules=services().rules))
+    return jsonify(with_photo_urls(cases.get_case(services().store, problem_id, signed_in(),
+                                                  rules=services().rules)))
+
+
+@bp.get("/api/cases/<problem_id>/photos/<name>")
+def case_photo(problem_id, name):
+    """A photo of a case, `?size=thumb` for its thumbnail: for staff and the case's unit."""
+    user = signed_in()
+    svc = services()
+    case = cases.get_case(svc.store, problem_id, user, rules=svc.rules)  # 404 for a case one may not see
+    if not cases.may_see_photos(user, case):
+        raise Forbidden(f"{user.name} ({user.role}) may not see the photos of {problem_id}: they are for staff "
+                        "and the unit answering for the case")
+    if not any(p["name"] == name for p in case["photos"]):
+        raise cases.NotFound(f"case {problem_id} has no photo {name!r}")
+    folder = svc.settings.photos_dir
+    path = photos.thumbnail(folder, name) if request.args.get("size") == "thumb" else photos.photo_path(folder, name)
+    response = send_file(path, max_age=3600, conditional=True)
+    response.cache_control.private = True  # what a role may see is never kept by a shared cache
+    return response
+
+
+STEP_PHOTO_FIELDS = {"before": "before", "after": "after", "photo": "photo"}  # form field → kind
 
 
 @bp.post("/api/cases/<problem_id>/transition")
 def transition(problem_id):
-    """JSON {action, note?, unit_id? (dispatch to another unit)}."""
+    """JSON {action, note?, unit_id? (dispatch to another unit)}; or the same as form fields
+    with photos (multipart/form-data: `before`, `after`, `photo` files, e.g. a unit's
+    feed-back with the spot before and after)."""
     user = signed_in()
-    data = json_body()
+    uploads = []
+    if request.mimetype == "multipart/form-data":
+        data = {k: v for k, v in form_fields().items() if v != ""}  # a form's empty field says nothing
+        uploads = [(kind, f) for field, kind in STEP_PHOTO_FIELDS.items()
+                   for f in request.files.getlist(field) if f and f.filename]
+    else:
+        data = json_body()
     if not isinstance(data.get("action"), str):
         raise InputError("send a JSON object with an action, e.g. {\"action\": \"dispatch\", \"note\": \"…\"}")
     svc = services()
@@ -213,8 +319,17 @@ def transition(problem_id):
     for name, value in (("note", note), ("unit_id", unit_id)):  # text stays text: a list is no note
         if value is not None and not isinstance(value, str):
             raise InputError(f"field {name!r} must be text")
-    return jsonify(cases.transition(svc.store, problem_id, data["action"], user, note=note, unit_id=unit_id,
-                                    rules=svc.rules, origin=client_addr()))
+    saved = []
+    try:
+        for kind, upload in uploads:
+            saved.append({"name": save_photo(upload), "kind": kind})
+        moved = cases.transition(svc.store, problem_id, data["action"], user, note=note, unit_id=unit_id,
+                                 photos=saved, rules=svc.rules, origin=client_addr())
+    except BaseException:
+        for p in saved:  # a refused move keeps no photo
+            (settings().photos_dir / p["name"]).unlink(missing_ok=True)
+        raise
+    return jsonify(with_photo_urls(moved))
 
 
 @bp.get("/api/me")

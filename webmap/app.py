@@ -35,6 +35,7 @@ from . import (
 )
 from .analysis import bp as analysis_bp
 from .common import Services, client_addr, settings
+from .maps import basemap_hosts
 
 log = logging.getLogger("zonemap.web")
 access = logging.getLogger("zonemap.access")
@@ -146,11 +147,13 @@ def _errors(app: Flask) -> None:
         return render(500, f"internal error: {type(exc).__name__}")
 
 
-def _csp(nonce: str) -> str:
+def _csp(nonce: str, image_hosts: list[str]) -> str:
+    """Scripts of our own (and this response's inline ones), images from us and the configured
+    basemap's host only: with basemap none a page can reach no other host at all."""
     return ("default-src 'self'; "
             f"script-src 'self' 'nonce-{nonce}'; "
             "style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data: blob: https://tile.openstreetmap.org; "
+            f"img-src 'self' data: blob:{''.join(' ' + h for h in image_hosts)}; "
             "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
             "frame-ancestors 'none'")
 
@@ -161,6 +164,8 @@ def redacted_query() -> str:
 
 
 def _headers_and_log(app: Flask, config: Settings) -> None:
+    image_hosts = basemap_hosts(config.basemap)
+
     @app.before_request
     def started():
         g.started = time.perf_counter()
@@ -180,7 +185,7 @@ def _headers_and_log(app: Flask, config: Settings) -> None:
             nonce = secrets.token_urlsafe(16)
             html = response.get_data(as_text=True)
             response.set_data(html.replace("<script", f'<script nonce="{nonce}"'))
-            h["Content-Security-Policy"] = _csp(nonce)
+            h["Content-Security-Policy"] = _csp(nonce, image_hosts)
         else:
             h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         response = tiles.compress_and_tag(response)  # gzip for JSON and tiles; ETag, 304 (webmap/tiles.py)

@@ -272,6 +272,15 @@ def city_time(value) -> str | None:
     return t.tz_convert(services().rules.tz).isoformat(timespec="seconds")
 
 
+def page_map(lang: str, editing: bool = False) -> dict:
+    """The map configuration a page hands to static_zm/zonemap-map.js (webmap/maps.py)."""
+    from .i18n import map_labels
+    from .maps import map_config
+
+    s = settings()
+    return map_config(map_labels(lang), s.basemap, s.tianditu_key, editing)
+
+
 def unit_names(ids) -> dict[str, str]:
     """Unit id → name for `ids`: the units table, the category rules' units and the 属地兜底
     fallbacks (the router holds the first two), so a map never shows an id for a name."""

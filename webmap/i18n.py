@@ -112,6 +112,21 @@ def labels(lang: str | None) -> dict:
     return LABELS.get((lang or "zh").lower(), LABELS["zh"])
 
 
+# Every map page's basemaps and zoom hint (webmap/maps.py map_config, static_zm/zonemap-map.js).
+MAP = {
+    "zh": {"zoom_in": "放大地图以显示{layers}", "base_none": "本地道路与建筑（离线可用）",
+           "bases": {"osm": "OpenStreetMap", "tianditu": "天地图", "amap": "高德地图"}},
+    "en": {"zoom_in": "Zoom in to see {layers}", "base_none": "Our roads and buildings (works offline)",
+           "bases": {"osm": "OpenStreetMap", "tianditu": "Tianditu (天地图)", "amap": "AMap (高德)"}},
+}
+
+
+def map_labels(lang: str | None) -> dict:
+    """The layers' names (those of the map page) and the basemaps' words."""
+    lang = "en" if pick_lang(lang) == "en" else "zh"
+    return {**LABELS[lang]["layers"], **MAP[lang]}
+
+
 # The planner's workspace (webmap/planner_pages.py): the header every page of base.html shows,
 # the login form, the planner page and the units page. Zone kinds, QA findings and kinds of
 # change are named here so that no page shows a raw code.
@@ -290,7 +305,12 @@ INSPECTOR = {
         "shown_some": "此范围共 {total} 件，地图仅显示 {n} 件，请放大或缩小筛选范围",
         "today_none": "此范围内没有超时或临期的案卷", "from_device": "按与我当前位置的距离排序",
         "from_centre": "无法定位，按与地图中心的距离排序",
-        "photo_later": "照片：尚无供工作人员查看照片的接口，暂不显示", "note": "意见", "steps": "办理过程",
+        "photos": "照片", "photo_kinds": {"report": "上报照片", "before": "处置前", "after": "处置后", "photo": "照片"},
+        "photo_before": "处置前照片", "photo_after": "处置后照片", "no_photos": "暂无照片",
+        "light": "亮灯", "all_lights": "全部亮灯", "due_lights": "超时或临期（红、黄灯）",
+        "cells_note": "此范围有 {total} 件，按网格汇总显示（数字为件数，颜色为最严重的亮灯）；放大地图查看单个案卷",
+        "from": "从", "to": "至", "way": "导航前往", "away": "{d}，{dir}方向",
+        "due_cut": "超时或临期案卷过多，仅按距离排列最近的一部分", "note": "意见", "steps": "办理过程",
         "when": "时间", "who": "操作人", "action": "操作", "from_to": "状态变化", "no_moves": "当前身份无可办理的操作",
         "lights": {"green": "绿灯：正常", "yellow": "黄灯：临期", "red": "红灯：超时", "none": "已结束"},
         "prev": "上一页", "next": "下一页", "page_of": "第 {p}/{n} 页，共 {total} 件",
@@ -314,7 +334,14 @@ INSPECTOR = {
         "shown_all": "{n} cases on the map", "shown_some": "{total} cases here, {n} on the map: zoom in or filter",
         "today_none": "No overdue or nearly due case here", "from_device": "Sorted by distance from you",
         "from_centre": "Cannot locate you: sorted by distance from the map's centre",
-        "photo_later": "Photos: staff cannot view photos yet (no photo route), so none is shown",
+        "photos": "Photos", "photo_kinds": {"report": "reported", "before": "before", "after": "after",
+                                            "photo": "photo"},
+        "photo_before": "Photo before", "photo_after": "Photo after", "no_photos": "No photo yet",
+        "light": "Light", "all_lights": "all lights", "due_lights": "overdue or nearly due (red, yellow)",
+        "cells_note": "{total} cases here, counted per cell (the number of cases; the colour: the worst light); "
+                      "zoom in to see each case",
+        "from": "from", "to": "to", "way": "Directions", "away": "{d} {dir}",
+        "due_cut": "Too many overdue or nearly due cases: only the nearest are listed",
         "note": "Note", "steps": "Steps", "when": "When", "who": "Who", "action": "Action",
         "from_to": "State change", "no_moves": "No move for your role",
         "lights": {"green": "green: on time", "yellow": "yellow: nearly due", "red": "red: overdue", "none": "ended"},

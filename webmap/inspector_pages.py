@@ -22,9 +22,9 @@ from layers.privacy import visible_columns
 from layers.users import ANONYMOUS
 from layers.workflow import STATE_ZH, STATES
 
-from .common import current_user, services, signed_in
+from .common import current_user, page_map, services, signed_in
 from .i18n import inspector_labels, pick_lang
-from .maps import ATTRIBUTION, KIND_STYLES
+from .maps import KIND_STYLES
 from .planner_pages import to_login
 
 INSPECTORS = ("inspector", "dispatcher", "admin")  # who works the map of problems
@@ -49,7 +49,7 @@ def _page(template: str, roles: tuple[str, ...], who: str):
     except ZonemapError as exc:
         return render_template("error.html", status=exc.status, message=str(exc)), exc.status
     return render_template(template, lang=lang, t=inspector_labels(lang), user=user, extent=extent,
-                           kind_styles=KIND_STYLES, attribution=ATTRIBUTION,
+                           map_cfg=page_map(lang), kind_styles=KIND_STYLES,
                            states=[(s, STATE_ZH[s]) for s in STATES], month=month)
 
 

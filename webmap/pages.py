@@ -14,8 +14,8 @@ from layers.users import ANONYMOUS
 from layers.workflow import LINKED, STATE_ZH, STATES
 
 from .assets import LEAFLET_DIST
-from .common import current_user, services
-from .i18n import cases_labels, labels, pick_lang, report_labels, workspace_labels
+from .common import current_user, page_map, services
+from .i18n import cases_labels, inspector_labels, labels, pick_lang, report_labels, workspace_labels
 from .maps import layers_page
 from .planner_pages import to_login
 
@@ -31,7 +31,7 @@ def index():
         log.warning("Leaflet is not installed under webmap/node_modules (run scripts/run); "
                     "the page falls back to Folium's CDN and needs the internet")
     lab = {**labels(lang), "kinds": workspace_labels(lang)["kinds"]}
-    html = layers_page(services().store.extent(), lab, lang, leaflet, render_template("header.html"))
+    html = layers_page(services().store.extent(), lab, lang, leaflet, page_map(lang), render_template("header.html"))
     return Response(html, mimetype="text/html")
 
 
@@ -53,8 +53,8 @@ def cases():
         return to_login()
     lang = pick_lang(request.args.get("lang"))
     states = [(s, STATE_ZH[s]) for s in (*STATES, LINKED)]
-    return render_template("cases.html", t=cases_labels(lang), lang=lang, states=states,
-                           states_map=dict(states))
+    return render_template("cases.html", t={**inspector_labels(lang), "title": cases_labels(lang)["title"]},
+                           lang=lang, states=states)
 
 
 @bp.get("/favicon.ico")

@@ -14,9 +14,9 @@ from flask import Blueprint, g, redirect, render_template, request
 from layers.errors import Forbidden, ZonemapError
 from layers.users import ANONYMOUS, User
 
-from .common import current_user, services
+from .common import current_user, page_map, services
 from .i18n import pick_lang, workspace_labels
-from .maps import ATTRIBUTION, KIND_STYLES
+from .maps import KIND_STYLES
 
 EDITORS = ("planner", "admin")  # the roles that may see and change zones and units
 STAFF = ("inspector", "dispatcher", "unit", "planner", "admin")
@@ -95,7 +95,7 @@ def planner():
     lang = _lang()
     return render_template("planner.html", lang=lang, t=workspace_labels(lang), user=user,
                            kind_styles=KIND_STYLES, extent=services().store.extent(),
-                           attribution=ATTRIBUTION)
+                           map_cfg=page_map(lang, editing=True))
 
 
 @bp.get("/units")

@@ -31,17 +31,50 @@ def server(nanjing_gpkg, serve):
     return serve(nanjing_gpkg)
 
 
-def open_map(browser, url):
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
+def open_map(browser, url, viewport=(1200, 800), at=None):
+    """The map page, waited for until every tile of the view is drawn; `at` = (lon, lat, zoom)."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     errors = watch(page)
     page.goto(url)
     page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
+    if at:
+        move(page, *at)
     return page, errors
 
 
-def test_layers_draw_with_attribution_and_no_errors(browser, server):
-    page, errors = open_map(browser, server)
-    assert page.locator("path.leaflet-interactive").count() > 1000  # buildings, roads, areas, pois
+def move(page, lon, lat, zoom):
+    page.evaluate("""([lon, lat, z]) => {
+        document.body.removeAttribute("data-zm-loaded");
+        window.zmMap.map.setView(ZMMap.toMap(lat, lon), z, {animate: false});
+    }""", [lon, lat, zoom])
+    page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
+
+
+def click_at(page, lon, lat):
+    """A real click (the mouse, on the tile canvas) where (lon, lat) is drawn."""
+    x, y = page.evaluate("""([lon, lat]) => {
+        const m = window.zmMap.map, p = m.latLngToContainerPoint(ZMMap.toMap(lat, lon));
+        const r = m.getContainer().getBoundingClientRect();
+        return [r.left + p.x, r.top + p.y];
+    }""", [lon, lat])
+    page.mouse.click(x, y)
+
+
+EVIL_AT = (118.7791, 32.0411)  # the middle of the building with the hostile name
+
+
+def test_layers_draw_as_tiles_with_attribution_and_no_errors(browser, server):
+    tiles = []
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors = watch(page)
+    page.on("response", lambda r: tiles.append(r.url) if "/tiles/" in r.url else None)
+    page.goto(server)
+    page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
+    move(page, *EVIL_AT, 16)
+    # roads, buildings, zones and problems come as vector tiles of the view, drawn on canvases
+    assert {u.split("/tiles/")[1].split("/")[0] for u in tiles} >= {"roads", "buildings", "zones", "problems"}
+    assert page.locator(".leaflet-tile-container canvas").count() >= 8
+    assert not any("/api/layers/zones" in u or "/api/layers/buildings" in u for u in tiles)
     assert "© OpenStreetMap contributors" in page.locator(".leaflet-control-attribution").inner_text()
     assert "建筑物" in page.locator(".leaflet-control-layers").inner_text()
     assert errors == []
@@ -49,11 +82,8 @@ def test_layers_draw_with_attribution_and_no_errors(browser, server):
 
 
 def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
-    page, errors = open_map(browser, server)
-    page.evaluate("""(name) => {
-        const map = Object.values(window).find(v => v && v._container && v.getZoom);
-        map.eachLayer(l => { if (l.feature && l.feature.properties.name === name) l.openPopup(); });
-    }""", EVIL)
+    page, errors = open_map(browser, server, at=(*EVIL_AT, 18))
+    click_at(page, *EVIL_AT)
     popup = page.locator(".zm-popup")
     popup.wait_for(timeout=5000)
     assert EVIL in popup.inner_text()
@@ -66,19 +96,17 @@ def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
 def test_a_reported_problem_shows_on_the_map_with_its_unit_and_its_text_kept_as_text(browser, server):
     import json
 
-    body = json.dumps({"lon": 118.77985, "lat": 32.04065, "category": "06010", "description": EVIL,
+    at = (118.77985, 32.04065)
+    body = json.dumps({"lon": at[0], "lat": at[1], "category": "06010", "description": EVIL,
                        "contact": "13900000000"}).encode()
     req = urllib.request.Request(server + "api/problems", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
     assert answer["unit_id"] and answer["status"] == "verifying"
-    page, errors = open_map(browser, server)
-    page.evaluate("""(pid) => {
-        const map = Object.values(window).find(v => v && v._container && v.getZoom);
-        map.eachLayer(l => { if (l.feature && l.feature.properties.problem_id === pid) l.openPopup(); });
-    }""", answer["problem_id"])
+    page, errors = open_map(browser, server, at=(*at, 19))
+    click_at(page, *at)  # the problem's dot, drawn above the zones: the click opens the case, not the zone
     popup = page.locator(".zm-popup")
-    popup.wait_for(timeout=5000)
+    expect(popup).to_contain_text(answer["unit_name"], timeout=5000)  # fetched by the case's id
     text = popup.inner_text()
     assert answer["problem_id"] in text and answer["unit_name"] in text and "待核实" in text
     assert "verifying" not in text and answer["unit_id"] not in text  # words, never codes or ids
@@ -196,16 +224,16 @@ def test_a_dispatcher_signs_in_and_files_and_dispatches_from_the_case_desk(brows
     expect(row).to_contain_text("已上报", timeout=10000)
     assert page.evaluate("Object.keys(localStorage)") == []  # nothing kept in the phone's browser
     row.click()
-    page.locator("#zm-actions button[data-action='file']").click()
-    page.locator("#zm-actions button[data-action='dispatch']").wait_for(timeout=10000)
+    page.locator("#zm-case-actions button[data-action='file']").click()
+    page.locator("#zm-case-actions button[data-action='dispatch']").wait_for(timeout=10000)
     page.fill("#zm-note", "请当日处理")
-    page.locator("#zm-actions button[data-action='dispatch']").click()
-    expect(page.locator("#zm-steps tr")).to_have_count(3)
+    page.locator("#zm-case-actions button[data-action='dispatch']").click()
+    expect(page.locator("#zm-case-steps tr")).to_have_count(3)
     page.screenshot(path=str(artefacts / "cases-phone.png"), full_page=True)
-    steps = page.locator("#zm-steps").inner_text()
+    steps = page.locator("#zm-case-steps").inner_text()
     assert "立案" in steps and "派遣" in steps and "请当日处理" in steps and "desk-disp" in steps
-    assert EVIL in page.locator("#zm-head").inner_text() and page.evaluate("window.__zm_xss") is None
-    assert page.locator("#zm-actions button").count() == 0  # a dispatcher has no move on a dispatched case
+    assert EVIL in page.locator("#zm-case-fields").inner_text() and page.evaluate("window.__zm_xss") is None
+    assert page.locator("#zm-case-actions button").count() == 0  # a dispatcher has no move on a dispatched case
     page.click("#zm-logout")
     page.goto(server + "cases")
     assert page.url.split("?")[0].endswith("/login")
@@ -238,16 +266,12 @@ def test_on_a_phone_the_map_has_the_header_a_folded_layer_list_a_legend_and_a_me
                              [t.element_handle(), box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
     # a popup opens inside the map, clear of the header and of the layer button
     # (a popup stays open while the map pans it into view: the layers reload after it closes)
-    page.evaluate("""(name) => {
+    page.evaluate("""() => {
         document.body.removeAttribute("data-zm-loaded");
-        const map = Object.values(window).find(v => v && v._container && v.getZoom);
-        map.setView([32.0411, 118.7791], 17, {animate: false});
+        window.zmMap.map.setView(ZMMap.toMap(32.0411, 118.7791), 17, {animate: false});
     }""")
     expect(page.locator("body")).to_have_attribute("data-zm-loaded", "1", timeout=30000)
-    page.evaluate("""(name) => {
-        const map = Object.values(window).find(v => v && v._container && v.getZoom);
-        map.eachLayer(l => { if (l.feature && l.feature.properties.name === name) l.openPopup(); });
-    }""", EVIL)
+    click_at(page, *EVIL_AT)
     popup = page.locator(".leaflet-popup")
     expect(popup).to_have_css("opacity", "1")  # faded in
     p, header = popup.bounding_box(), page.locator(".zm-header").bounding_box()

@@ -237,7 +237,8 @@ def test_cells_count_points_per_cell_and_flag_like_pandas(store):
                          "past": [int(t is not None and t <= now) for t in yellow], "x": lon, "y": lat})[keep]
     want = want.groupby(["ix", "iy", "past"]).agg(n=("x", "size"), lon=("x", "mean"), lat=("y", "mean")).reset_index()
     got = got.sort_values(["ix", "iy", "past"]).reset_index(drop=True)
-    assert got[["ix", "iy", "past", "n"]].astype(int).to_dict("records") == want[["ix", "iy", "past", "n"]].to_dict("records")
+    keys = ["ix", "iy", "past", "n"]
+    assert got[keys].astype(int).to_dict("records") == want[keys].to_dict("records")
     assert got["n"].sum() == keep.sum() > 100 and set(got["past"]) == {0, 1}
     assert np.allclose(got["lon"], want["lon"], atol=1e-6) and np.allclose(got["lat"], want["lat"], atol=1e-6)
     with pytest.raises(StoreError, match="cells counts points"):

@@ -33,7 +33,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]
 EXAMPLES = 25  # per operation and generation phase: bounded, and the same every run (deterministic)
 # HTML pages and static assets: left out of the document (its description says so)
-NOT_JSON = ("pages", "auth_pages", "planner_pages", "field_pages", "inspector_pages")
+NOT_JSON = ("pages", "auth_pages", "planner_pages", "field_pages", "inspector_pages", "assets")
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
