@@ -53,8 +53,9 @@ def city(nanjing_gpkg):
                                  ("shop1", "unit", mine), ("shop2", "unit", other), ("plan1", "planner", None)]:
             add_user(s, name, role, PASSWORD, unit_id=unit)
 
-        def spot(unit, k=0):
-            p = fr[fr["primary_unit"] == unit].geometry.iloc[k].representative_point()
+        def spot(unit, k=0):  # a point in the unit's k-th frontage zone (round the ones it has)
+            own = fr[fr["primary_unit"] == unit].geometry
+            p = own.iloc[k % len(own)].representative_point()
             return p.x, p.y
 
         def case(where, category, at, dispatch=True):
@@ -69,7 +70,7 @@ def city(nanjing_gpkg):
         assert hours.unit == "hours"
         red = case(spot(mine), "06012", now - dt.timedelta(days=20))
         yellow = case(spot(mine, -1), "06029", now - dt.timedelta(hours=0.9 * hours.amount))
-        theirs = case(spot(other), "06012", now - dt.timedelta(days=20))
+        theirs = case(spot(other), "06012", now - dt.timedelta(days=21))  # a day apart: no duplicate
         old = case(spot(other, -1), "06010", now - dt.timedelta(days=40), dispatch=False)
     return {"db": nanjing_gpkg, "mine": mine, "other": other, "red": red, "yellow": yellow, "theirs": theirs,
             "old": old, "spot": spot}
@@ -116,7 +117,7 @@ def test_an_inspector_filters_opens_todays_list_sees_a_photo_and_moves_a_case(br
     red_at = city["spot"](city["mine"])
     context = browser.new_context(viewport={"width": 1366, "height": 800}, locale="zh-CN",
                                   timezone_id="Asia/Shanghai", permissions=["geolocation"],
-                                  geolocation={"longitude": red_at[0] + 0.0003, "latitude": red_at[1]})
+                                  geolocation={"longitude": red_at[0] + 0.00005, "latitude": red_at[1]})  # ~5 m
     page = context.new_page()
     errors = watch(page)
     sign_in(page, server, "insp1")
@@ -151,7 +152,7 @@ def test_an_inspector_filters_opens_todays_list_sees_a_photo_and_moves_a_case(br
     ids = [items.nth(i).get_attribute("data-id") for i in range(len(due))]
     assert set(ids) == due and ids[0] == city["red"]
     metres = [int(items.nth(i).get_attribute("data-m")) for i in range(len(due))]
-    assert metres == sorted(metres) and metres[0] < 60
+    assert metres == sorted(metres) and metres[0] < 10
     expect(items.first).to_contain_text("m，")
     assert items.first.locator("a").get_attribute("href").startswith("geo:")
     expect(page.locator("#zm-today-from")).to_contain_text("当前位置")
@@ -185,9 +186,10 @@ def test_on_a_city_sized_view_the_cases_are_counted_per_cell(browser, serve, cit
     expect(page.locator("body")).to_have_attribute("data-zm-mode", "cells", timeout=30000)
     counted = page.locator(".leaflet-marker-pane .zm-cluster, #zm-map .zm-cluster")
     expect(counted.first).to_be_visible()
-    expect(page.locator("#zm-rows tr")).to_have_count(5)
+    total = page.evaluate("""() => { const m = window.zmInspector.map;
+        return fetch('api/cases?per_page=1&bbox=' + ZMMap.bbox(m)).then(r => r.json()).then(b => b.total); }""")
     numbers = [int(t) for t in counted.all_inner_texts()]
-    assert sum(numbers) == 5 and len(numbers) < 5  # every case of the view, counted in fewer cells
+    assert sum(numbers) == total >= 4 and len(numbers) < total  # every case of the view, in fewer cells
     assert "red" in " ".join(c.get_attribute("class") for c in counted.all())
     zoom = page.evaluate("window.zmInspector.map.getZoom()")
     counted.first.click()
