@@ -35,15 +35,21 @@ KDE_TRUNCATE = 4.0  # the Gaussian kernel is cut at 4 σ (scipy's default)
 
 # ---- metric coordinates and the square lattice -------------------------------------------
 
-def metric_crs(points: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
+def lonlat_bounds(points: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
+    """(west, south, east, north) of the points in longitude/latitude (NaN when there are none)."""
+    return points.geometry.to_crs("EPSG:4326").total_bounds
+
+
+def metric_crs(points: gpd.GeoDataFrame | gpd.GeoSeries, bounds=None) -> str:
     """The CRS to measure `points` in: their own when projected in metres, else the local
-    Gauss–Krüger/UTM zone of the centre of their extent."""
+    Gauss–Krüger/UTM zone of the centre of their extent (`bounds`: that extent in lon/lat,
+    `lonlat_bounds`, when it is known already, e.g. summed over the parts of a large file)."""
     crs = points.crs
     if crs is None:
         raise ValueError("the points have no CRS; set one (EPSG:4326 for longitude/latitude)")
     if crs.is_projected and crs.axis_info[0].unit_name in ("metre", "meter"):
         return crs.to_string()
-    w, s, e, n = points.geometry.to_crs("EPSG:4326").total_bounds
+    w, s, e, n = lonlat_bounds(points) if bounds is None else bounds
     if not np.isfinite([w, s, e, n]).all():
         return "EPSG:3857"  # no points: any metric CRS will do, nothing is measured
     return _metric_crs_at((w + e) / 2, (s + n) / 2)
@@ -73,14 +79,21 @@ class Lattice:
     @classmethod
     def covering(cls, x: np.ndarray, y: np.ndarray, crs: str, cell_m: float, pad_cells: int = 0) -> Lattice:
         """The smallest lattice holding every (x, y) (metres), `pad_cells` wider on each side."""
-        if not cell_m > 0:
-            raise ValueError(f"the cell size must be positive metres, not {cell_m!r}")
         if len(x) == 0:
             raise ValueError("no points to grid")
-        west = (math.floor(x.min() / cell_m) - pad_cells) * cell_m
-        south = (math.floor(y.min() / cell_m) - pad_cells) * cell_m
-        ncols = math.floor((x.max() - west) / cell_m) + 1 + pad_cells
-        nrows = math.floor((y.max() - south) / cell_m) + 1 + pad_cells
+        return cls.spanning((x.min(), y.min(), x.max(), y.max()), crs, cell_m, pad_cells)
+
+    @classmethod
+    def spanning(cls, bounds, crs: str, cell_m: float, pad_cells: int = 0) -> Lattice:
+        """The smallest lattice holding the box `bounds` (xmin, ymin, xmax, ymax in metres),
+        `pad_cells` wider on each side: the lattice `covering` points with those bounds."""
+        if not cell_m > 0:
+            raise ValueError(f"the cell size must be positive metres, not {cell_m!r}")
+        xmin, ymin, xmax, ymax = bounds
+        west = (math.floor(xmin / cell_m) - pad_cells) * cell_m
+        south = (math.floor(ymin / cell_m) - pad_cells) * cell_m
+        ncols = math.floor((xmax - west) / cell_m) + 1 + pad_cells
+        nrows = math.floor((ymax - south) / cell_m) + 1 + pad_cells
         if ncols * nrows > MAX_CELLS:
             raise ValueError(f"{ncols} × {nrows} cells of {cell_m:g} m is more than {MAX_CELLS:,}: "
                              "the points spread too far (a stray point?) or the cells are too small")
@@ -140,22 +153,51 @@ def count_cells(points: gpd.GeoDataFrame, cell_m: float = 100.0, cells: gpd.GeoD
         lattice = Lattice.covering(x, y, crs, cell_m)
         return lattice.frame(count=lattice.raster(x, y))
     polys = cells.to_crs(crs)
-    inside, which = shapely.STRtree(polys.geometry.values).query(shapely.points(x, y), predicate="intersects")
-    first = pd.Series(which, index=inside).groupby(level=0).min()  # a point on a shared edge counts once
-    counts = np.bincount(first.to_numpy(), minlength=len(polys))
+    return cell_counts(polys, counts_in(polys.geometry.values, x, y), cell_id)
+
+
+def counts_in(polygons: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Points (x, y) per polygon (same CRS), in the polygons' order; a point on a shared edge
+    counts once (in the first), one outside every polygon nowhere. Counts of parts add up."""
+    inside, which = shapely.STRtree(polygons).query(shapely.points(x, y), predicate="intersects")
+    first = pd.Series(which, index=inside).groupby(level=0).min()
+    return np.bincount(first.to_numpy(), minlength=len(polygons))
+
+
+def cell_counts(polys: gpd.GeoDataFrame, counts: np.ndarray, cell_id: str = "code") -> gpd.GeoDataFrame:
+    """The `count_cells` frame of polygon cells (metric CRS) and their counts (`counts_in`)."""
     return gpd.GeoDataFrame({"cell_id": polys[cell_id].astype(str).to_numpy(), "count": counts},
-                            geometry=polys.geometry.values, crs=crs)
+                            geometry=polys.geometry.values, crs=polys.crs)
 
 
 def counts_by(cases: pd.DataFrame, key: str, category: str = "category") -> pd.DataFrame:
     """Cases per value of `key` (a zone_code, a unit_id), most first, with the number of
-    categories among them and the most frequent one. Cases without a `key` are left out."""
+    categories among them and the most frequent one (on a tie, the smallest code). Cases
+    without a `key` are left out."""
+    return counts_from_pairs(pair_counts(cases, key, category), key, category)
+
+
+def pair_counts(cases: pd.DataFrame, key: str, category: str = "category") -> pd.DataFrame:
+    """Cases per (`key`, `category`) pair (a missing category is a pair too) as columns key,
+    category and n: what `counts_by` is made of. Tables of parts of the cases add up
+    (concatenate, then sum n per pair)."""
     have = cases[cases[key].notna()]
-    if have.empty:
+    return have.groupby([key, category], dropna=False, sort=False).size().rename("n").reset_index()
+
+
+def counts_from_pairs(pairs: pd.DataFrame, key: str, category: str = "category") -> pd.DataFrame:
+    """`counts_by`'s table from `pair_counts` (of all the cases, or of their parts concatenated)."""
+    if pairs.empty:
         return pd.DataFrame({key: [], "count": [], "categories": [], "top_category": []})
-    groups = have.groupby(key, sort=False)[category]
-    out = pd.DataFrame({"count": groups.size(), "categories": groups.nunique(),
-                        "top_category": groups.agg(lambda v: v.value_counts().index[0] if v.notna().any() else None)})
+    pairs = pairs.groupby([key, category], dropna=False, sort=False)["n"].sum().reset_index()
+    total = pairs.groupby(key, sort=False)["n"].sum()
+    named = pairs[pairs[category].notna()]
+    top = named.sort_values([key, "n", category], ascending=[True, False, True]).drop_duplicates(key)
+    out = pd.DataFrame({"count": total,
+                        "categories": named.groupby(key).size().reindex(total.index, fill_value=0),
+                        "top_category": top.set_index(key)[category].reindex(total.index).astype(object)})
+    out["top_category"] = out["top_category"].where(out["top_category"].notna(), None)
+    out.index.name = key
     return out.reset_index().sort_values(["count", key], ascending=[False, True], ignore_index=True)
 
 
@@ -185,15 +227,26 @@ def kernel_density(points: gpd.GeoDataFrame, cell_m: float = 100.0, bandwidth_m:
     (padded by four bandwidths, where the filter's kernel ends, so no mass falls off the edge) and smoothed with
     `scipy.ndimage.gaussian_filter` of σ = `bandwidth_m` (the binned KDE; exact to within a
     cell). Density in points per km²; the lattice is in the metric CRS."""
-    from scipy.ndimage import gaussian_filter
+    x, y, crs = metric_xy(points)
+    lattice = Lattice.covering(x, y, crs, cell_m, pad_cells=kde_pad_cells(cell_m, bandwidth_m))
+    return density_surface(lattice.raster(x, y), lattice, bandwidth_m)
 
+
+def kde_pad_cells(cell_m: float, bandwidth_m: float) -> int:
+    """How many cells the density lattice reaches past the points: four bandwidths."""
     if not bandwidth_m > 0:
         raise ValueError(f"the bandwidth must be positive metres, not {bandwidth_m!r}")
-    x, y, crs = metric_xy(points)
-    lattice = Lattice.covering(x, y, crs, cell_m, pad_cells=math.ceil(KDE_TRUNCATE * bandwidth_m / cell_m))
-    smooth = gaussian_filter(lattice.raster(x, y).astype(float), sigma=bandwidth_m / cell_m, mode="constant",
+    return math.ceil(KDE_TRUNCATE * bandwidth_m / cell_m)
+
+
+def density_surface(raster: np.ndarray, lattice: Lattice, bandwidth_m: float) -> Surface:
+    """The `kernel_density` surface of points binned on `lattice` (`Lattice.raster`, or the
+    sum of the rasters of parts of the points): smoothed, in points per km²."""
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(raster.astype(float), sigma=bandwidth_m / lattice.cell_m, mode="constant",
                              truncate=KDE_TRUNCATE)
-    return Surface(smooth * (1e6 / cell_m ** 2), lattice)
+    return Surface(smooth * (1e6 / lattice.cell_m ** 2), lattice)
 
 
 # ---- Getis–Ord Gi* -----------------------------------------------------------------------
@@ -285,7 +338,14 @@ def hot_spots(points: gpd.GeoDataFrame, cell_m: float = 100.0, cells: gpd.GeoDat
               cell_id: str = "code") -> gpd.GeoDataFrame:
     """Count the points per cell (`count_cells`) and run Gi* on the counts (`gi_star`) with
     queen or distance-band weights (`cell_weights`). Points: any CRS; cells: metric CRS."""
-    counted = count_cells(points, cell_m=cell_m, cells=cells, cell_id=cell_id)
+    return gi_cells(count_cells(points, cell_m=cell_m, cells=cells, cell_id=cell_id), band_m=band_m,
+                    permutations=permutations, seed=seed, correction=correction)
+
+
+def gi_cells(counted: gpd.GeoDataFrame, band_m: float | None = None, permutations: int = 0, seed: int = 0,
+             correction: str = "fdr") -> gpd.GeoDataFrame:
+    """Gi* (`gi_star`) of cells already counted (`count_cells`, or counts summed over parts of
+    the points) with queen or distance-band weights (`cell_weights`)."""
     return gi_star(counted, cell_weights(counted, band_m), permutations=permutations, seed=seed,
                    correction=correction)
 
@@ -351,11 +411,22 @@ def time_peaks(times, tz: str) -> dict:
     `times`: instants (tz-aware, or naive UTC). Returns `by_hour` (24 counts, hour 0 first),
     `by_weekday` (7 counts, Monday first), `matrix` (7 × 24: weekday × hour), `peak_hour`,
     `peak_weekday` (0 = Monday; None when there are no times) and `total`."""
+    return peaks_of(peak_matrix(times, tz), tz)
+
+
+def peak_matrix(times, tz: str) -> np.ndarray:
+    """Reports per weekday (rows, Monday first) and hour (columns) in `tz`: a 7 × 24 array;
+    the matrices of parts of the reports add up."""
     at = pd.to_datetime(pd.Series(times), utc=True).dropna().dt.tz_convert(tz)
     hours, days = at.dt.hour.to_numpy(), at.dt.day_of_week.to_numpy()
-    matrix = np.bincount(days * 24 + hours, minlength=7 * 24).reshape(7, 24)
+    return np.bincount(days * 24 + hours, minlength=7 * 24).reshape(7, 24)
+
+
+def peaks_of(matrix: np.ndarray, tz: str) -> dict:
+    """`time_peaks`' answer from a `peak_matrix`."""
     by_hour, by_weekday = matrix.sum(axis=0), matrix.sum(axis=1)
-    empty = len(at) == 0
-    return {"tz": tz, "total": len(at), "by_hour": by_hour.tolist(), "by_weekday": by_weekday.tolist(),
+    total = int(matrix.sum())
+    empty = total == 0
+    return {"tz": tz, "total": total, "by_hour": by_hour.tolist(), "by_weekday": by_weekday.tolist(),
             "matrix": matrix.tolist(), "peak_hour": None if empty else int(by_hour.argmax()),
             "peak_weekday": None if empty else int(by_weekday.argmax())}

@@ -397,23 +397,32 @@ def _read_table(path: Path, fmt: str, encoding: str | None, x: str | None, y: st
         except Exception as exc:  # openpyxl raises many kinds for a broken workbook
             raise InputError(f"{path.name} is not a readable .xlsx workbook: {exc}") from None
     df.columns = [str(c).strip() for c in df.columns]
-    xy = _xy_columns(path, df, x, y)
+    xy = xy_columns(path, df, x, y)
     rows = np.arange(2, len(df) + 2)  # as a spreadsheet shows them: the header is row 1
     if xy is None:
         frame = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries([None] * len(df)))
         return Source(path, fmt, frame, None, rows, "row", None, warn)
-    xs = pd.to_numeric(df[xy[0]].str.strip(), errors="coerce")
-    ys = pd.to_numeric(df[xy[1]].str.strip(), errors="coerce")
-    geoms = gpd.points_from_xy(xs, ys)
-    geoms[(xs.isna() | ys.isna()).to_numpy()] = None
+    geoms, missing = xy_points(df, xy)
     frame = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms))
-    frame.attrs["bad_xy"] = [(rows[i], df[xy[0]].iloc[i], df[xy[1]].iloc[i])
-                             for i in np.flatnonzero((xs.isna() | ys.isna()).to_numpy())]
+    frame.attrs["bad_xy"] = [(rows[i], df[xy[0]].iloc[i], df[xy[1]].iloc[i]) for i in np.flatnonzero(missing)]
     warn.append(f"coordinates taken from columns {xy[0]!r} (x) and {xy[1]!r} (y)")
     return Source(path, fmt, frame, None, rows, "row", xy, warn)
 
 
-def _xy_columns(path: Path, df: pd.DataFrame, x: str | None, y: str | None):
+def xy_points(df: pd.DataFrame, xy: tuple[str, str]):
+    """(points, missing): a point per row from the coordinate columns `xy` (text or numbers),
+    None where either is not a number; `missing` flags those rows."""
+    xs, ys = (pd.to_numeric(df[c].str.strip() if not pd.api.types.is_numeric_dtype(df[c]) else df[c],
+                            errors="coerce") for c in xy)
+    missing = (xs.isna() | ys.isna()).to_numpy()
+    geoms = gpd.points_from_xy(xs, ys)
+    geoms[missing] = None
+    return geoms, missing
+
+
+def xy_columns(path: Path, df: pd.DataFrame, x: str | None, y: str | None):
+    """The (x, y) coordinate columns of a table: `x`/`y` when given (checked), else found by
+    name (lon/lat, 经度/纬度, x/y…); None when it has none."""
     if x or y:
         if not (x and y):
             raise InputError("give both --x and --y, or neither")
