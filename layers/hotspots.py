@@ -10,13 +10,20 @@ One entry, `hotspots(store, method, …)`, for the command line (`zonemap hotspo
 - repeats: the same zone (or ~30 m spot) and category reported ≥ k times within N days;
 - peaks: reports by hour of day and day of week, in the city's time zone.
 What is counted: every located report in the period, except duplicates linked to an open
-case (the same problem again) and voided ones."""
+case (the same problem again) and voided ones.
+
+The reports are the store's, or a file's (`file=`: CSV, GeoJSON, GeoPackage, GeoParquet…, with
+the same columns where it has them: reported_at, category, status, zone_code, unit_id). A file
+larger than memory is counted partition by partition on a Dask cluster (`engine="dask"`,
+layers/partitioned.py) and the counts summed before the same statistics run on them: gi, kde,
+counts and peaks give the in-memory answers; repeats do not scale out."""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -28,12 +35,15 @@ from geo import hotspots as geo_hotspots
 
 from .cases import Rules, parse_time
 from .errors import InputError
+from .partitioned import HotspotParts, PointFile, cluster, read_in_memory
 from .schema import STORAGE_CRS
 from .store import Store
 from .zones import current
 
 METHODS = ("gi", "kde", "counts", "repeats", "peaks")
 CELLS = ("auto", "grid", "square")
+ENGINES = ("memory", "dask")
+TRUE = {"true", "1", "1.0", "yes", "y", "t", "是"}  # a placeholder flag written as text (CSV)
 NOT_COUNTED = ("linked", "voided")  # a duplicate is the same problem again; a voided one was none
 CELL_M_RANGE = (10.0, 5000.0)
 KDE_MIN_SHARE = 0.01  # the density surface is shown where it reaches 1 % of its peak
@@ -58,21 +68,59 @@ def problems_for(store: Store, since=None, until=None, category=None, tz=None) -
     """The located problems reported in [since, until] (city dates or ISO times, read in `tz`)
     of the given categories (a comma-separated text or a list), without linked duplicates and
     voided ones. EPSG:4326."""
-    t0, t1 = parse_time(since, "since", tz=tz), parse_time(until, "until", tz=tz, end=True)
     frame = store.read("problems")
-    if frame.empty:
-        return frame
-    keep = ~frame["location_placeholder"].fillna(False).astype(bool).to_numpy()
-    keep &= ~frame["status"].isin(NOT_COUNTED).to_numpy() & ~frame.geometry.is_empty.to_numpy()
-    at = pd.to_datetime(frame["reported_at"], utc=True)
-    if t0 is not None:
-        keep &= (at >= t0).to_numpy()
-    if t1 is not None:
-        keep &= (at <= t1).to_numpy()
-    wanted = _categories(category)
+    return frame if frame.empty else select(frame, *_window(since, until, tz), _categories(category))
+
+
+def _window(since, until, tz):
+    return parse_time(since, "since", tz=tz), parse_time(until, "until", tz=tz, end=True)
+
+
+def select(frame: gpd.GeoDataFrame, t0=None, t1=None, wanted=(), naive_tz="UTC", name="the store"):
+    """The rows of `frame` that count: a point, not a placeholder location, not linked or
+    voided, reported in [t0, t1], of the `wanted` categories; each test where the frame has
+    its column (a file may lack some; a filter on a missing column is refused). `reported_at`
+    comes back as UTC instants, text without an offset read in `naive_tz` (the store's are
+    UTC, a file's in city time). The same test for the store, a file and each of its parts."""
+    geoms = frame.geometry
+    keep = geoms.notna().to_numpy() & ~geoms.is_empty.to_numpy()
+    if "location_placeholder" in frame:
+        keep &= ~frame["location_placeholder"].astype(str).str.strip().str.lower().isin(TRUE).to_numpy()
+    if "status" in frame:
+        keep &= ~frame["status"].isin(NOT_COUNTED).to_numpy()
+    if "reported_at" in frame:
+        at = _instants(frame["reported_at"], naive_tz, name)
+        frame = frame.assign(reported_at=at)
+        if t0 is not None:
+            keep &= (at >= t0).to_numpy()
+        if t1 is not None:
+            keep &= (at <= t1).to_numpy()
+    elif t0 is not None or t1 is not None:
+        raise InputError(f"{name} has no reported_at column: --since/--until need one")
     if wanted:
+        if "category" not in frame:
+            raise InputError(f"{name} has no category column: --category needs one")
         keep &= frame["category"].isin(wanted).to_numpy()
     return frame[keep].reset_index(drop=True)
+
+
+def _instants(values: pd.Series, naive_tz, name: str) -> pd.Series:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    text = values.astype(str).str.strip()
+    given = values.notna().to_numpy() & (text != "").to_numpy()  # a row without a time counts in no period
+    aware = given & text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy()
+    naive = given & ~aware
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    try:
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], utc=True, format="ISO8601")
+        if naive.any():
+            out[naive] = pd.to_datetime(text[naive], format="ISO8601").dt.tz_localize(naive_tz).dt.tz_convert("UTC")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name}: a reported_at is not a time ({exc}); write ISO 8601 (2026-11-30T09:30+08:00)") \
+            from None
+    return out
 
 
 def _categories(category) -> list[str]:
@@ -85,25 +133,80 @@ def _categories(category) -> list[str]:
 def hotspots(store: Store, method: str = "gi", *, since=None, until=None, category=None, cell_m: float = 100.0,
              cells: str = "auto", band_m: float | None = None, permutations: int = 0, seed: int = 0,
              correction: str = "fdr", bandwidth_m: float | None = None, k: int = 3, days: float = 30.0,
-             tz: str | None = None, rules: Rules | None = None) -> Hotspots:
-    """Run one method over the stored problems (see the module's docstring). `tz`: the time
-    zone dates and hours are read and shown in (default: the city's, workflow.toml)."""
+             tz: str | None = None, rules: Rules | None = None, file=None, x: str | None = None,
+             y: str | None = None, engine: str = "memory", scheduler: str | None = None,
+             workers: int = 2) -> Hotspots:
+    """Run one method over the stored problems, or the reports of `file` (see the module's
+    docstring; `x`/`y` its coordinate columns, WGS 84 unless the file says otherwise). `tz`:
+    the time zone dates and hours are read and shown in (default: the city's, workflow.toml);
+    a file's times without an offset are read in it too. `engine="dask"` counts the file
+    partition by partition on the cluster at `scheduler`, else on a LocalCluster of `workers`."""
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if cells not in CELLS:
         raise InputError(f"cells must be one of {', '.join(CELLS)}, not {cells!r}")
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "dask" and file is None:
+        raise InputError("--engine dask counts the reports of a file (--file); the store's are counted in memory")
     low, high = CELL_M_RANGE
     if not (isinstance(cell_m, (int, float)) and math.isfinite(cell_m) and low <= cell_m <= high):
         raise InputError(f"cell_m must be {low:g}–{high:g} metres, not {cell_m!r}")
     zone = _zone(tz or (rules or Rules()).tz)
-    points = problems_for(store, since, until, category, tz=zone)
     params = {"since": since, "until": until, "category": _categories(category) or None, "tz": str(zone)}
-    run = {"gi": _gi, "kde": _kde, "counts": _counts, "repeats": _repeats, "peaks": _peaks}[method]
+    run = partial({"gi": _gi, "kde": _kde, "counts": _counts, "repeats": _repeats, "peaks": _peaks}[method],
+                  cell_m=cell_m, cells=cells, band_m=band_m, permutations=permutations, seed=seed,
+                  correction=correction, bandwidth_m=bandwidth_m, k=k, days=days)
     try:
-        return run(store, points, params, cell_m=cell_m, cells=cells, band_m=band_m, permutations=permutations,
-                   seed=seed, correction=correction, bandwidth_m=bandwidth_m, k=k, days=days)
+        if file is None:
+            return run(store, InMemory(problems_for(store, since, until, category, tz=zone)), params)
+        name = Path(str(file)).name
+        params["file"] = name
+        t0, t1 = _window(since, until, zone)
+        pick = partial(select, t0=t0, t1=t1, wanted=tuple(_categories(category)), naive_tz=zone, name=name)
+        if engine == "memory":
+            frame = read_in_memory(file, x=x, y=y).frame
+            return run(store, InMemory(pick(frame if frame.crs is not None else frame.set_crs(STORAGE_CRS))),
+                       params)
+        params |= {"engine": "dask"}
+        with cluster(scheduler, workers) as client:
+            parts = HotspotParts(client, PointFile.open(file, x, y, default_crs=STORAGE_CRS), pick)
+            params["partitions"] = parts.source.frame.npartitions
+            return run(store, parts, params)
     except ValueError as exc:  # geo's checks of sizes and parameters: the user's values
         raise InputError(str(exc)) from None
+
+
+class InMemory:
+    """Points in memory: geo.hotspots' functions on the whole frame (`HotspotParts`, in
+    layers/partitioned.py, answers the same questions for a file in partitions)."""
+
+    def __init__(self, frame: gpd.GeoDataFrame):
+        self.frame, self.columns = frame, list(frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def count_cells(self, cell_m: float, cells=None) -> gpd.GeoDataFrame:
+        return geo_hotspots.count_cells(self.frame, cell_m=cell_m, cells=cells)
+
+    def kernel_density(self, cell_m: float, bandwidth_m: float) -> geo_hotspots.Surface:
+        return geo_hotspots.kernel_density(self.frame, cell_m=cell_m, bandwidth_m=bandwidth_m)
+
+    def counts_by(self, key: str) -> pd.DataFrame:
+        return geo_hotspots.counts_by(self.frame, key)
+
+    def time_peaks(self, tz: str) -> dict:
+        return geo_hotspots.time_peaks(self.frame["reported_at"] if len(self.frame) else [], tz)
+
+    def repeat_spots(self, k: int, days: float) -> gpd.GeoDataFrame:
+        return geo_hotspots.repeat_spots(self.frame, k=k, days=days)
+
+
+def _needs(points, method: str, *columns: str) -> None:
+    missing = [c for c in columns if c not in points.columns]
+    if missing:
+        raise InputError(f"{method} needs the reports' {' and '.join(missing)}; the file has no such column")
 
 
 def _zone(tz):
@@ -142,12 +245,12 @@ def _gi(store, points, params, *, cell_m, cells, band_m, permutations, seed, cor
         "weights": f"distance band {band_m:g} m" if band_m else "queen contiguity",
         "p_values": f"{permutations} permutations, seed {seed}" if permutations else "analytic (normal)",
         "correction": correction}
-    if points.empty:
-        return _empty("gi", params, points)
     if not 0 <= permutations <= 9999:
         raise InputError("permutations must be 0 (analytic p-values) to 9999")
-    out = geo_hotspots.hot_spots(points, cell_m=cell_m, cells=grid, band_m=band_m, permutations=permutations,
-                                 seed=seed, correction=correction)
+    if not len(points):
+        return _empty("gi", params, points)
+    out = geo_hotspots.gi_cells(points.count_cells(cell_m, grid), band_m=band_m, permutations=permutations,
+                                seed=seed, correction=correction)
     layer = _storage(out.drop(columns=[c for c in ("row", "col") if c in out]))
     shown = layer[layer["spot"] != geo_hotspots.NOT_SIGNIFICANT]
     shown = shown.iloc[np.argsort(-shown["gi_z"].abs().to_numpy(), kind="stable")].reset_index(drop=True)
@@ -164,9 +267,9 @@ def _spot_names():
 def _kde(store, points, params, *, cell_m, bandwidth_m, **_):
     bandwidth_m = bandwidth_m or 2 * cell_m
     params |= {"cells": "square", "cell_m": cell_m, "bandwidth_m": bandwidth_m, "min_share": KDE_MIN_SHARE}
-    if points.empty:
+    if not len(points):
         return _empty("kde", params, points)
-    surface = geo_hotspots.kernel_density(points, cell_m=cell_m, bandwidth_m=bandwidth_m)
+    surface = points.kernel_density(cell_m, bandwidth_m)
     layer = _storage(surface.cells(KDE_MIN_SHARE).drop(columns=["row", "col"]))
     layer = layer.sort_values("density", ascending=False, ignore_index=True)
     summary = {"problems": len(points), "cells": len(layer), "peak_per_km2": float(surface.density.max()),
@@ -178,20 +281,23 @@ def _kde(store, points, params, *, cell_m, bandwidth_m, **_):
 def _counts(store, points, params, *, cell_m, cells, **_):
     grid = _grid(store, cells)
     params |= _cell_params(grid, cell_m)
-    if points.empty:
+    if not len(points):
         return _empty("counts", params, points)
-    counted = geo_hotspots.count_cells(points, cell_m=cell_m, cells=grid)
+    counted = points.count_cells(cell_m, grid)
     layer = _storage(counted[counted["count"] > 0].drop(columns=[c for c in ("row", "col") if c in counted]))
     layer = layer.sort_values(["count", "cell_id"], ascending=[False, True], ignore_index=True)
-    zones, units = _zone_counts(store, points), _unit_counts(store, points)
-    summary = {"problems": len(points), "cells_with_problems": len(layer),
-               "zones": _records(zones.drop(columns="geometry")), "units": _records(units.drop(columns="geometry"))}
-    return Hotspots("counts", params, summary, layer, layer, {"zone_counts": zones, "unit_counts": units})
+    summary = {"problems": len(points), "cells_with_problems": len(layer)}
+    extra = {}  # a file without zone_code or unit_id (not routed) is counted per cell only
+    for name, key, table in (("zones", "zone_code", _zone_counts), ("units", "unit_id", _unit_counts)):
+        if key in points.columns and "category" in points.columns:
+            extra[f"{name[:-1]}_counts"] = counted_by = table(store, points)
+            summary[name] = _records(counted_by.drop(columns="geometry"))
+    return Hotspots("counts", params, summary, layer, layer, extra)
 
 
 def _zone_counts(store: Store, points) -> gpd.GeoDataFrame:
     """Problems per zone code (the zone each was routed to), with the zone's latest shape."""
-    table = geo_hotspots.counts_by(points, "zone_code")
+    table = points.counts_by("zone_code")
     zones = store.read("zones")
     if not zones.empty:
         latest = current(zones)
@@ -204,7 +310,7 @@ def _zone_counts(store: Store, points) -> gpd.GeoDataFrame:
 
 def _unit_counts(store: Store, points) -> gpd.GeoDataFrame:
     """Problems per responsible unit, with its name and location where it has one."""
-    table = geo_hotspots.counts_by(points, "unit_id")
+    table = points.counts_by("unit_id")
     units = store.read("units")
     if not units.empty:
         table = table.join(units.drop_duplicates("unit_id").set_index("unit_id")[["name", "geometry"]], on="unit_id")
@@ -216,9 +322,10 @@ def _repeats(store, points, params, *, k, days, **_):
     if not (isinstance(k, int) and 2 <= k <= 1000) or not (0 < days <= 3660):
         raise InputError("repeats need k of 2–1000 reports within days of 0–3660")
     params |= {"k": k, "days": days, "place": "zone, else a ~30 m square"}
-    if points.empty:
+    _needs(points, "repeats", "reported_at", "category")
+    if not len(points):
         return _empty("repeats", params, points)
-    spots = _storage(geo_hotspots.repeat_spots(points, k=k, days=days))
+    spots = _storage(points.repeat_spots(k, days))
     tz = params["tz"]
     for col in ("first", "last"):
         spots[col] = [t.tz_convert(tz).isoformat(timespec="seconds") for t in spots[col]]
@@ -227,7 +334,8 @@ def _repeats(store, points, params, *, k, days, **_):
 
 
 def _peaks(store, points, params, **_):
-    peaks = geo_hotspots.time_peaks(points["reported_at"] if not points.empty else [], params["tz"])
+    _needs(points, "peaks", "reported_at")
+    peaks = points.time_peaks(params["tz"])
     return Hotspots("peaks", params, {"problems": len(points), **peaks})
 
 

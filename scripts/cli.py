@@ -22,6 +22,7 @@ from layers.errors import ZonemapError  # noqa: E402
 from layers.schema import LAYERS, schema_markdown  # noqa: E402
 from layers.store import open_store  # noqa: E402
 from layers.workflow import ACTIONS, ROLES  # noqa: E402
+from scripts.cli_engine import engine_args, engine_options  # noqa: E402
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -272,27 +273,31 @@ def zones_list(ctx, as_of, kind, as_json):
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the routed rows: .csv, .xlsx or .geojson.")
+@click.argument("file", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="Where to write the routed rows: .csv, .xlsx, .geojson or .parquet; with --engine dask a "
+                   "GeoParquet folder (X.parquet) or CSV parts (routed/part-*.csv).")
 @click.option("--crs", "system", type=click.Choice(["wgs84", "gcj02", "bd09", "cgcs2000"]),
               help="Coordinate system of the points (default: the file's own, else wgs84).")
-@click.option("--x", "x_col", help="Column with longitude (CSV/XLSX).")
-@click.option("--y", "y_col", help="Column with latitude (CSV/XLSX).")
+@click.option("--x", "x_col", help="Column with longitude (CSV/XLSX/Parquet).")
+@click.option("--y", "y_col", help="Column with latitude (CSV/XLSX/Parquet).")
 @click.option("--as-of", help="Route to the zones in force on this date (YYYY-MM-DD).")
+@engine_options
 @json_option
 @click.pass_context
-def route(ctx, file, out, system, x_col, y_col, as_of, as_json):
+def route(ctx, file, out, system, x_col, y_col, as_of, engine, scheduler, workers, as_json):
     """Add to every point of a file the zone, unit and routing method that answers for it."""
     from layers.route_file import route_file
 
     with _store(ctx) as store:
         try:
-            summary = route_file(store, file, out, system=system, x=x_col, y=y_col, as_of=_date(as_of))
+            summary = route_file(store, file, out, system=system, x=x_col, y=y_col, as_of=_date(as_of),
+                                 **engine_args(engine, scheduler, workers))
         except ZonemapError as exc:
             _fail(as_json, str(exc), {"file": file})
     _emit(as_json, summary, f"{summary['rows']} rows routed → {out}: "
-          + ", ".join(f"{v} by {k}" for k, v in summary["methods"].items()))
+          + ", ".join(f"{v} by {k}" for k, v in summary["methods"].items())
+          + (f" ({summary['partitions']} partitions on {summary['workers']} workers)" if engine == "dask" else ""))
 
 
 @main.command()

@@ -12,6 +12,7 @@ import click
 from layers import hotspots as layer
 from layers.errors import ZonemapError
 from layers.store import open_store
+from scripts.cli_engine import engine_args, engine_options
 
 TEXT_ROWS = 20
 WEEKDAYS_ZH = "一二三四五六日"
@@ -39,17 +40,24 @@ WEEKDAYS_ZH = "一二三四五六日"
 @click.option("--tz", help="Time zone of dates and hours (default: the city's, from workflow.toml).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the cells or spots to this GeoPackage (.gpkg).")
 @click.option("--limit", type=int, help=f"Rows to print (text: {TEXT_ROWS} by default; JSON: all).")
+@click.option("--file", "file", type=click.Path(),
+              help="Count the reports of this file instead of the store's (CSV, GeoJSON, GeoPackage, GeoParquet…; "
+                   "e.g. the output of `route`).")
+@click.option("--x", "x_col", help="--file: the longitude column (WGS 84).")
+@click.option("--y", "y_col", help="--file: the latitude column (WGS 84).")
+@engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def hotspots(ctx, method, since, until, category, cell_m, cells, band_m, permutations, seed, correction, bandwidth_m,
-             k, days, tz, out, limit, as_json):
+             k, days, tz, out, limit, file, x_col, y_col, engine, scheduler, workers, as_json):
     """Where problems concentrate, with significance: Gi* hot spots, density, counts, repeat
     spots and peaks in time (dates and hours in city time)."""
     try:
         with open_store(ctx.obj["db"]) as store:
             result = layer.hotspots(store, method, since=since, until=until, category=category, cell_m=cell_m,
                                     cells=cells, band_m=band_m, permutations=permutations, seed=seed,
-                                    correction=correction, bandwidth_m=bandwidth_m, k=k, days=days, tz=tz)
+                                    correction=correction, bandwidth_m=bandwidth_m, k=k, days=days, tz=tz,
+                                    file=file, x=x_col, y=y_col, **engine_args(engine, scheduler, workers))
         written = layer.write_gpkg(result, out) if out else []
     except ZonemapError as exc:
         if as_json:
