@@ -44,6 +44,7 @@ PARQUET = (".parquet", ".geoparquet")
 CSV = (".csv", ".txt")
 BLOCK = "64MB"  # CSV bytes per partition: ~1M short rows, a few hundred MB once parsed
 TREE = 8  # partition results added up eight at a time
+CONNECT = "5s"  # how long a --scheduler has to answer
 
 
 def _quiet() -> None:
@@ -63,7 +64,7 @@ def cluster(scheduler: str | None = None, workers: int = 2):
     _quiet()
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=CONNECT)
         except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one "
                              "(`dask scheduler`, workers with `dask worker` in the zonemap folder) or leave "
@@ -89,8 +90,6 @@ def add_up(client, parts: list, combine):
     """`combine(*results)` over the delayed per-partition `parts`, in a tree of width TREE."""
     from dask import delayed
 
-    if not parts:
-        raise InputError("the file has no rows")
     while len(parts) > 1:
         parts = [delayed(combine)(*parts[i:i + TREE]) for i in range(0, len(parts), TREE)]
     return client.compute(parts[0]).result()

@@ -137,6 +137,8 @@ def test_phone_coordinates_and_bad_rows_on_the_cluster(zoned, reports, scheduler
         assert not list(tmp_path.glob(".bad.parquet.partial-*"))
         with pytest.raises(InputError, match=r"part number \(routed/part-\*\.csv\)"):
             route_file(store, tmp_path / "gcj.csv", tmp_path / "one.csv", engine="dask", scheduler=scheduler)
+        with pytest.raises(InputError, match="no Dask scheduler answers there"):
+            route_file(store, tmp_path / "gcj.csv", tmp_path / "x.parquet", engine="dask", scheduler="tcp://127.0.0.1:1")
         with pytest.raises(InputError, match=r"reads GeoParquet .* or CSV"):
             route_file(store, tmp_path / "m.xlsx", tmp_path / "x.parquet", engine="dask", scheduler=scheduler)
 
