@@ -100,13 +100,9 @@ def change_count(store: Store) -> int:
     reader = getattr(store, "counter", None)
     if reader is not None:
         return int(reader(LOCK))
-    # until Store has counter(): the two backends' own read paths
-    sql = f"SELECT value FROM {COUNTERS} WHERE name = "
-    if store.kind == "geopackage":
-        with store._reading() as con:
-            got = con.execute(sql + "?", (LOCK,)).fetchall()
-    else:
-        got = store._query(sql + "%s", (LOCK,))
+    # until Store has counter(): both backends' query(), each with its own parameter marker
+    mark = "?" if store.kind == "geopackage" else "%s"
+    got = store.query(f"SELECT value FROM {COUNTERS} WHERE name = {mark}", (LOCK,))
     return int(got[0][0]) if got else 0
 
 

@@ -234,7 +234,8 @@ class PostGISStore(Store):
         raise StoreUnavailable(f"PostgreSQL went away twice during a read ({_first_line(lost)}); "
                                "try again shortly")
 
-    def _query(self, sql: str, params=()) -> list[tuple]:
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """The rows of one read-only SQL statement (retried once if the server went away)."""
         return self._read(lambda con: con.execute(sql, params).fetchall())
 
     # -- creating ---------------------------------------------------------------------------
@@ -283,7 +284,7 @@ class PostGISStore(Store):
         spec = check_layer(layer)
         *_, span = read_options(spec, self.kind, None, 0, None, time)
         sql, params = _select(spec, "count(*)", where, exclude, span, bbox)
-        return self._query(sql, params)[0][0]
+        return self.query(sql, params)[0][0]
 
     def read(self, layer, bbox=None, where=None, *, limit=None, offset=0, order=None, time=None,
              exclude=None):
@@ -294,10 +295,10 @@ class PostGISStore(Store):
         page, more = _page_sql(limit, offset)
         if not spatial(spec):
             sql, params = _select(spec, names, where, exclude, span, None)
-            rows = self._query(sql + _order_sql(spec, sort) + page, params + more)
+            rows = self.query(sql + _order_sql(spec, sort) + page, params + more)
             return frame_from_rows(spec, cols, rows, [])
         sql, params = _select(spec, names + ", ST_AsBinary(geom)", where, exclude, span, bbox)
-        rows = self._query(sql + _order_sql(spec, sort) + page, params + more)
+        rows = self.query(sql + _order_sql(spec, sort) + page, params + more)
         return frame_from_rows(spec, cols, [r[:-1] for r in rows],
                                [None if r[-1] is None else bytes(r[-1]) for r in rows])
 
@@ -310,18 +311,18 @@ class PostGISStore(Store):
                  f"{''.join(m + ', ' for m in marks)}count(*)::int, avg(ST_X(geom)), avg(ST_Y(geom))")
         sql, params = _select(spec, names, where, exclude, spans, bbox)
         groups = ", ".join(str(i) for i in range(1, 3 + len(flagged)))
-        rows = self._query(f"{sql} GROUP BY {groups}", [size, size, *(t for *_, t in flagged), *params])
+        rows = self.query(f"{sql} GROUP BY {groups}", [size, size, *(t for *_, t in flagged), *params])
         return pd.DataFrame(rows, columns=["ix", "iy", *(f[0] for f in flagged), "n", "lon", "lat"])
 
     def extent(self):
         union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"'
                                    for n in LAYERS if spatial(n))
-        row = self._query(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+        row = self.query(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
                           f"(SELECT ST_Extent(g) AS e FROM ({union}) u) x")[0]
         return None if row[0] is None else tuple(row)
 
     def has_spatial_index(self, layer):
-        row = self._query(
+        row = self.query(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
             "AND tablename = %s AND indexdef ILIKE %s", (layer, "%USING gist (geom)%"))[0]
         return row[0] == 1
