@@ -1,56 +1,128 @@
-"""Vector tiles (Mapbox Vector Tile, the XYZ scheme of web maps) for the map layers, so that a
-map never downloads a whole layer: tile math, the layer's version, the GeoPackage encoder
-(the maintained `mapbox-vector-tile`) with its cache, and PostGIS's own `ST_AsMVT`.
+"""Vector tiles (Mapbox Vector Tile 2.1, the XYZ scheme of web maps) of the map layers, so that
+a map never downloads a whole layer: what each layer's tiles hold and from which zoom, the tile
+math, one query per tile on either store, the GeoPackage's encoder, and the cache both share.
 
-A tile is `EXTENT` units square with `BUFFER` units of margin, so that a polygon's edge on the
-tile border is drawn by neither tile's stroke. Below a layer's minimum zoom a tile is empty
-(zero bytes, a valid MVT with no layers): at city scale a zoomed-out tile would hold every
-zone of the city, which is exactly the weight this module exists to avoid.
+What a tile holds. A map needs to colour, label and click a feature; everything else comes
+from GET /api/layers/{layer}/{fid}.geojson when a feature is clicked (the MVT feature id is the
+row's fid). So a tile has a few columns per layer (`TILED`), those the caller's role may see
+(layers/privacy.py), plus `unit_name` for zones and problems. Zones are the versions in force.
 
-Why the two paths differ: PostGIS clips, projects and encodes in C in ~1–5 ms a tile at z15–16,
-so it answers each request fresh; Python takes 10–50 ms, so GeoPackage tiles are kept in an
-in-process LRU keyed by the layer's version, which every write to the layer changes."""
+From which zoom. A tile holds every feature that meets it, so a layer starts at the zoom where a
+tile of a dense city stays small: 100,000 zones of ~400 m² put ~800 zones in a z16 tile, ~3,200 in
+a z15 one. Roads and problems are thinned by class instead of cut off: main roads from z12,
+tertiary from z14, the rest from z15; open cases from z15, closed, voided and linked ones (most of
+a city's history) from z18. Below its first zoom a layer's tile is empty: zero bytes, a valid MVT
+with no layers.
+
+Two ways to encode, one query. PostGIS clips, quantises and encodes in C (`ST_AsMVTGeom`,
+`ST_AsMVT`) over geometries transformed to EPSG:3857 in the query. The GeoPackage's rows come
+from SQLite through the R-tree (geometry blobs and the tile's columns only, unit names joined by
+SQLite), are projected, clipped, rounded to the tile grid and oriented by shapely on whole
+arrays, and encoded by `encode_layer`: geometry commands computed with numpy, written through
+mapbox-vector-tile's protobuf classes. (mapbox-vector-tile's own `encode` takes ~60 ms for the
+800 zones of a z16 tile on this 2-core machine, over the 50 ms budget on its own; its decoder
+checks ours in tests/webmap/test_tiles.py.)
+
+The cache (`TileCache`, both stores). A tile is kept with the layer's version (`layer_version`:
+one or three indexed reads) and a fingerprint of what it was made from: the fid and tile columns
+of every row in it. When the version has moved (a write somewhere in the layer), the fingerprint
+is read again (the same query without geometries, a few ms) and only a tile whose rows changed is
+made again: an edit in one street leaves the rest of the city's tiles as they were."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import hashlib
+import itertools
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-import geopandas as gpd
-import mapbox_vector_tile
 import numpy as np
 import pandas as pd
 import shapely
+from mapbox_vector_tile.Mapbox import vector_tile_pb2
 
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
-BUFFER = 64  # tile units of margin kept around a tile
+BUFFER = 64  # tile units of margin kept around a tile, so a border's stroke is in neither tile
 MAX_ZOOM = 22
-MIN_ZOOM = {"zones": 13, "buildings": 15, "roads": 12, "problems": 14}
-UNIT_OF = {"zones": "primary_unit", "problems": "unit_id"}  # who answers, named in `unit_name`
 _R = 6378137.0  # the Web Mercator (EPSG:3857) sphere
 ORIGIN = math.pi * _R  # half the world's width in metres
+
+MAIN_ROADS = ("motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link",
+              "secondary", "secondary_link")
+FINISHED = ("closed", "voided", "linked")  # cases a map shows only close up
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    """What the tiles of one layer hold: `columns` (before the role's allow-list), from
+    `min_zoom`; the features whose `by` column has a value in `zoom_of` from that value's zoom
+    instead; `unit` names the column whose unit's name is added as `unit_name`."""
+    name: str
+    columns: tuple[str, ...]
+    min_zoom: int
+    unit: str | None = None
+    by: str | None = None
+    zoom_of: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def first_zoom(self) -> int:
+        return min([self.min_zoom, *self.zoom_of.values()])
+
+    def where(self, z: int) -> list[str]:
+        """SQL conditions (the same text for SQLite and PostgreSQL) on `t`, the layer's rows,
+        for the features drawn at zoom `z`."""
+        out = ["t.valid_to IS NULL"] if self.name == "zones" else []
+        if self.by:
+            col = f't."{self.by}"'
+            later = [v for v, m in self.zoom_of.items() if m > z]
+            if z < self.min_zoom:
+                out.append(f"{col} IN ({_literals(v for v, m in self.zoom_of.items() if m <= z)})")
+            elif later:
+                out.append(f"({col} IS NULL OR {col} NOT IN ({_literals(later)}))")
+        return out
+
+
+TILED = {layer.name: layer for layer in (
+    TileLayer("zones", ("code", "kind", "primary_unit"), 16, unit="primary_unit"),
+    TileLayer("buildings", ("name", "building"), 16),
+    TileLayer("roads", ("name", "highway"), 15, by="highway",
+              zoom_of={**dict.fromkeys(MAIN_ROADS, 12), "tertiary": 14, "tertiary_link": 14}),
+    TileLayer("problems", ("problem_id", "category", "status", "stage_deadline"), 16, unit="unit_id",
+              by="status", zoom_of=dict.fromkeys(FINISHED, 18)),
+)}
+MIN_ZOOM = {name: layer.first_zoom for name, layer in TILED.items()}
+
+
+def _literals(values) -> str:
+    """SQL string literals of our own constants (class names, states)."""
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+def tile_columns(layer: str, visible: list[str]) -> list[str]:
+    """The columns of `layer`'s tiles a caller who may see `visible` gets."""
+    return [c for c in TILED[layer].columns if c in visible]
 
 
 # ---- tile math ----------------------------------------------------------------------------
 
 def check_tile(layer: str, z: int, x: int, y: int) -> None:
     """NotFound (404) for a layer without tiles or an address outside the tile pyramid."""
-    if layer not in MIN_ZOOM:
-        raise NotFound(f"no tiles for {layer!r}; tiled layers: {', '.join(MIN_ZOOM)}")
+    if layer not in TILED:
+        raise NotFound(f"no tiles for {layer!r}; tiled layers: {', '.join(TILED)}")
     if not 0 <= z <= MAX_ZOOM or not (0 <= x < 2 ** z and 0 <= y < 2 ** z):
         raise NotFound(f"no tile {z}/{x}/{y}: zoom is 0–{MAX_ZOOM} and x, y are 0–2^zoom−1")
 
 
 def shown(layer: str, z: int) -> bool:
-    """Whether `layer` is drawn at zoom `z` (below its minimum zoom its tiles are empty)."""
+    """Whether any of `layer` is drawn at zoom `z` (below its first zoom its tiles are empty)."""
     return z >= MIN_ZOOM[layer]
 
 
@@ -87,123 +159,187 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
     return int((mx + ORIGIN) // size), int((ORIGIN - my) // size)
 
 
-# ---- the layer's version --------------------------------------------------------------------
+# ---- the layer's version and the cache ----------------------------------------------------
 
-def _last_fid(store: Store, layer: str) -> int:
-    got = store.read(layer, order=[("fid", "desc")], limit=1)
-    return int(got["fid"].iloc[0]) if len(got) else 0
+def _fids(store: Store, *layers: str) -> tuple:
+    """The first and last fid of each layer (indexed reads on both stores)."""
+    parts = ", ".join(f'(SELECT min(fid) FROM "{n}"), (SELECT max(fid) FROM "{n}")' for n in layers)
+    return tuple(store.query(f"SELECT {parts}", {})[0])
 
 
 def layer_version(store: Store, layer: str) -> tuple:
     """What changes whenever `layer`'s tiles may change: zones and unit names bump the
-    "zones:versions" counter (every zone and unit writer does); a case's move adds a
-    case_steps row and a report a problems row; base data is re-imported (delete, append),
-    which changes its count or its last fid. A few indexed reads: cheap next to a tile."""
+    "zones:versions" counter (every zone and unit writer does); a case's move adds a case_steps
+    row and a report a problems row; base data is re-imported (delete, append), which moves its
+    first or last fid. Indexed reads only (a count of 150,000 buildings would take 10–30 ms)."""
     from .zone_edit import change_count  # zone_edit imports the store layer; keep this module light
 
     if layer == "zones":
         return (change_count(store),)
     if layer == "problems":
-        return change_count(store), _last_fid(store, "problems"), _last_fid(store, "case_steps")
-    return store.count(layer), _last_fid(store, layer)
+        return change_count(store), *_fids(store, "problems", "case_steps")
+    return _fids(store, layer)
+
+
+@dataclass
+class _Entry:
+    version: tuple
+    fingerprint: str
+    body: bytes
 
 
 class TileCache:
-    """A thread-safe LRU of encoded tiles. Keys carry the layer's version, so a write makes
-    the old tiles unreachable (they age out) instead of being served stale."""
+    """A thread-safe LRU of encoded tiles with the version and fingerprint each was made at."""
 
     def __init__(self, size: int = 4096):
         self.size = size
         self._tiles: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self.made = 0  # tiles encoded (a miss, or rows that changed): what an edit costs
+        self.kept = 0  # tiles whose version moved but whose rows did not
 
-    def get(self, key) -> bytes | None:
+    def get(self, key) -> _Entry | None:
         with self._lock:
-            tile = self._tiles.get(key)
-            if tile is not None:
+            entry = self._tiles.get(key)
+            if entry is not None:
                 self._tiles.move_to_end(key)
-            return tile
+            return entry
 
-    def put(self, key, tile: bytes) -> None:
+    def put(self, key, entry: _Entry) -> None:
         with self._lock:
-            self._tiles[key] = tile
+            self._tiles[key] = entry
             self._tiles.move_to_end(key)
             while len(self._tiles) > self.size:
                 self._tiles.popitem(last=False)
 
-
-# ---- GeoPackage: encoded in Python ------------------------------------------------------------
-
-def in_force(layer: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Zones: only the versions in force (closed versions stay in the store for history)."""
-    if layer == "zones" and not frame.empty:
-        return frame[frame["valid_to"].isna()]
-    return frame
-
-
-def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int) -> np.ndarray:
-    """Degrees → tile units (y down), clipped to the tile and its buffer and snapped to the
-    integer grid the tile stores (done here, vectorised, so the encoder does no work of its
-    own and what it receives is valid after rounding)."""
-    minx, _, maxx, maxy = tile_bounds(z, x, y)
-    scale = EXTENT / (maxx - minx)
-
-    def project(coords):
-        mx, my = to_mercator(coords[:, 0], coords[:, 1])
-        return np.column_stack([(mx - minx) * scale, (maxy - my) * scale])
-
-    local = shapely.transform(geoms, project)
-    clipped = shapely.clip_by_rect(local, -BUFFER, -BUFFER, EXTENT + BUFFER, EXTENT + BUFFER)
-    return shapely.set_precision(clipped, 1.0)
+    def tile(self, store: Store, layer: str, cols: list[str], z: int, x: int, y: int,
+             names: Mapping[str, str], tz) -> bytes:
+        """Tile z/x/y of `layer` from `store` with `cols`, `names` for the units the units table
+        does not hold, times in zone `tz`: from the cache while it is current."""
+        key = (store.url, layer, z, x, y, tuple(cols), str(tz), tuple(sorted(names.items())))
+        version = layer_version(store, layer)
+        entry = self.get(key)
+        if entry is not None and entry.version == version:
+            return entry.body
+        query = TileQuery(store.kind, layer, tuple(cols), z, tuple(sorted(names.items())))
+        if entry is not None and entry.fingerprint == query.fingerprint(store, x, y, tz):
+            self.kept += 1
+        else:
+            self.made += 1
+            entry = _Entry(version, *query.make(store, x, y, tz))
+        self.put(key, _Entry(version, entry.fingerprint, entry.body))
+        return entry.body
 
 
-def _value(v, tz):
-    """A property as MVT can hold it: no nulls; dates as ISO text, times (stored in UTC) as
-    ISO 8601 in the city's time zone `tz` with the offset, as the rest of the API gives them."""
-    if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, dt.datetime):
-        t = pd.Timestamp(v)
-        return (t.tz_localize("UTC") if t.tzinfo is None else t).tz_convert(tz).isoformat(timespec="seconds")
-    if isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return str(v)
+# ---- one query per tile, on either store ---------------------------------------------------
+
+@dataclass(frozen=True)
+class TileQuery:
+    """The SQL of `layer`'s tile at zoom `z` on a store of `kind`: the rows meeting the tile
+    (+ buffer) through the spatial index, the columns `cols`, the unit's name (the units table,
+    else `names`, else the id). Parameters: z, x, y (PostGIS) or the box w, s, e, n (SQLite)."""
+    kind: str
+    layer: str
+    cols: tuple[str, ...]
+    z: int
+    names: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def spec(self) -> TileLayer:
+        return TILED[self.layer]
+
+    def _unit_name(self) -> str:
+        """Who answers, by name: the units table's, else the rules' and fallbacks', else the id."""
+        col = f't."{self.spec.unit}"'
+        known = f"(SELECT u.name FROM units u WHERE u.unit_id = {col})"
+        if not self.names:
+            return f"COALESCE({known}, {col}) AS unit_name"
+        cases = " ".join(f"WHEN {_literals([k])} THEN {_literals([v])}" for k, v in self.names)
+        return f"COALESCE({known}, CASE {col} {cases} END, {col}) AS unit_name"
+
+    def _select(self, geometry: str | None, props: list[str]) -> str:
+        if self.spec.unit is not None:
+            props = [*props, self._unit_name()]
+        if self.kind == "postgis":
+            box = (f"t.geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {BUFFER / EXTENT}), "
+                   "4326)")
+        else:
+            box = (f't.fid IN (SELECT id FROM "rtree_{self.layer}_geom" '
+                   "WHERE minx <= :e AND maxx >= :w AND miny <= :n AND maxy >= :s)")
+        where = " AND ".join([box, *self.spec.where(self.z)])
+        select = ", ".join(["t.fid", *([geometry] if geometry else []), *props])
+        return f'SELECT {select} FROM "{self.layer}" t WHERE {where}'
+
+    def _params(self, x: int, y: int) -> dict:
+        if self.kind == "postgis":
+            return {"z": self.z, "x": x, "y": y}
+        return dict(zip("wsen", lonlat_bbox(self.z, x, y)))
+
+    @property
+    def _names(self) -> list[str]:
+        return [*self.cols, *(["unit_name"] if self.spec.unit else [])]
+
+    def fingerprint(self, store: Store, x: int, y: int, tz) -> str:
+        """A digest of the fid and tile columns of every row meeting the tile (what `make`
+        digests too, without reading a geometry)."""
+        if self.kind == "postgis":
+            props = [_pg_prop(self.layer, c) for c in self.cols]
+            sql = f"WITH r AS MATERIALIZED ({self._select(None, props)}) SELECT {self._pg_digest()} FROM r"
+            return self._pg(store, sql, x, y, tz)[0]
+        rows = store.query(self._select(None, [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
+                           self._params(x, y))
+        return _digest(rows)
+
+    def make(self, store: Store, x: int, y: int, tz) -> tuple[str, bytes]:
+        """(fingerprint, the encoded tile; b"" when nothing of the layer is in it)."""
+        if self.kind == "postgis":
+            props = [_pg_prop(self.layer, c) for c in self.cols]
+            rows = self._select(f"ST_AsMVTGeom(ST_Transform(t.geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
+                                f"{EXTENT}, {BUFFER}, true) AS geom", props)
+            # MATERIALIZED: else the outer filter is pushed down and ST_AsMVTGeom runs twice a row
+            sql = (f"WITH r AS MATERIALIZED ({rows}) SELECT {self._pg_digest()}, "
+                   f"ST_AsMVT(r.*, '{self.layer}', {EXTENT}, 'geom', 'fid') FILTER (WHERE r.geom IS NOT NULL) FROM r")
+            digest, body = self._pg(store, sql, x, y, tz)
+            return digest, bytes(body) if body is not None else b""
+        rows = store.query(self._select("t.geom", [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
+                           self._params(x, y))
+        digest = _digest([(r[0], *r[2:]) for r in rows])
+        if not rows:
+            return digest, b""
+        from .store.gpkg import geoms_from_blobs
+
+        fids, blobs, *values = (list(c) for c in zip(*rows))
+        geoms, keep = tile_geometries(geoms_from_blobs(blobs), self.z, x, y)
+        if not keep.any():
+            return digest, b""
+        at = np.flatnonzero(keep)
+        props = {n: _values(self.layer, n, [v[i] for i in at], tz) for n, v in zip(self._names, values)}
+        return digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
+
+    def _pg_digest(self) -> str:
+        row = ", ".join(["r.fid", *(f'r."{n}"' for n in self._names)])
+        return f"md5(coalesce(string_agg(ROW({row})::text, ',' ORDER BY r.fid), ''))"
+
+    def _pg(self, store, sql: str, x: int, y: int, tz) -> tuple:
+        """The one row of `sql` in a transaction set for tiles: the city's time zone for the
+        times; no parallel workers and no JIT, whose start costs more than a tile (ST_Transform's
+        high cost makes the planner want both)."""
+        def query(con):
+            with con.transaction():  # SET LOCAL: these end with the transaction
+                con.execute("SELECT set_config('TimeZone', %s, true), set_config('jit', 'off', true), "
+                            "set_config('max_parallel_workers_per_gather', '0', true)", (str(tz),))
+                return con.execute(sql, self._params(x, y)).fetchone()
+
+        return store._read(query)
 
 
-def encode(layer: str, frame: gpd.GeoDataFrame, columns: list[str], z: int, x: int, y: int,
-           labels: dict[str, Callable] | None = None, tz="UTC") -> bytes:
-    """The tile z/x/y of `frame` (EPSG:4326 rows of `layer`) with `columns` as properties
-    (times in zone `tz`); `labels` adds a property per name computed from the row's dict
-    (unit_name…)."""
-    frame = in_force(layer, frame)
-    if frame.empty:
-        return b""
-    geoms = tile_geometries(frame.geometry.to_numpy(), z, x, y)
-    keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
-    records = frame.loc[keep, columns].to_dict("records")
-    features = []
-    for geom, row in zip(geoms[keep], records):
-        props = {k: v for k, v in ((k, _value(v, tz)) for k, v in row.items()) if v is not None}
-        for name, label in (labels or {}).items():
-            props[name] = label(row)
-        features.append({"geometry": geom, "properties": props})
-    if not features:
-        return b""
-    return mapbox_vector_tile.encode(
-        [{"name": layer, "features": features}],
-        default_options={"extents": EXTENT, "y_coord_down": True, "check_winding_order": True,
-                         "on_invalid_geometry": mapbox_vector_tile.encoder.on_invalid_geometry_make_valid})
+def _digest(rows: list[tuple]) -> str:
+    return hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
 
 
-# ---- PostGIS: ST_AsMVT --------------------------------------------------------------------------
-
-def _prop_sql(layer: str, column: str) -> str:
-    """A column as an MVT property: times as ISO 8601 text in the session's (the city's)
-    time zone, like the rest of the API; others as they are."""
+def _pg_prop(layer: str, column: str) -> str:
+    """A column as a PostGIS MVT property: times as ISO 8601 text in the session's (the city's)
+    time zone, like the rest of the API; dates as ISO text; others as they are."""
     kind = LAYERS[layer].column(column).type
     if kind == "datetime":
         return f'to_char(t."{column}", \'YYYY-MM-DD"T"HH24:MI:SSOF":"TZM\') AS "{column}"'
@@ -212,45 +348,188 @@ def _prop_sql(layer: str, column: str) -> str:
     return f't."{column}"'
 
 
-def postgis_sql(layer: str, columns: Iterable[str]) -> str:
-    """The one query of a tile: rows meeting the tile (+ buffer) found by the GiST index in
-    EPSG:4326, transformed to EPSG:3857 before ST_AsMVTGeom clips and quantises them.
-    Parameters: z, x, y (thrice, named) and `names` (jsonb of unit names the units table
-    does not hold: the 属地兜底 fallbacks and category rules' units)."""
-    props = [_prop_sql(layer, c) for c in columns]
-    joins, where = "", ""
-    if layer in UNIT_OF:
-        col = UNIT_OF[layer]
-        props.append(f'COALESCE(u.name, %(names)s::jsonb ->> t."{col}", t."{col}") AS unit_name')
-        joins = f'LEFT JOIN units u ON u.unit_id = t."{col}"'  # unit_id is unique
-    if layer == "zones":
-        where = " AND t.valid_to IS NULL"
-    margin = BUFFER / EXTENT
-    return f"""
-WITH box AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,
-                    ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {margin}), 4326) AS big),
-rows AS (
-  SELECT ST_AsMVTGeom(ST_Transform(t.geom, 3857), box.env, {EXTENT}, {BUFFER}, true) AS geom,
-         {", ".join(props)}
-  FROM "{layer}" t CROSS JOIN box {joins}
-  WHERE t.geom && box.big{where})
-SELECT ST_AsMVT(rows.*, '{layer}', {EXTENT}, 'geom') FROM rows WHERE geom IS NOT NULL"""
+def _values(layer: str, column: str, values: list, tz) -> list:
+    """One column of SQLite values as MVT properties: times (stored as UTC text) as ISO 8601 in
+    zone `tz` with the offset, yes/no as booleans, the rest as they are; None stays None."""
+    kind = "text" if column == "unit_name" else LAYERS[layer].column(column).type
+    if kind == "datetime":
+        t = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").dt.tz_convert(tz)
+        text = t.dt.strftime("%Y-%m-%dT%H:%M:%S%z")  # +0800 → +08:00, as isoformat writes it
+        return [None if pd.isna(v) else f"{v[:-2]}:{v[-2:]}" for v in text]
+    if kind == "boolean":
+        return [None if v is None else bool(v) for v in values]
+    return values
 
 
-def postgis_tile(store, layer: str, columns: list[str], z: int, x: int, y: int,
-                 names: dict[str, str], tz: str) -> bytes:
-    """Tile z/x/y of `layer` from PostGIS (`store` a PostGISStore), times in zone `tz`."""
-    sql = postgis_sql(layer, columns)
-    params = {"z": z, "x": x, "y": y, "names": json.dumps(names, ensure_ascii=False)}
+# ---- the GeoPackage's encoder ---------------------------------------------------------------
 
-    def query(con):
-        with con.transaction():  # SET LOCAL: the time zone ends with the transaction
-            con.execute("SELECT set_config('TimeZone', %s, true)", (tz,))
-            row = con.execute(sql, params).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else b""
+def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """EPSG:4326 geometries → tile units (y down), clipped to the tile and its buffer, rounded
+    to the integer grid the tile stores (a polygon that rounding made invalid is repaired on
+    the grid), polygons' outer rings clockwise on screen as MVT wants. Returns the geometries
+    that are left and the mask of which input each is."""
+    minx, _, maxx, maxy = tile_bounds(z, x, y)
+    scale = EXTENT / (maxx - minx)
 
-    return store._read(query)
+    def project(coords):
+        mx, my = to_mercator(coords[:, 0], coords[:, 1])
+        return np.column_stack([(mx - minx) * scale, (maxy - my) * scale])
+
+    local = shapely.clip_by_rect(shapely.transform(geoms, project), -BUFFER, -BUFFER,
+                                 EXTENT + BUFFER, EXTENT + BUFFER)
+    grid = shapely.set_precision(local, 1.0, mode="pointwise")
+    polygonal = np.isin(shapely.get_type_id(grid), (3, 6))
+    bad = polygonal & ~shapely.is_valid(grid)
+    if bad.any():
+        grid[bad] = shapely.set_precision(local[bad], 1.0)
+    keep = ~(shapely.is_empty(grid) | shapely.is_missing(grid))
+    grid = grid[keep]
+    if polygonal.any():
+        grid = shapely.orient_polygons(grid, exterior_cw=False)  # y points down: this is clockwise on screen
+    return grid, keep
 
 
-__all__ = ["BUFFER", "EXTENT", "MIN_ZOOM", "TileCache", "check_tile", "encode", "layer_version",
-           "lonlat_bbox", "postgis_tile", "shown", "tile_bounds", "tile_of"]
+_POINT, _LINE, _POLYGON = 1, 2, 3
+_MOVE_TO, _LINE_TO, _CLOSE = 1, 2, 7
+
+
+def _command(cmd: int, count) -> np.ndarray | int:
+    return (np.asarray(count, dtype=np.int64) << 3) | cmd
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    return (d << 1) ^ (d >> 63)
+
+
+def geometry_commands(geoms: np.ndarray) -> tuple[int, list[list[int]]]:
+    """The MVT geometry type and each geometry's command integers (geometries of one kind, in
+    integer tile units). Repeated points are left out; a ring of fewer than 3 points, a line of
+    fewer than 2, and the holes of a dropped ring leave nothing (that feature gets [])."""
+    kinds = set(np.unique(shapely.get_type_id(geoms)).tolist())
+    if kinds <= {0, 4}:
+        coords, owner = shapely.get_coordinates(geoms, return_index=True)
+        counts = np.bincount(owner, minlength=len(geoms))
+        return _POINT, _point_commands(coords.astype(np.int64), owner, counts)
+    if kinds <= {1, 5}:
+        paths, owner = shapely.get_parts(geoms, return_index=True)
+        return _LINE, _path_commands(paths, owner, None, len(geoms))
+    if kinds <= {3, 6}:
+        polygons, owner = shapely.get_parts(geoms, return_index=True)
+        rings, part = shapely.get_rings(polygons, return_index=True)
+        return _POLYGON, _path_commands(rings, owner[part], part, len(geoms))
+    raise ValueError(f"a tile layer holds one kind of geometry, not the shapely type ids {sorted(kinds)}")
+
+
+def _point_commands(coords, owner, counts) -> list[list[int]]:
+    prev = np.vstack([[0, 0], coords[:-1]])
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    prev[starts[counts > 0]] = 0  # each feature's cursor starts at the origin
+    zz = _zigzag(coords - prev)
+    out = np.empty(len(coords) * 2 + np.count_nonzero(counts), dtype=np.int64)
+    offsets = np.r_[0, np.cumsum(np.where(counts > 0, 2 * counts + 1, 0))]
+    rank = np.arange(len(coords)) - starts[owner]
+    pos = offsets[owner] + 1 + 2 * rank
+    out[pos], out[pos + 1] = zz[:, 0], zz[:, 1]
+    has = counts > 0
+    out[offsets[:-1][has]] = _command(_MOVE_TO, counts[has])
+    return _split(out.tolist(), offsets)
+
+
+def _path_commands(paths, path_feature, path_part, n) -> list[list[int]]:
+    """Lines (path_part None) or polygon rings (path_part: the polygon each ring belongs to,
+    its first ring the outer one)."""
+    closed = path_part is not None
+    coords, path = shapely.get_coordinates(paths, return_index=True)
+    coords = coords.astype(np.int64)
+    last = np.r_[path[1:] != path[:-1], True]
+    first = np.r_[True, path[1:] != path[:-1]]
+    keep = ~last if closed else np.ones(len(path), bool)  # a ring's closing point is implied
+    keep &= first | np.r_[True, np.any(coords[1:] != coords[:-1], axis=1)]
+    coords, path = coords[keep], path[keep]
+    counts = np.bincount(path, minlength=len(paths))
+    ok = counts >= (3 if closed else 2)
+    if closed:  # a polygon whose outer ring is gone loses its holes too
+        outer = np.r_[True, path_part[1:] != path_part[:-1]]
+        part_ok = np.zeros(path_part.max() + 1 if len(path_part) else 0, bool)
+        part_ok[path_part[outer]] = ok[outer]
+        ok &= part_ok[path_part]
+    used = ok[path]
+    coords, path = coords[used], path[used]
+    # the cursor runs on through a feature's paths and starts at the origin for each feature
+    feature = path_feature[path]
+    prev = np.vstack([[0, 0], coords[:-1]]) if len(coords) else coords
+    new_feature = np.r_[True, feature[1:] != feature[:-1]] if len(coords) else np.zeros(0, bool)
+    prev[new_feature] = 0
+    zz = _zigzag(coords - prev)
+    lengths = np.where(ok, 2 * counts + (3 if closed else 2), 0)
+    offsets = np.r_[0, np.cumsum(lengths)]
+    path_start = np.r_[0, np.cumsum(np.where(ok, counts, 0))][:-1]
+    rank = np.arange(len(coords)) - path_start[path]
+    pos = offsets[path] + 1 + 2 * rank + (rank > 0)
+    out = np.empty(offsets[-1], dtype=np.int64)
+    out[pos], out[pos + 1] = zz[:, 0], zz[:, 1]
+    starts = offsets[:-1][ok]
+    out[starts] = _command(_MOVE_TO, 1)
+    out[starts + 3] = _command(_LINE_TO, counts[ok] - 1)
+    if closed:
+        out[starts + lengths[ok] - 1] = _command(_CLOSE, 1)
+    per_feature = np.bincount(path_feature, weights=lengths, minlength=n).astype(np.int64)
+    return _split(out.tolist(), np.r_[0, np.cumsum(per_feature)])
+
+
+def _split(flat: list[int], offsets: np.ndarray) -> list[list[int]]:
+    bounds = offsets.tolist()
+    return [flat[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def encode_layer(name: str, fids, geoms: np.ndarray, props: Mapping[str, list]) -> bytes:
+    """One MVT layer `name`: a feature per geometry (tile units, see `tile_geometries`) with id
+    `fids[i]` and the non-null `props[column][i]` (text, numbers, booleans); b"" when no
+    feature has geometry left."""
+    kind, commands = geometry_commands(geoms)
+    tile = vector_tile_pb2.tile()
+    layer = tile.layers.add()
+    layer.name, layer.version, layer.extent = name, 2, EXTENT
+    keys = list(props)
+    layer.keys.extend(keys)
+    index: dict = {}
+    columns = []
+    for values in props.values():
+        col = []
+        for v in values:
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                col.append(None)
+                continue
+            if isinstance(v, dt.date):
+                v = v.isoformat()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            col.append(index.setdefault((type(v), v), len(index)))
+        columns.append(col)
+    for (kind_of, v) in index:
+        value = layer.values.add()
+        if kind_of is bool:
+            value.bool_value = v
+        elif kind_of is int:
+            value.int_value = v
+        elif kind_of is float:
+            value.double_value = v
+        else:
+            value.string_value = str(v)
+    tags = [[t for k, vi in enumerate(row) if vi is not None for t in (k, vi)] for row in zip(*columns)] \
+        if columns else [[] for _ in commands]
+    for fid, geometry, tag in zip(np.asarray(fids).tolist(), commands, tags):
+        if not geometry:
+            continue
+        f = layer.features.add()
+        f.id, f.type = fid, kind
+        f.tags.extend(tag)
+        f.geometry.extend(geometry)
+    if not layer.features:
+        return b""
+    return tile.SerializeToString()
+
+
+__all__ = ["BUFFER", "EXTENT", "MIN_ZOOM", "TILED", "TileCache", "TileLayer", "TileQuery", "check_tile",
+           "encode_layer", "geometry_commands", "layer_version", "lonlat_bbox", "shown", "tile_bounds",
+           "tile_columns", "tile_geometries", "tile_of"]

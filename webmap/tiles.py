@@ -19,7 +19,7 @@ from layers.privacy import visible_columns
 from layers.users import ANONYMOUS
 from layers.zones import FALLBACK
 
-from .common import current_user, services, unit_names
+from .common import current_user, services
 
 bp = Blueprint("tiles", __name__)
 
@@ -31,31 +31,16 @@ TILE_MAX_AGE_S = 60  # a browser reuses a tile this long before asking again (th
 
 
 def _rule_names() -> dict[str, str]:
-    """The names PostGIS cannot join from its units table: fallbacks and the rules' units."""
-    svc = services()
+    """The names a store's units table does not hold: the 属地兜底 fallbacks and the category
+    rules' units (from the rules, not the router: a tile never waits for the router to load)."""
     names = {u["unit_id"]: u["name"] for u in FALLBACK.values()}
-    names.update({r.unit_id: r.unit_name for r in svc.router.rules if r.unit_id})
+    names.update({r.unit_id: r.unit_name for r in services().rules.workflow.category_rules if r.unit_id})
     return names
 
 
-def _cache() -> tiles.TileCache:
+def cache() -> tiles.TileCache:
+    """This process's tile cache (one per app)."""
     return current_app.extensions.setdefault("zonemap.tiles", tiles.TileCache())
-
-
-def _gpkg_tile(layer: str, cols: list[str], z: int, x: int, y: int) -> bytes:
-    svc = services()
-    key = (layer, z, x, y, tuple(cols), tiles.layer_version(svc.store, layer))
-    tile = _cache().get(key)
-    if tile is None:
-        frame = svc.store.read(layer, bbox=tiles.lonlat_bbox(z, x, y))
-        labels = {}
-        if layer in tiles.UNIT_OF and not frame.empty:
-            col = tiles.UNIT_OF[layer]
-            names = unit_names(frame[col])
-            labels["unit_name"] = lambda row: names.get(row[col], row[col])
-        tile = tiles.encode(layer, frame, cols, z, x, y, labels, tz=svc.rules.tz)
-        _cache().put(key, tile)
-    return tile
 
 
 @bp.get("/tiles/<layer>/<int:z>/<int:x>/<int:y>.pbf")
@@ -64,12 +49,9 @@ def tile(layer: str, z: int, x: int, y: int):
     if not tiles.shown(layer, z):
         return Response(b"", mimetype=MVT)
     user = current_user()
-    cols = visible_columns(layer, None if user is ANONYMOUS else user.role)
-    store = services().store
-    if store.kind == "postgis":
-        body = tiles.postgis_tile(store, layer, cols, z, x, y, _rule_names(), str(services().rules.tz))
-    else:
-        body = _gpkg_tile(layer, cols, z, x, y)
+    cols = tiles.tile_columns(layer, visible_columns(layer, None if user is ANONYMOUS else user.role))
+    svc = services()
+    body = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz)
     return Response(body, mimetype=MVT)
 
 

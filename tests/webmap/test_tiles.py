@@ -1,19 +1,45 @@
 """Vector tiles (GET /tiles/{layer}/{z}/{x}/{y}.pbf) through the real app on both stores,
 decoded with mapbox_vector_tile as a map client would: a zone is in the tile of its place with
-who answers by name, far and zoomed-out tiles are empty, a zone edit shows in the next tile
-(the GeoPackage's tile cache follows the store's version) and no private column reaches any tile."""
+its few map columns and who answers by name, and the popup reads the rest by the feature's key;
+far and zoomed-out tiles are empty; roads and cases are thinned by class at low zoom; a zone or
+unit edit shows in the next tile while tiles elsewhere are kept, not made again; no private
+column reaches any tile."""
 
+import datetime as dt
+
+import geopandas as gpd
 import mapbox_vector_tile
+import numpy as np
 import pytest
+import shapely
 
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
 from layers.users import add_user, issue_token
-from tests.layers.test_zone_edit import XSS, box, grid_city
+from tests.layers.test_zone_edit import X0, XSS, Y0, box, grid_city
 from webmap.app import create_app
 
 PHONE = "13912345678"
 PERSON = "张秘密"
+UTC = dt.UTC
+ROAD_Y = Y0 - 0.00005  # two roads along the grid's south edge
+
+
+def _roads_and_cases(s) -> None:
+    roads = gpd.GeoDataFrame(
+        {"osm_id": ["way/1", "way/2"], "name": ["中山路", "小巷"], "highway": ["primary", "residential"]},
+        geometry=[shapely.LineString([(X0, ROAD_Y), (X0 + 0.0006, ROAD_Y)]),
+                  shapely.LineString([(X0, ROAD_Y - 0.00002), (X0 + 0.0006, ROAD_Y - 0.00002)])], crs=4326)
+    at = dt.datetime(2026, 11, 30, 1, 30, tzinfo=UTC)
+    problems = gpd.GeoDataFrame(
+        {"problem_id": ["ZM-OPEN", "ZM-DONE"], "category": ["06010", "06010"], "status": ["dispatched", "closed"],
+         "unit_id": ["U-B", "U-A"], "zone_code": ["F000002", "F000004"], "reported_at": [at, at],
+         "stage_started_at": [at, None], "stage_deadline": [at + dt.timedelta(hours=2), None],
+         "closed_at": [None, at], "reporter": ["secret-reporter", "secret-reporter"], "contact": [PHONE, PHONE]},
+        geometry=[middle(1.5, 0.5), middle(0.5, 1.5)], crs=4326)
+    with s.transaction() as tx:
+        tx.append("roads", roads)
+        tx.append("problems", problems)
 
 
 @pytest.fixture
@@ -22,6 +48,7 @@ def app(store_url, tmp_path):
         add_user(s, "insp", "inspector", "correct horse 42")
         token = issue_token(s, "insp")
         units_edit.edit(s, "U-A", {"phone": PHONE, "person": PERSON})
+        _roads_and_cases(s)
     app = create_app({"db": store_url, "secret_key": "k" * 40, "photos": str(tmp_path / "photos")})
     return app.test_client(), store_url, token
 
@@ -43,19 +70,48 @@ def features_at(client, layer, point, z=16, token=None) -> list[dict]:
     return mapbox_vector_tile.decode(r.data).get(layer, {}).get("features", [])
 
 
-def by_code(features) -> dict:
-    return {f["properties"]["code"]: f for f in features}
+def by(features, key="code") -> dict:
+    return {f["properties"][key]: f for f in features}
 
 
-def test_a_zone_is_in_the_tile_of_its_place_with_its_unit_by_name(app):
-    client, _, _ = app
-    found = by_code(features_at(client, "zones", middle(0.5, 0.5)))
-    zone = found["F000001"]
-    assert zone["properties"]["unit_name"] == "甲商店" and zone["properties"]["kind"] == "frontage"
-    assert zone["geometry"]["type"] in ("Polygon", "MultiPolygon")
-    # its corner lands where the tile math puts it (tile units, y up as the decoder gives them)
-    xs = [p[0] for p in zone["geometry"]["coordinates"][0]]
-    assert 0 - tiles.BUFFER <= min(xs) < max(xs) <= tiles.EXTENT + tiles.BUFFER
+def cache(client) -> tiles.TileCache:
+    return client.application.extensions["zonemap.tiles"]
+
+
+def test_a_zone_is_in_the_tile_of_its_place_with_its_map_columns(app):
+    client, url, _ = app
+    p = middle(0.5, 0.5)
+    zone = by(features_at(client, "zones", p))["F000001"]
+    assert zone["properties"] == {"code": "F000001", "kind": "frontage", "primary_unit": "U-A", "unit_name": "甲商店"}
+    with open_store(url) as s:
+        assert zone["id"] == int(s.read("zones", where={"code": "F000001"})["fid"].iloc[0])
+    # its corners land where the tile math puts them (tile units, y up as the decoder gives them)
+    x, y = tiles.tile_of(p.x, p.y, 16)
+    minx, miny, maxx, _ = tiles.tile_bounds(16, x, y)
+    w, s, e, n = box(0, 0, 1, 1).bounds
+    (x0, x1), (y0, y1) = tiles.to_mercator(np.array([w, e]), np.array([s, n]))
+    k = tiles.EXTENT / (maxx - minx)
+    edge = tiles.BUFFER
+    want = shapely.box((x0 - minx) * k, (y0 - miny) * k, (x1 - minx) * k, (y1 - miny) * k).intersection(
+        shapely.box(-edge, -edge, tiles.EXTENT + edge, tiles.EXTENT + edge))
+    got = shapely.geometry.shape(zone["geometry"])
+    assert got.is_valid and got.symmetric_difference(want).area < 0.02 * want.area
+
+
+def test_the_popup_reads_the_rest_by_the_feature_s_key_with_the_role_s_columns(app):
+    client, url, token = app
+    with open_store(url) as s:
+        zone_edit.assign(s, "F000002", "U-A", note=f"联系 {PHONE}")  # a planner's note: staff only
+    zone = by(features_at(client, "zones", middle(1.5, 0.5)))["F000002"]
+    public = client.get(f"/api/layers/zones/{zone['properties']['code']}.geojson")
+    props = public.json["properties"]
+    assert public.status_code == 200 and props["unit_name"] == "甲商店" and props["version"] == 2
+    assert "change_note" not in props and public.json["geometry"]["type"] == "MultiPolygon"
+    staff = client.get("/api/layers/zones/F000002.geojson", headers={"Authorization": f"Bearer {token}"})
+    assert staff.json["properties"]["change_note"] == f"联系 {PHONE}"
+    case = by(features_at(client, "problems", middle(1.5, 0.5)), "problem_id")["ZM-OPEN"]
+    panel = client.get(f"/api/layers/problems/{case['properties']['problem_id']}.geojson").json["properties"]
+    assert panel["category_name"] and "reporter" not in panel and "contact" not in panel
 
 
 def test_tiles_without_zones_are_empty_and_small(app):
@@ -74,33 +130,57 @@ def test_below_the_minimum_zoom_a_tile_is_empty(app):
     assert r.status_code == 200 and r.data == b""
 
 
-def test_an_unknown_layer_or_tile_is_404(app):
+def test_roads_and_cases_are_thinned_by_class_at_low_zoom(app):
     client, _, _ = app
-    assert fetch(client, "users", 16, 1, 1).status_code == 404
-    assert fetch(client, "zones", 3, 8, 1).status_code == 404
+    road = shapely.Point(X0 + 0.0003, ROAD_Y)
+    assert set(by(features_at(client, "roads", road, z=12), "name")) == {"中山路"}  # a main road from z12
+    assert set(by(features_at(client, "roads", road, z=14), "name")) == {"中山路"}
+    assert set(by(features_at(client, "roads", road, z=15), "name")) == {"中山路", "小巷"}
+    open_case = by(features_at(client, "problems", middle(1.5, 0.5)), "problem_id")["ZM-OPEN"]["properties"]
+    assert open_case == {"problem_id": "ZM-OPEN", "category": "06010", "status": "dispatched",
+                         "stage_deadline": "2026-11-30T11:30:00+08:00", "unit_name": XSS}  # city time
+    done = middle(0.5, 1.5)
+    assert "ZM-DONE" not in by(features_at(client, "problems", done, z=17), "problem_id")
+    assert by(features_at(client, "problems", done, z=18), "problem_id")["ZM-DONE"]["properties"]["status"] == "closed"
 
 
-def test_a_zone_edit_shows_in_the_next_tile(app):
+def test_a_zone_edit_shows_in_the_next_tile_and_tiles_elsewhere_are_kept(app):
     client, url, _ = app
-    p = middle(0.5, 0.5)
-    assert by_code(features_at(client, "zones", p))["F000001"]["properties"]["unit_name"] == "甲商店"
+    here, far = middle(0.5, 0.5), middle(2.5, 2.5)  # F000001 and F000009, 60 m apart
+    z = 21  # tiles of ~16 m: the two zones' tiles share nothing
+    assert by(features_at(client, "zones", here, z))["F000001"]["properties"]["unit_name"] == "甲商店"
+    assert "F000001" not in by(features_at(client, "zones", far, z))
+    made = cache(client).made
     with open_store(url) as s:
         zone_edit.assign(s, "F000001", "U-B", note="换人")
-    after = by_code(features_at(client, "zones", p))["F000001"]["properties"]
-    assert after["unit_name"] == XSS and after["primary_unit"] == "U-B" and after["version"] == 2
+    after = by(features_at(client, "zones", here, z))["F000001"]["properties"]
+    assert after["unit_name"] == XSS and after["primary_unit"] == "U-B"
+    assert cache(client).made == made + 1  # the edited zone's tile was made again…
+    kept = cache(client).kept
+    features_at(client, "zones", far, z)
+    assert cache(client).made == made + 1 and cache(client).kept == kept + 1  # …the far one kept
+    with open_store(url) as s:  # a unit's new name reaches every tile of its zones
+        units_edit.edit(s, "U-B", {"name": "乙商店"})
+    assert by(features_at(client, "zones", here, z))["F000001"]["properties"]["unit_name"] == "乙商店"
 
 
 def test_no_private_column_reaches_a_tile(app):
     client, url, token = app
     with open_store(url) as s:
-        zone_edit.assign(s, "F000002", "U-A", note=f"联系 {PHONE}")  # a planner's note: staff only
+        zone_edit.assign(s, "F000002", "U-A", note=f"联系 {PHONE}")
     p = middle(1.5, 1.5)
     for layer in ("zones", "buildings", "roads", "problems"):
         for z in range(12, 19):
             x, y = tiles.tile_of(p.x, p.y, z)
-            body = fetch(client, layer, z, x, y).data
-            assert PHONE.encode() not in body and PERSON.encode() not in body
-    public = by_code(features_at(client, "zones", p))
-    staff = by_code(features_at(client, "zones", p, token=token))
-    assert "change_note" not in public["F000002"]["properties"]
-    assert staff["F000002"]["properties"]["change_note"] == f"联系 {PHONE}"  # staff see more
+            for who in (None, token):
+                body = fetch(client, layer, z, x, y, who).data
+                assert PHONE.encode() not in body and PERSON.encode() not in body
+                assert b"secret-reporter" not in body
+    staff = by(features_at(client, "zones", p, token=token))
+    assert set(staff["F000002"]["properties"]) == {"code", "kind", "primary_unit", "unit_name"}
+
+
+def test_an_unknown_layer_or_tile_is_404(app):
+    client, _, _ = app
+    assert fetch(client, "users", 16, 1, 1).status_code == 404
+    assert fetch(client, "zones", 3, 8, 1).status_code == 404
