@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the ledger and GIS exports (run by hand: `.venv/bin/python scripts/bench/exports.py`).
 
-A synthetic city of N zones (default 100,000 Voronoi cells of about 400 m², scripts/bench/
+A synthetic city of N zones (default 100,000 Voronoi cells of about 400 m², scripts/bench/city.py and
 routing.py) with a unit each (name, credit code, person, phone), and a few cases per hundred
 zones, goes into a temporary GeoPackage store. Then, in the same run, each of these is timed
 (best of --repeat) and its memory measured, every job in a fresh process:
@@ -41,50 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TZ = ZoneInfo("Asia/Shanghai")
 PAIRS = (("ledger build", "ledger", "reads"), ("ledger xlsx", "xlsx", "xlsx_bare"),
          ("ledger csv", "csv", "csv_bare"), ("zones gpkg", "gpkg", "gpkg_bare"))
-
-
-def make_city(db: str, n: int, cases_per_100: int = 3) -> int:
-    """A store of `n` synthetic zones, their units and some routed cases; returns the zones."""
-    import datetime as dt
-
-    import geopandas as gpd
-    import numpy as np
-    import pandas as pd
-    import shapely
-    from routing import synthetic_zones
-
-    from layers.store import open_store
-
-    cells, _ = synthetic_zones(n)
-    k = len(cells)
-    rng = np.random.default_rng(3)
-    streets = np.array([f"第{i}路" for i in range(200)])
-    zones = gpd.GeoDataFrame({
-        "code": [f"F{i:06d}" for i in range(k)], "kind": rng.choice(["frontage", "unit", "public"], k, p=[.7, .1, .2]),
-        "primary_unit": [f"U{i:06d}" for i in range(k)], "duties": "卫生,容貌,秩序", "profile": "beijing-2022",
-        "area_m2": shapely.area(cells), "frontage_len_m": rng.random(k) * 40, "depth_m": rng.random(k) * 10,
-        "bounds_text": "东至某路；西至某店；南至某巷；北至某楼", "street": streets[rng.integers(0, 200, k)],
-        "valid_from": dt.date(2026, 1, 1), "version": 1}, geometry=gpd.GeoSeries(cells, crs=4549)).to_crs(4326)
-    units = gpd.GeoDataFrame({
-        "unit_id": zones["primary_unit"], "name": [f"南京市某某商贸有限公司第{i}店" for i in range(k)],
-        "credit_code": [f"91320100MA{i:08d}" for i in range(k)], "person": "张三", "phone": "13912345678",
-        "placeholder": False}, geometry=gpd.GeoSeries([None] * k, crs=4326))
-    m = k * cases_per_100 // 100
-    pick = rng.integers(0, k, m)
-    november = pd.Timestamp("2026-11-01", tz="Asia/Shanghai")
-    reported = (november + pd.to_timedelta(rng.random(m) * 29, unit="D")).round("s")
-    problems = gpd.GeoDataFrame({
-        "problem_id": [f"B{i:07d}" for i in range(m)], "category": "06010", "status": "closed",
-        "zone_code": zones["code"].to_numpy()[pick], "zone_version": 1,
-        "unit_id": zones["primary_unit"].to_numpy()[pick],
-        "reported_at": reported, "target_at": reported + pd.Timedelta(days=1),
-        "closed_at": (reported + pd.to_timedelta(rng.random(m) * 2, unit="D")).round("s")},
-        geometry=shapely.point_on_surface(zones.geometry.to_numpy()[pick]), crs=4326)
-    with open_store(db) as store, store.transaction() as tx:
-        tx.append("zones", zones)
-        tx.append("units", units)
-        tx.append("problems", problems)
-    return k
 
 
 # ---- the jobs: prepare (not measured) and run (measured), in a child process ---------------
@@ -212,6 +168,8 @@ def main() -> None:
         tmp = Path(tmp)
         db = str(tmp / "city.gpkg")
         t = time.perf_counter()
+        from city import make_city
+
         n = make_city(db, args.zones)
         print(f"{n} zones, units and cases stored in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         rows = []
