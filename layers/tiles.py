@@ -32,6 +32,7 @@ made again: an edit in one street leaves the rest of the city's tiles as they we
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import itertools
 import math
@@ -182,10 +183,22 @@ def layer_version(store: Store, layer: str) -> tuple:
 
 
 @dataclass
-class _Entry:
+class Tile:
+    """An encoded tile as cached: the layer's version and the fingerprint of the rows it was
+    made at, its bytes, their tag, and (asked for once) their gzip."""
     version: tuple
     fingerprint: str
     body: bytes
+    etag: str = ""
+    _gzipped: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.etag = self.etag or hashlib.blake2b(self.body, digest_size=12).hexdigest()
+
+    def gzipped(self, level: int) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=level)
+        return self._gzipped
 
 
 class TileCache:
@@ -198,14 +211,14 @@ class TileCache:
         self.made = 0  # tiles encoded (a miss, or rows that changed): what an edit costs
         self.kept = 0  # tiles whose version moved but whose rows did not
 
-    def get(self, key) -> _Entry | None:
+    def get(self, key) -> Tile | None:
         with self._lock:
             entry = self._tiles.get(key)
             if entry is not None:
                 self._tiles.move_to_end(key)
             return entry
 
-    def put(self, key, entry: _Entry) -> None:
+    def put(self, key, entry: Tile) -> None:
         with self._lock:
             self._tiles[key] = entry
             self._tiles.move_to_end(key)
@@ -213,22 +226,23 @@ class TileCache:
                 self._tiles.popitem(last=False)
 
     def tile(self, store: Store, layer: str, cols: list[str], z: int, x: int, y: int,
-             names: Mapping[str, str], tz) -> bytes:
+             names: Mapping[str, str], tz) -> Tile:
         """Tile z/x/y of `layer` from `store` with `cols`, `names` for the units the units table
         does not hold, times in zone `tz`: from the cache while it is current."""
         key = (store.url, layer, z, x, y, tuple(cols), str(tz), tuple(sorted(names.items())))
         version = layer_version(store, layer)
         entry = self.get(key)
         if entry is not None and entry.version == version:
-            return entry.body
+            return entry
         query = TileQuery(store.kind, layer, tuple(cols), z, tuple(sorted(names.items())))
         if entry is not None and entry.fingerprint == query.fingerprint(store, x, y, tz):
             self.kept += 1
         else:
             self.made += 1
-            entry = _Entry(version, *query.make(store, x, y, tz))
-        self.put(key, _Entry(version, entry.fingerprint, entry.body))
-        return entry.body
+            entry = Tile(version, *query.make(store, x, y, tz))
+        entry.version = version
+        self.put(key, entry)
+        return entry
 
 
 # ---- one query per tile, on either store ---------------------------------------------------
@@ -530,6 +544,6 @@ def encode_layer(name: str, fids, geoms: np.ndarray, props: Mapping[str, list]) 
     return tile.SerializeToString()
 
 
-__all__ = ["BUFFER", "EXTENT", "MIN_ZOOM", "TILED", "TileCache", "TileLayer", "TileQuery", "check_tile",
+__all__ = ["BUFFER", "EXTENT", "MIN_ZOOM", "TILED", "Tile", "TileCache", "TileLayer", "TileQuery", "check_tile",
            "encode_layer", "geometry_commands", "layer_version", "lonlat_bbox", "shown", "tile_bounds",
            "tile_columns", "tile_geometries", "tile_of"]

@@ -51,8 +51,15 @@ def tile(layer: str, z: int, x: int, y: int):
     user = current_user()
     cols = tiles.tile_columns(layer, visible_columns(layer, None if user is ANONYMOUS else user.role))
     svc = services()
-    body = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz)
-    return Response(body, mimetype=MVT)
+    made = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz)
+    response = Response(made.body, mimetype=MVT)
+    response.set_etag(made.etag, weak=True)  # of the plain bytes, the same for the gzipped ones
+    if "gzip" in request.accept_encodings and len(made.body) >= MIN_GZIP_BYTES and request.method != "HEAD":
+        # gzipped once per cached tile, not on every answer as compress_and_tag would
+        response.set_data(made.gzipped(GZIP_LEVEL))
+        response.headers["Content-Encoding"] = "gzip"
+    response.vary.add("Accept-Encoding")
+    return response
 
 
 # ---- every answer: gzip, ETag, Cache-Control -----------------------------------------------
