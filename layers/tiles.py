@@ -49,6 +49,7 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
+from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
 BUFFER = 64  # tile units of margin kept around a tile, so a border's stroke is in neither tile
@@ -58,7 +59,7 @@ ORIGIN = math.pi * _R  # half the world's width in metres
 
 MAIN_ROADS = ("motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link",
               "secondary", "secondary_link")
-FINISHED = ("closed", "voided", "linked")  # cases a map shows only close up
+FINISHED = (*FINAL, LINKED)  # cases a map shows only close up (PostGIS indexes the others apart)
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,13 @@ class Tile:
 
 
 class TileCache:
-    """A thread-safe LRU of encoded tiles with the version and fingerprint each was made at."""
+    """A thread-safe LRU of encoded tiles with the version and fingerprint each was made at,
+    holding at most `max_bytes` of tiles (plain; their gzip adds about a third): a z16 view of
+    a dense city's zones is ~5 MB plain."""
 
-    def __init__(self, size: int = 4096):
-        self.size = size
+    def __init__(self, max_bytes: int = 192 * 2**20):
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._tiles: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.made = 0  # tiles encoded (a miss, or rows that changed): what an edit costs
@@ -220,10 +224,11 @@ class TileCache:
 
     def put(self, key, entry: Tile) -> None:
         with self._lock:
+            old = self._tiles.pop(key, None)
+            self.bytes += len(entry.body) - (len(old.body) if old is not None else 0)
             self._tiles[key] = entry
-            self._tiles.move_to_end(key)
-            while len(self._tiles) > self.size:
-                self._tiles.popitem(last=False)
+            while self.bytes > self.max_bytes and len(self._tiles) > 1:
+                self.bytes -= len(self._tiles.popitem(last=False)[1].body)
 
     def tile(self, store: Store, layer: str, cols: list[str], z: int, x: int, y: int,
              names: Mapping[str, str], tz) -> Tile:

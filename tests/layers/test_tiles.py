@@ -1,7 +1,7 @@
 """The GeoPackage's tile encoder (layers.tiles.encode_layer, geometry commands by numpy) decodes,
 with mapbox_vector_tile's own decoder, to what mapbox_vector_tile's encoder makes of the same
 features: polygons with holes, multipolygons, lines, multilines, points, multipoints, repeated
-points, rings that rounding collapsed, and every kind of property value."""
+points, rings that rounding collapsed, and every kind of property value; and the tile cache keeps to its size."""
 
 import mapbox_vector_tile
 import numpy as np
@@ -61,3 +61,14 @@ def test_tile_geometries_clip_round_and_orient_on_the_grid():
     assert coords.max() <= tiles.EXTENT + tiles.BUFFER
     assert all(shapely.is_ccw(g.exterior) for g in geoms)  # y down: clockwise on screen, as MVT wants
     assert geoms[0].bounds == pytest.approx((819, 2458, 1638, 3277), abs=1)  # y down: north is 0
+
+
+def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recently_used():
+    cache = tiles.TileCache(max_bytes=250)
+    for key in "abc":
+        cache.put(key, tiles.Tile((1,), "f", b"x" * 100))
+        if key == "b":
+            assert cache.get("a") is not None  # a is used again: b is now the oldest
+    assert cache.get("b") is None and cache.get("a") and cache.get("c") and cache.bytes == 200
+    cache.put("c", tiles.Tile((2,), "g", b"y" * 10))
+    assert cache.bytes == 110 and cache.get("c").body == b"y" * 10
