@@ -6,6 +6,9 @@ What a tile holds. A map needs to colour, label and click a feature; everything 
 from GET /api/layers/{layer}/{fid}.geojson when a feature is clicked (the MVT feature id is the
 row's fid). So a tile has a few columns per layer (`TILED`), those the caller's role may see
 (layers/privacy.py), plus `unit_name` for zones and problems. Zones are the versions in force.
+A case carries the two times its light turns at (`light_yellow_at`, `light_red_after`, city
+time), not the light: a map tells it at any moment as layers.deadlines.light_at does (red after
+the second, yellow from the first, else green), and the tile stays the same while time passes.
 
 From which zoom. A tile holds every feature that meets it, so a layer starts at the zoom where a
 tile of a dense city stays small: 100,000 zones of ~400 m² put ~800 zones in a z16 tile, ~3,200 in
@@ -97,8 +100,8 @@ TILED = {layer.name: layer for layer in (
     TileLayer("buildings", ("name", "building"), 16),
     TileLayer("roads", ("name", "highway"), 15, by="highway",
               zoom_of={**dict.fromkeys(MAIN_ROADS, 12), "tertiary": 14, "tertiary_link": 14}),
-    TileLayer("problems", ("problem_id", "category", "status", "stage_deadline"), 16, unit="unit_id",
-              by="status", zoom_of=dict.fromkeys(FINISHED, 18)),
+    TileLayer("problems", ("problem_id", "category", "status", "light_yellow_at", "light_red_after"), 16,
+              unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18)),
 )}
 MIN_ZOOM = {name: layer.first_zoom for name, layer in TILED.items()}
 

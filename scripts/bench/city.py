@@ -54,7 +54,7 @@ def cases(points: np.ndarray, zones: gpd.GeoDataFrame, pick: np.ndarray, states:
           seed: int = 5) -> gpd.GeoDataFrame:
     """One case per point (EPSG:4326 shapely points), routed to zone `pick[i]`, in `states[i]`,
     reported in November 2026 (city time); closed ones with a closing time, open ones with their
-    stage's start and deadline."""
+    stage's start, deadline and light times (a clock day's limit)."""
     m = len(points)
     rng = np.random.default_rng(seed)
     reported = (NOVEMBER + pd.to_timedelta(rng.random(m) * 29, unit="D")).round("s")
@@ -69,6 +69,8 @@ def cases(points: np.ndarray, zones: gpd.GeoDataFrame, pick: np.ndarray, states:
         "reported_at": reported, "target_at": reported + pd.Timedelta(days=1),
         "stage_started_at": stage.round("s").where(~closed),
         "stage_deadline": (stage + pd.Timedelta(days=1)).round("s").where(~closed),
+        "light_yellow_at": (stage + pd.Timedelta(hours=19.2)).round("s").where(~closed),
+        "light_red_after": (stage + pd.Timedelta(days=1)).round("s").where(~closed),
         "closed_at": stage.round("s").where(closed)},
         geometry=gpd.GeoSeries(points, crs=4326))
 

@@ -35,6 +35,8 @@ def _roads_and_cases(s) -> None:
         {"problem_id": ["ZM-OPEN", "ZM-DONE"], "category": ["06010", "06010"], "status": ["dispatched", "closed"],
          "unit_id": ["U-B", "U-A"], "zone_code": ["F000002", "F000004"], "reported_at": [at, at],
          "stage_started_at": [at, None], "stage_deadline": [at + dt.timedelta(hours=2), None],
+         "light_yellow_at": [at + dt.timedelta(minutes=96), None],
+         "light_red_after": [at + dt.timedelta(hours=2), None],
          "closed_at": [None, at], "reporter": ["secret-reporter", "secret-reporter"], "contact": [PHONE, PHONE]},
         geometry=[middle(1.5, 0.5), middle(0.5, 1.5)], crs=4326)
     with s.transaction() as tx:
@@ -137,8 +139,9 @@ def test_roads_and_cases_are_thinned_by_class_at_low_zoom(app):
     assert set(by(features_at(client, "roads", road, z=14), "name")) == {"中山路"}
     assert set(by(features_at(client, "roads", road, z=15), "name")) == {"中山路", "小巷"}
     open_case = by(features_at(client, "problems", middle(1.5, 0.5)), "problem_id")["ZM-OPEN"]["properties"]
-    assert open_case == {"problem_id": "ZM-OPEN", "category": "06010", "status": "dispatched",
-                         "stage_deadline": "2026-11-30T11:30:00+08:00", "unit_name": XSS}  # city time
+    assert open_case == {"problem_id": "ZM-OPEN", "category": "06010", "status": "dispatched",  # city time
+                         "light_yellow_at": "2026-11-30T11:06:00+08:00", "light_red_after": "2026-11-30T11:30:00+08:00",
+                         "unit_name": XSS}
     done = middle(0.5, 1.5)
     assert "ZM-DONE" not in by(features_at(client, "problems", done, z=17), "problem_id")
     assert by(features_at(client, "problems", done, z=18), "problem_id")["ZM-DONE"]["properties"]["status"] == "closed"
