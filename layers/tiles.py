@@ -52,6 +52,7 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
+from .store.base import OPEN_INDEX
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -62,20 +63,23 @@ ORIGIN = math.pi * _R  # half the world's width in metres
 
 MAIN_ROADS = ("motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link",
               "secondary", "secondary_link")
-FINISHED = (*FINAL, LINKED)  # cases a map shows only close up (PostGIS indexes the others apart)
+FINISHED = (*FINAL, LINKED)  # cases a map shows only close up (the stores index the others apart)
 
 
 @dataclass(frozen=True)
 class TileLayer:
     """What the tiles of one layer hold: `columns` (before the role's allow-list), from
     `min_zoom`; the features whose `by` column has a value in `zoom_of` from that value's zoom
-    instead; `unit` names the column whose unit's name is added as `unit_name`."""
+    instead; `unit` names the column whose unit's name is added as `unit_name`; `early_index`,
+    a GeoPackage index of the rows shown before every `zoom_of` value is (SQLite would rather
+    read every row the R-tree gives, PostgreSQL picks its own)."""
     name: str
     columns: tuple[str, ...]
     min_zoom: int
     unit: str | None = None
     by: str | None = None
     zoom_of: Mapping[str, int] = field(default_factory=dict)
+    early_index: str | None = None
 
     @property
     def first_zoom(self) -> int:
@@ -101,7 +105,7 @@ TILED = {layer.name: layer for layer in (
     TileLayer("roads", ("name", "highway"), 15, by="highway",
               zoom_of={**dict.fromkeys(MAIN_ROADS, 12), "tertiary": 14, "tertiary_link": 14}),
     TileLayer("problems", ("problem_id", "category", "status", "light_yellow_at", "light_red_after"), 16,
-              unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18)),
+              unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18), early_index=OPEN_INDEX),
 )}
 MIN_ZOOM = {name: layer.first_zoom for name, layer in TILED.items()}
 
@@ -290,7 +294,10 @@ class TileQuery:
                    "WHERE minx <= :e AND maxx >= :w AND miny <= :n AND maxy >= :s)")
         where = " AND ".join([box, *self.spec.where(self.z)])
         select = ", ".join(["t.fid", *([geometry] if geometry else []), *props])
-        return f'SELECT {select} FROM "{self.layer}" t WHERE {where}'
+        spec, index = self.spec, ""
+        if self.kind != "postgis" and spec.early_index and spec.min_zoom <= self.z < max(spec.zoom_of.values()):
+            index = f' INDEXED BY "{spec.early_index}"'
+        return f'SELECT {select} FROM "{self.layer}" t{index} WHERE {where}'
 
     def _params(self, x: int, y: int) -> dict:
         if self.kind == "postgis":

@@ -36,6 +36,8 @@ from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, STORAGE_CRS, TYPES
 from .base import (
     COUNTERS,
+    OPEN_CASES,
+    OPEN_INDEX,
     Store,
     Transaction,
     cell_options,
@@ -390,16 +392,20 @@ class GeoPackageStore(Store):
                         self._add_columns(tx.con, LAYERS[name], have)
                 tx.con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
                                "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+                tx.con.execute(f'CREATE INDEX IF NOT EXISTS "{OPEN_INDEX}" ON problems (fid) WHERE {OPEN_CASES}')
         with self._reading() as con:  # persistent: set once for the file, kept by QGIS too
             if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 con.execute("PRAGMA journal_mode = WAL")
 
     def _missing(self) -> bool:
-        """Whether a table or column is missing (read first: opening a complete store takes
+        """Whether a table, column or index is missing (read first: opening a complete store takes
         no write lock, so it never waits for a running import)."""
         with self._reading() as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if COUNTERS not in tables or any(n not in tables for n in LAYERS):
+                return True
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                               (OPEN_INDEX,)).fetchone():
                 return True
             return any({c.name for c in spec.columns} - {r[1] for r in con.execute(f'PRAGMA table_info("{n}")')}
                        for n, spec in LAYERS.items())

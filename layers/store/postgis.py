@@ -26,9 +26,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, TYPES
-from ..workflow import FINAL, LINKED
 from .base import (
     COUNTERS,
+    OPEN_CASES,
     Store,
     Transaction,
     cell_options,
@@ -65,11 +65,6 @@ def _lost(con: psycopg.Connection):
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
-
-# The open cases, as the problems tiles below z18 ask for them (layers/tiles.py TILED): their own
-# spatial index, so that a tile reads the ~5 % of a city's cases that are open, not every row in
-# its box (the same text as the tiles' filter, for the planner to see that it applies).
-OPEN_CASES = "status IS NULL OR status NOT IN ({})".format(", ".join(f"'{s}'" for s in (*FINAL, LINKED)))
 
 # Pools a forked child inherited: never used and never closed there (closing would end the
 # parent's sessions on the sockets both share), only kept from the garbage collector.
@@ -284,7 +279,7 @@ class PostGISStore(Store):
                 for c in spec.columns:
                     if c.unique:
                         con.execute(f'CREATE UNIQUE INDEX "{name}_{c.name}_uq" ON "{name}" ("{c.name}")')
-        with con.transaction():  # made once for a store from before it (~1 s for 1M cases)
+        with con.transaction():  # the open cases' own spatial index (base.OPEN_CASES); ~1 s for 1M cases
             con.execute(f"CREATE INDEX IF NOT EXISTS problems_open_geom_gist ON problems USING gist (geom) "
                         f"WHERE {OPEN_CASES}")
 
