@@ -328,7 +328,8 @@ class PostGISStore(Store):
     def has_spatial_index(self, layer):
         row = self.query(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
-            "AND tablename = %s AND indexdef ILIKE %s", (layer, "%USING gist (geom)%"))[0]
+            "AND tablename = %s AND indexdef ILIKE %s AND indexdef NOT ILIKE %s",
+            (layer, "%USING gist (geom)%", "%WHERE%"))[0]  # the whole layer's, not a part's (open cases)
         return row[0] == 1
 
     def check(self, timeout_s: float = 2.0) -> dict:
