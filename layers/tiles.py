@@ -382,12 +382,28 @@ def _values(layer: str, column: str, values: list, tz) -> list:
     zone `tz` with the offset, yes/no as booleans, the rest as they are; None stays None."""
     kind = "text" if column == "unit_name" else LAYERS[layer].column(column).type
     if kind == "datetime":
-        t = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").dt.tz_convert(tz)
-        text = t.dt.strftime("%Y-%m-%dT%H:%M:%S%z")  # +0800 → +08:00, as isoformat writes it
-        return [None if pd.isna(v) else f"{v[:-2]}:{v[-2:]}" for v in text]
+        return _city_times(values, tz)
     if kind == "boolean":
         return [None if v is None else bool(v) for v in values]
     return values
+
+
+def _city_times(values: list, tz) -> list:
+    """UTC times as the GeoPackage holds them (ours: "…T01:30:00.000Z") → ISO 8601 text in zone
+    `tz` with its offset, to the second, as the API writes them; vectorised (pandas' own
+    formatting took ~7 ms for a tile's 350 times). Times written by others (another offset or
+    precision) are read by pandas."""
+    if all(v is None or (isinstance(v, str) and v.endswith("Z")) for v in values):
+        utc = np.array(["NaT" if v is None else v[:-1] for v in values], dtype="datetime64[ms]")
+    else:
+        utc = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").dt.tz_localize(None)
+        utc = utc.to_numpy(dtype="datetime64[ms]")
+    naive = pd.DatetimeIndex(utc)
+    local = naive.tz_localize("UTC").tz_convert(tz).tz_localize(None)
+    offsets = np.nan_to_num((local - naive).total_seconds().to_numpy() // 60).astype(np.int64)
+    text = np.datetime_as_string(local.to_numpy(dtype="datetime64[s]"), unit="s").tolist()
+    return [None if missing else f"{t}{'-' if o < 0 else '+'}{abs(o) // 60:02d}:{abs(o) % 60:02d}"
+            for t, o, missing in zip(text, offsets.tolist(), np.isnat(utc).tolist())]
 
 
 # ---- the GeoPackage's encoder ---------------------------------------------------------------

@@ -202,7 +202,11 @@ def browser(db: str, log: Path) -> dict:
 
             page.on("request", lambda r: pending.add(r))
             page.on("requestfinished", finished)
-            page.on("requestfailed", lambda r: pending.discard(r))
+            def failed(request):
+                pending.discard(request)
+                seen.append({"url": request.url, "at": time.perf_counter(), "kind": "failed", "bytes": 0})
+
+            page.on("requestfailed", failed)
             start = time.perf_counter()
             page.goto(f"http://127.0.0.1:{server.port}/", wait_until="load", timeout=LIMIT_S * 1000)
             idle = quiet(page, pending, seen, start)
@@ -239,7 +243,8 @@ def summary(seen: list[dict], since: float) -> dict:
     kinds: dict = {}
     for s in seen:
         kinds[s["kind"]] = round(kinds.get(s["kind"], 0) + s["bytes"] / 1e3, 1)
-    return {"requests": len(seen), "MB": round(sum(s["bytes"] for s in seen) / 1e6, 3),
+    return {"requests": len(seen), "failed": sum(s["kind"] == "failed" for s in seen),
+            "MB": round(sum(s["bytes"] for s in seen) / 1e6, 3),
             "s": round(max((s["at"] for s in seen), default=since) - since, 2), "kB_by_kind": kinds}
 
 

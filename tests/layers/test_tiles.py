@@ -1,7 +1,8 @@
 """The GeoPackage's tile encoder (layers.tiles.encode_layer, geometry commands by numpy) decodes,
 with mapbox_vector_tile's own decoder, to what mapbox_vector_tile's encoder makes of the same
 features: polygons with holes, multipolygons, lines, multilines, points, multipoints, repeated
-points, rings that rounding collapsed, and every kind of property value; and the tile cache keeps to its size."""
+points, rings that rounding collapsed, and every kind of property value. Times come out in city
+time however they were written, and the tile cache keeps to its size."""
 
 import mapbox_vector_tile
 import numpy as np
@@ -72,3 +73,10 @@ def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recently_used():
     assert cache.get("b") is None and cache.get("a") and cache.get("c") and cache.bytes == 200
     cache.put("c", tiles.Tile((2,), "g", b"y" * 10))
     assert cache.bytes == 110 and cache.get("c").body == b"y" * 10
+
+
+def test_a_geopackage_s_times_come_out_in_city_time_however_they_were_written():
+    ours, gdal = "2026-07-07T11:02:31.000Z", "2026-07-07T13:02:31+02:00"  # the same instant
+    assert tiles._city_times([ours, None], "Europe/Berlin") == ["2026-07-07T13:02:31+02:00", None]
+    assert tiles._city_times([gdal, None], "Europe/Berlin") == ["2026-07-07T13:02:31+02:00", None]
+    assert tiles._city_times(["2026-01-07T11:02:31.000Z"], "Europe/Berlin") == ["2026-01-07T12:02:31+01:00"]
