@@ -49,6 +49,8 @@ import pandas as pd
 import shapely
 from mapbox_vector_tile.Mapbox import vector_tile_pb2
 
+from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
+
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
@@ -238,15 +240,16 @@ class TileCache:
                 self.bytes -= len(self._tiles.popitem(last=False)[1].body)
 
     def tile(self, store: Store, layer: str, cols: list[str], z: int, x: int, y: int,
-             names: Mapping[str, str], tz) -> Tile:
+             names: Mapping[str, str], tz, shift: str | None = None) -> Tile:
         """Tile z/x/y of `layer` from `store` with `cols`, `names` for the units the units table
-        does not hold, times in zone `tz`: from the cache while it is current."""
-        key = (store.url, layer, z, x, y, tuple(cols), str(tz), tuple(sorted(names.items())))
+        does not hold, times in zone `tz`, shifted onto a GCJ-02 basemap when `shift` is
+        "gcj02": from the cache while it is current."""
+        key = (store.url, layer, z, x, y, tuple(cols), str(tz), tuple(sorted(names.items())), shift)
         version = layer_version(store, layer)
         entry = self.get(key)
         if entry is not None and entry.version == version:
             return entry
-        query = TileQuery(store.kind, layer, tuple(cols), z, tuple(sorted(names.items())))
+        query = TileQuery(store.kind, layer, tuple(cols), z, tuple(sorted(names.items())), shift)
         if entry is not None and entry.fingerprint == query.fingerprint(store, x, y, tz):
             self.kept += 1
         else:
@@ -263,12 +266,21 @@ class TileCache:
 class TileQuery:
     """The SQL of `layer`'s tile at zoom `z` on a store of `kind`: the rows meeting the tile
     (+ buffer) through the spatial index, the columns `cols`, the unit's name (the units table,
-    else `names`, else the id). Parameters: z, x, y (PostGIS) or the box w, s, e, n (SQLite)."""
+    else `names`, else the id). Parameters: z, x, y (PostGIS) or the box w, s, e, n (SQLite, and
+    PostGIS when shifted). `shift` "gcj02": the tile of a GCJ-02 basemap (AMap), our WGS 84
+    features moved onto it by geo/crs.py; PostGIS then gives rows and Python encodes them (the
+    shift is no PostGIS function)."""
     kind: str
     layer: str
     cols: tuple[str, ...]
     z: int
     names: tuple[tuple[str, str], ...] = ()
+    shift: str | None = None
+
+    @property
+    def _in_sql(self) -> bool:
+        """Whether PostGIS makes the whole tile."""
+        return self.kind == "postgis" and self.shift is None
 
     @property
     def spec(self) -> TileLayer:
@@ -286,9 +298,11 @@ class TileQuery:
     def _select(self, geometry: str | None, props: list[str]) -> str:
         if self.spec.unit is not None:
             props = [*props, self._unit_name()]
-        if self.kind == "postgis":
+        if self._in_sql:
             box = (f"t.geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {BUFFER / EXTENT}), "
                    "4326)")
+        elif self.kind == "postgis":
+            box = "t.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
         else:
             box = (f't.fid IN (SELECT id FROM "rtree_{self.layer}_geom" '
                    "WHERE minx <= :e AND maxx >= :w AND miny <= :n AND maxy >= :s)")
@@ -300,9 +314,14 @@ class TileQuery:
         return f'SELECT {select} FROM "{self.layer}" t{index} WHERE {where}'
 
     def _params(self, x: int, y: int) -> dict:
-        if self.kind == "postgis":
+        if self._in_sql:
             return {"z": self.z, "x": x, "y": y}
-        return dict(zip("wsen", lonlat_bbox(self.z, x, y)))
+        w, s, e, n = lonlat_bbox(self.z, x, y)
+        if self.shift:  # the WGS 84 box whose GCJ-02 image holds the tile (the shift varies little)
+            lon, lat = gcj02_to_wgs84(np.array([w, e, e, w]), np.array([s, s, n, n]))
+            pad = (e - w) / 100
+            w, s, e, n = lon.min() - pad, lat.min() - pad, lon.max() + pad, lat.max() + pad
+        return {"w": float(w), "s": float(s), "e": float(e), "n": float(n)}
 
     @property
     def _names(self) -> list[str]:
@@ -311,17 +330,23 @@ class TileQuery:
     def fingerprint(self, store: Store, x: int, y: int, tz) -> str:
         """A digest of the fid and tile columns of every row meeting the tile (what `make`
         digests too, without reading a geometry)."""
-        if self.kind == "postgis":
+        if self._in_sql:
             props = [_pg_prop(self.layer, c) for c in self.cols]
             sql = f"WITH r AS MATERIALIZED ({self._select(None, props)}) SELECT {self._pg_digest()} FROM r"
             return self._pg(store, sql, x, y, tz)[0]
-        rows = store.query(self._select(None, [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
+        return _digest(self._rows(store, None, x, y, tz))
+
+    def _rows(self, store: Store, geometry: str | None, x: int, y: int, tz) -> list[tuple]:
+        """The tile's rows (fid, [geometry,] columns…) in fid order, for Python to encode."""
+        if self.kind == "postgis":  # times formatted by PostgreSQL in the city's time zone
+            sql = self._select(geometry, [_pg_prop(self.layer, c) for c in self.cols]) + " ORDER BY t.fid"
+            return self._pg(store, sql, x, y, tz, every=True)
+        return store.query(self._select(geometry, [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
                            self._params(x, y))
-        return _digest(rows)
 
     def make(self, store: Store, x: int, y: int, tz) -> tuple[str, bytes]:
         """(fingerprint, the encoded tile; b"" when nothing of the layer is in it)."""
-        if self.kind == "postgis":
+        if self._in_sql:
             props = [_pg_prop(self.layer, c) for c in self.cols]
             rows = self._select(f"ST_AsMVTGeom(ST_Transform(t.geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
                                 f"{EXTENT}, {BUFFER}, true) AS geom", props)
@@ -330,34 +355,37 @@ class TileQuery:
                    f"ST_AsMVT(r.*, '{self.layer}', {EXTENT}, 'geom', 'fid') FILTER (WHERE r.geom IS NOT NULL) FROM r")
             digest, body = self._pg(store, sql, x, y, tz)
             return digest, bytes(body) if body is not None else b""
-        rows = store.query(self._select("t.geom", [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
-                           self._params(x, y))
+        pg = self.kind == "postgis"
+        rows = self._rows(store, "ST_AsBinary(t.geom)" if pg else "t.geom", x, y, tz)
         digest = _digest([(r[0], *r[2:]) for r in rows])
         if not rows:
             return digest, b""
         from .store.gpkg import geoms_from_blobs
 
         fids, blobs, *values = (list(c) for c in zip(*rows))
-        geoms, keep = tile_geometries(geoms_from_blobs(blobs), self.z, x, y)
+        decoded = shapely.from_wkb(np.array([bytes(b) for b in blobs], dtype=object)) if pg else geoms_from_blobs(blobs)
+        geoms, keep = tile_geometries(decoded, self.z, x, y, self.shift)
         if not keep.any():
             return digest, b""
         at = np.flatnonzero(keep)
-        props = {n: _values(self.layer, n, [v[i] for i in at], tz) for n, v in zip(self._names, values)}
+        props = {n: [v[i] for i in at] if pg else _values(self.layer, n, [v[i] for i in at], tz)
+                 for n, v in zip(self._names, values)}
         return digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
 
     def _pg_digest(self) -> str:
         row = ", ".join(["r.fid", *(f'r."{n}"' for n in self._names)])
         return f"md5(coalesce(string_agg(ROW({row})::text, ',' ORDER BY r.fid), ''))"
 
-    def _pg(self, store, sql: str, x: int, y: int, tz) -> tuple:
-        """The one row of `sql` in a transaction set for tiles: the city's time zone for the
+    def _pg(self, store, sql: str, x: int, y: int, tz, every: bool = False):
+        """The one row of `sql` (`every`: all its rows) in a transaction set for tiles: the city's time zone for the
         times; no parallel workers and no JIT, whose start costs more than a tile (ST_Transform's
         high cost makes the planner want both)."""
         def query(con):
             with con.transaction():  # SET LOCAL: these end with the transaction
                 con.execute("SELECT set_config('TimeZone', %s, true), set_config('jit', 'off', true), "
                             "set_config('max_parallel_workers_per_gather', '0', true)", (str(tz),))
-                return con.execute(sql, self._params(x, y)).fetchone()
+                got = con.execute(sql, self._params(x, y))
+                return got.fetchall() if every else got.fetchone()
 
         return store._read(query)
 
@@ -408,16 +436,20 @@ def _city_times(values: list, tz) -> list:
 
 # ---- the GeoPackage's encoder ---------------------------------------------------------------
 
-def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int, shift: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """EPSG:4326 geometries → tile units (y down), clipped to the tile and its buffer, rounded
     to the integer grid the tile stores (a polygon that rounding made invalid is repaired on
     the grid), polygons' outer rings clockwise on screen as MVT wants. Returns the geometries
-    that are left and the mask of which input each is."""
+    that are left and the mask of which input each is. `shift` "gcj02": for a GCJ-02 basemap."""
     minx, _, maxx, maxy = tile_bounds(z, x, y)
     scale = EXTENT / (maxx - minx)
 
     def project(coords):
-        mx, my = to_mercator(coords[:, 0], coords[:, 1])
+        lon, lat = coords[:, 0], coords[:, 1]
+        if shift == "gcj02":  # onto a GCJ-02 basemap
+            lon, lat = wgs84_to_gcj02(lon, lat)
+        mx, my = to_mercator(lon, lat)
         return np.column_stack([(mx - minx) * scale, (maxy - my) * scale])
 
     local = shapely.clip_by_rect(shapely.transform(geoms, project), -BUFFER, -BUFFER,

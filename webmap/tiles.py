@@ -2,7 +2,8 @@
 Tiles (layers/tiles.py), with the columns the caller's role may see (layers/privacy.py) and,
 for zones and problems, who answers by name (`unit_name`). Below a layer's minimum zoom the
 answer is 200 with an empty body: a valid MVT without layers, which every client draws as
-nothing (a 204 would be as small, but some tile clients treat it as an error).
+nothing (a 204 would be as small, but some tile clients treat it as an error). `?crs=gcj02`
+gives the tiles of a GCJ-02 basemap (AMap): our WGS 84 features shifted onto it by geo/crs.py.
 
 Also `compress_and_tag(response)`, which app.py's after_request calls for every answer: gzip
 for JSON and tiles when the client takes it, and ETag, Cache-Control and 304 for tiles and the
@@ -15,6 +16,7 @@ import gzip
 from flask import Blueprint, Response, current_app, request
 
 from layers import tiles
+from layers.errors import InputError
 from layers.privacy import visible_columns
 from layers.users import ANONYMOUS
 from layers.zones import FALLBACK
@@ -50,8 +52,12 @@ def tile(layer: str, z: int, x: int, y: int):
         return Response(b"", mimetype=MVT)
     user = current_user()
     cols = tiles.tile_columns(layer, visible_columns(layer, None if user is ANONYMOUS else user.role))
+    crs = request.args.get("crs", "wgs84")
+    if crs not in ("wgs84", "gcj02"):
+        raise InputError(f"crs must be wgs84 (the default) or gcj02 (tiles shifted onto an AMap basemap), not {crs!r}")
     svc = services()
-    made = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz)
+    made = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz,
+                        shift=None if crs == "wgs84" else crs)
     response = Response(made.body, mimetype=MVT)
     response.set_etag(made.etag, weak=True)  # of the plain bytes, the same for the gzipped ones
     if "gzip" in request.accept_encodings and len(made.body) >= MIN_GZIP_BYTES and request.method != "HEAD":

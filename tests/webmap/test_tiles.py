@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import shapely
 
+from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
 from layers.users import add_user, issue_token
@@ -114,6 +115,25 @@ def test_the_popup_reads_the_rest_by_the_feature_s_key_with_the_role_s_columns(a
     case = by(features_at(client, "problems", middle(1.5, 0.5)), "problem_id")["ZM-OPEN"]
     panel = client.get(f"/api/layers/problems/{case['properties']['problem_id']}.geojson").json["properties"]
     assert panel["category_name"] and "reporter" not in panel and "contact" not in panel
+
+
+def test_on_a_gcj02_basemap_a_zone_is_shifted_as_geo_crs_shifts_it(app):
+    client, _, _ = app
+    z = 18  # tiles of ~130 m: the ~500 m shift moves the zone to other tiles
+    glon, glat = wgs84_to_gcj02(*box(0, 0, 1, 1).exterior.xy)
+    gx, gy = tiles.tile_of(float(glon.mean()), float(glat.mean()), z)
+    r = client.get(f"/tiles/zones/{z}/{gx}/{gy}.pbf?crs=gcj02")
+    zone = by(mapbox_vector_tile.decode(r.data)["zones"]["features"])["F000001"]
+    minx, miny, maxx, _ = tiles.tile_bounds(z, gx, gy)
+    mx, my = tiles.to_mercator(glon, glat)
+    k = tiles.EXTENT / (maxx - minx)
+    want = shapely.Polygon(np.column_stack([(mx - minx) * k, (my - miny) * k])).intersection(
+        shapely.box(-tiles.BUFFER, -tiles.BUFFER, tiles.EXTENT + tiles.BUFFER, tiles.EXTENT + tiles.BUFFER))
+    got = shapely.geometry.shape(zone["geometry"])
+    assert got.symmetric_difference(want).area < 0.02 * want.area  # within a tile unit (~3 cm here)
+    plain = mapbox_vector_tile.decode(fetch(client, "zones", z, gx, gy).data)
+    assert "F000001" not in by(plain.get("zones", {}).get("features", []))  # unshifted it is elsewhere
+    assert client.get(f"/tiles/zones/{z}/{gx}/{gy}.pbf?crs=bd09").status_code == 400
 
 
 def test_tiles_without_zones_are_empty_and_small(app):
