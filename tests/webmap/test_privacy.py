@@ -57,7 +57,7 @@ def public_urls(app, case_id) -> list[str]:
     fill = {"name": [n for n in ("buildings", "roads", "pois", "areas", "sites", "units", "zones", "grid",
                                  "problems")],
             "fmt": ["json", "xml"], "code": ["06010"], "request_id": [case_id], "problem_id": [case_id],
-            "layer": ["zones", "problems", "buildings", "roads"], "z": [16],
+            "layer": ["zones", "problems", "buildings", "roads"], "z": [16], "key": ["F1", case_id, "1"],
             "x": [tile_of(*IN_F1, 16)[0]], "y": [tile_of(*IN_F1, 16)[1]]}
     urls = []
     with app.test_request_context():
