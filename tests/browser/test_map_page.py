@@ -71,9 +71,9 @@ def test_layers_draw_as_tiles_with_attribution_and_no_errors(browser, server):
     page.goto(server)
     page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
     move(page, *EVIL_AT, 16)
-    # roads, buildings, zones and problems come as vector tiles of the view, drawn on canvases
+    # roads, buildings, zones and problems come as vector tiles of the view, drawn as SVG (clickable)
     assert {u.split("/tiles/")[1].split("/")[0] for u in tiles} >= {"roads", "buildings", "zones", "problems"}
-    assert page.locator(".leaflet-tile-container canvas").count() >= 8
+    assert page.locator(".leaflet-tile-container svg path.leaflet-interactive").count() > 100  # clickable features
     assert not any("/api/layers/zones" in u or "/api/layers/buildings" in u for u in tiles)
     assert "© OpenStreetMap contributors" in page.locator(".leaflet-control-attribution").inner_text()
     assert "建筑物" in page.locator(".leaflet-control-layers").inner_text()

@@ -15,6 +15,17 @@ window.ZMMap = (function () {
   // Leaflet.VectorGrid 1.3.0 calls L.DomEvent.fakeStop on a click, which Leaflet 1.8 renamed
   // away (fixed upstream in Leaflet.VectorGrid#288, not yet released): the same stop by its name
   if (window.L && L.DomEvent && !L.DomEvent.fakeStop) L.DomEvent.fakeStop = L.DomEvent.stopPropagation;
+  // a tile's point (a case) is a CircleMarker without a latlng: Leaflet asks one of the marker it
+  // clicked (Leaflet.VectorGrid#168), so a point tells it from its tile and its pixel in it
+  if (window.L && L.CircleMarker) {
+    var circleLatLng = L.CircleMarker.prototype.getLatLng;
+    L.CircleMarker.include({getLatLng: function () {
+      var r = this._renderer;
+      if (this._latlng || !this._point || !r || !r.getCoord || !r._map) return circleLatLng.call(this);
+      var c = r.getCoord();
+      return r._map.unproject(c.scaleBy(r._size).add(this._point), c.z);
+    }});
+  }
 
   // ---- GCJ-02, as geo/crs.py computes it (Krasovsky ellipsoid, the published offset) ----------
   var A = 6378245.0, EE = 0.00669342162296594323, PI = Math.PI;
