@@ -36,17 +36,21 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def serve():
+def serve(tmp_path_factory):
     """`serve(db)` starts `zonemap serve` on a free port over the store `db` and answers its
-    base URL once /health answers; every server it started is stopped after the module."""
+    base URL once /health answers; every server it started is stopped after the module. Its
+    output (the access log: a line a request, dozens a map page) goes to a file, never to a
+    pipe nobody reads, where a full pipe would stall every worker at its next log line."""
     started = []
 
     def start(db: str) -> str:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", db, "serve",
-                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        log = tmp_path_factory.mktemp("serve") / "server.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", db, "serve",
+                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
         started.append(proc)
         url = f"http://127.0.0.1:{port}/"
         for _ in range(300):
@@ -58,7 +62,7 @@ def serve():
             except OSError:
                 time.sleep(0.1)
         proc.kill()
-        pytest.fail(f"zonemap serve did not start: {proc.stdout.read().decode()}")
+        pytest.fail(f"zonemap serve did not start: {log.read_text(errors='replace')[-4000:]}")
 
     yield start
     for proc in started:
