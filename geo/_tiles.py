@@ -63,6 +63,66 @@ def overlay(op, a, b=None):
         return op(a, grid_size=ROBUST_GRID_M) if b is None else op(a, b, grid_size=ROBUST_GRID_M)
 
 
+def elementwise(op, a, b):
+    """`op(a, b)` over arrays in one vectorised call; when GEOS throws on some pair, each pair
+    again through `overlay` (snap-rounding for the ones that need it)."""
+    try:
+        return op(a, b)
+    except shapely.errors.GEOSException:
+        return np.array([overlay(op, x, y) for x, y in zip(a, b)], dtype=object)
+
+
+def grouped(func, geoms: np.ndarray, groups: np.ndarray, n: int, width: int = 32) -> np.ndarray:
+    """`func` (shapely.union_all or coverage_union_all) of the geometries of each group 0…n-1,
+    in vectorised calls over a padded (group, member) table; None for an empty group. Groups
+    larger than `width` are reduced in chunks first, so the table stays small."""
+    geoms = np.asarray(geoms, dtype=object)
+    groups = np.asarray(groups, dtype=np.int64)
+    out = np.full(n, None, dtype=object)
+    if len(geoms) == 0:
+        return out
+    order = np.argsort(groups, kind="stable")
+    g, x = groups[order], geoms[order]
+    pos = np.arange(len(g)) - np.searchsorted(g, g)
+    if pos.max() >= width:  # big groups: reduce chunks of `width` members, then the chunks
+        key = g * (pos.max() // width + 1) + pos // width
+        keys, chunk = np.unique(key, return_inverse=True)
+        partial = grouped(func, x, chunk, len(keys), width)
+        return grouped(func, partial, keys // (pos.max() // width + 1), n, width)
+    table = np.full((n, pos.max() + 1), None, dtype=object)
+    table[g, pos] = x
+    present = np.unique(g)
+    try:
+        out[present] = func(table[present], axis=1)
+    except shapely.errors.GEOSException:
+        out[present] = [overlay(shapely.union_all, [v for v in row if v is not None]) for row in table[present]]
+    return out
+
+
+def subtract_many(geoms: np.ndarray, pieces: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Each of `geoms` minus the `pieces` paired with it (`pairs`: rows of geom index, piece
+    index, as STRtree.query gives them), in vectorised calls: the pieces of each geometry are
+    unioned, and the difference taken once. The result is checked as `subtract` checks it
+    (every piece's inner point in the union, none left inside the result); the few that fail
+    go through `subtract` one by one."""
+    out = np.asarray(geoms, dtype=object).copy()
+    if pairs.size == 0:
+        return out
+    pieces = np.asarray(pieces, dtype=object)
+    union = grouped(shapely.union_all, pieces[pairs[1]], pairs[0], len(out))
+    has = np.flatnonzero(union != None)  # noqa: E711 - elementwise on an object array
+    out[has] = elementwise(shapely.difference, out[has], union[has])
+    inner = shapely.point_on_surface(pieces[pairs[1]])
+    shapely.prepare(union[has])
+    bad = ~shapely.covers(union[pairs[0]], inner)
+    rest = out[pairs[0]]
+    shapely.prepare(rest)
+    bad |= shapely.contains_properly(rest, inner)
+    for i in np.unique(pairs[0][bad]):
+        out[i] = subtract(geoms[i], pieces[pairs[1][pairs[0] == i]])
+    return out
+
+
 def subtract(geom, pieces):
     """`geom` minus all `pieces`. GEOS was seen (shapely 2.2, on Nanjing zones) to return a
     valid union of a few dozen touching polygons that silently leaves one of them out, and a

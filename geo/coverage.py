@@ -47,20 +47,29 @@ def public_zones(study_area, claimed: np.ndarray, footprints: np.ndarray, carria
 
 
 def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, extent=None,
-          tile_m: float = 250.0) -> dict:
+          tile_m: float = 250.0, inside=None, counted=None) -> dict:
     """Overlaps, gaps, slivers, invalid geometries and zones without a unit.
 
     Gaps are measured inside `extent` (the study area the public zones fill; default the
-    zones' convex hull), not counting building footprints."""
+    zones' convex hull), not counting building footprints. With `inside` (a polygon: one
+    tile of a larger area), only overlaps whose inner point lies in it are counted, and
+    with `counted` (a mask) slivers, invalid zones and zones without unit only among those:
+    the tiles of an area then add up to the check of the whole."""
     zones = np.asarray(zones, dtype=object)
+    counted = np.ones(len(zones), dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
     invalid = ~shapely.is_valid(zones)
     z = polygonal(zones)
     footprints = polygonal(footprints)
     tree = shapely.STRtree(z)
     pairs = tree.query(z, predicate="intersects")
     pairs = pairs[:, pairs[0] < pairs[1]]
-    areas = shapely.area(shapely.intersection(z[pairs[0]], z[pairs[1]])) if pairs.size else np.array([])
+    if pairs.size:  # touching neighbours are the rule: intersect only where interiors meet
+        pairs = pairs[:, shapely.relate_pattern(z[pairs[0]], z[pairs[1]], "2********")]
+    shared = shapely.intersection(z[pairs[0]], z[pairs[1]]) if pairs.size else np.array([], dtype=object)
+    areas = shapely.area(shared)
     over = areas > MIN_AREA_M2
+    if inside is not None and over.any():
+        over[over] = shapely.intersects(inside, shapely.point_on_surface(shared[over]))
     gaps = []
     if len(z):
         foot_tree = shapely.STRtree(footprints)
@@ -75,13 +84,13 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
     area = shapely.area(z)
     thin = 4 * np.pi * area / np.maximum(shapely.length(z) ** 2, 1e-9)
     sliver = (area < 1.0) | ((thin < 0.02) & (area < 20.0))
-    return {"zones": len(z), "overlaps": int(over.sum()), "overlap_m2": float(areas[over].sum()),
+    return {"zones": int(counted.sum()), "overlaps": int(over.sum()), "overlap_m2": float(areas[over].sum()),
             "overlap_pairs": pairs[:, over].T.tolist()[:50],
             "gaps": len(gaps), "gap_m2": gap_area,
             "gap_places": [list(np.round(shapely.get_coordinates(shapely.point_on_surface(g))[0], 2))
                            for g in gaps[:50]],
-            "slivers": int(sliver.sum()), "invalid": int(invalid.sum()),
-            "without_unit": int((~np.asarray(has_unit, dtype=bool)).sum())}
+            "slivers": int((sliver & counted).sum()), "invalid": int((invalid & counted).sum()),
+            "without_unit": int((~np.asarray(has_unit, dtype=bool) & counted).sum())}
 
 
 def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriageway: np.ndarray,

@@ -22,14 +22,13 @@ Everything here is in one metric CRS (metres). The method (../shared/docs/zones-
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
-from ._tiles import overlay, subtract
+from ._tiles import elementwise, grouped, polygonal, subtract, subtract_many
 from .carriageway import Streets
 
 #: owner kinds, most specific first: where claims meet, the earlier wins
@@ -53,8 +52,7 @@ class Profile:
 
 @dataclass
 class FrontageResult:
-    zones: gpd.GeoDataFrame                  # owner (row of owners), kind, geometry, frontage_len_m
-    facing: gpd.GeoDataFrame                 # facing outline pieces: owner, geometry, depth_m
+    zones: gpd.GeoDataFrame                  # owner (row of owners), kind, frontage_len_m, depth_m, geometry
     set_back: np.ndarray                     # owners near a street but beyond max depth
     in_parcels: np.ndarray                   # buildings that belong to a parcel
 
@@ -64,23 +62,19 @@ def resolve_owners(owners: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, np.ndarr
 
     `owners` has columns `kind` (site/unit/building) and geometry (metric). Returns the kept
     owners (index preserved) and the index labels of buildings that fell inside a parcel."""
-    geoms = shapely.make_valid(owners.geometry.to_numpy())
-    geoms = np.array([shapely.union_all([p for p in shapely.get_parts(g) if shapely.get_dimensions(p) == 2])
-                      for g in geoms], dtype=object)
+    geoms = polygonal(owners.geometry.to_numpy())
     kinds = owners["kind"].to_numpy()
-    rank = np.array([OWNER_KINDS.index(k) for k in kinds])
+    rank = np.array([OWNER_KINDS.index(k) for k in kinds], dtype=int)
     parcel = rank < OWNER_KINDS.index("building")
     order = np.lexsort((shapely.area(geoms), rank))
     out = geoms.copy()
-    taken: list[int] = []
     tree_geoms: list = []
-    for i in order[parcel[order]]:
+    for i in order[parcel[order]]:  # parcels only: a few per district
         g = out[i]
         if tree_geoms:
             tree = shapely.STRtree(tree_geoms)
             g = subtract(g, [tree_geoms[h] for h in tree.query(g, predicate="intersects")])
         out[i] = g
-        taken.append(i)
         tree_geoms.append(g)
     inside = np.zeros(len(owners), dtype=bool)
     if tree_geoms:
@@ -96,9 +90,9 @@ def resolve_owners(owners: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, np.ndarr
             inside[b_idx[frac >= 0.5]] = True
             # a building partly in a parcel keeps only the part outside it
             partly = np.unique(pairs[0][(frac[pairs[0]] < 0.5)])
-            for j in partly:
-                hits = tree.query(geoms[b_idx[j]], predicate="intersects")
-                out[b_idx[j]] = subtract(geoms[b_idx[j]], [tree_geoms[h] for h in hits])
+            keep = np.isin(pairs[0], partly)
+            out[b_idx[partly]] = subtract_many(geoms[b_idx], np.array(tree_geoms, dtype=object),
+                                               pairs[:, keep])[partly]
     keep = ~inside & ~shapely.is_empty(out) & (shapely.area(out) > 0.01)
     result = owners.copy()
     result["geometry"] = out
@@ -138,12 +132,10 @@ def _seen(starts, normal, tree, geoms, owner_tree, depth, min_cos=0.2, every=Fal
     out = np.full(len(starts), np.inf)
     if len(geoms) == 0:
         return out
-    if every:  # every geometry in reach, not only the nearest (a far street may be the visible one)
-        p, g = tree.query(starts, predicate="dwithin", distance=depth)
-        dist = shapely.distance(starts[p], geoms[g])
-    else:
-        (p, g), dist = tree.query_nearest(starts, max_distance=depth, return_distance=True,
-                                          all_matches=False)
+    p, g = tree.query(starts, predicate="dwithin", distance=depth)
+    dist = shapely.distance(starts[p], geoms[g])
+    if not every:  # only the nearest (every one in reach: a far street may be the visible one)
+        p, g, dist = nearest_of(p, g, dist)
     if len(p) == 0:
         return out
     lines = shapely.shortest_line(starts[p], geoms[g])
@@ -158,79 +150,123 @@ def _seen(starts, normal, tree, geoms, owner_tree, depth, min_cos=0.2, every=Fal
     return out
 
 
-def _chains(facing: np.ndarray, ring: np.ndarray):
-    """(ring, first piece, last piece) of each run of consecutive facing pieces; runs may wrap
-    around the end of a ring. A ring whose every piece faces gives (ring, -1, -1)."""
-    runs = []
-    starts = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
-    ends = np.r_[starts[1:], len(ring)]
-    for s, e in zip(starts, ends):
-        f = facing[s:e]
-        if not f.any():
-            continue
-        if f.all():
-            runs.append((ring[s], -1, -1))
-            continue
-        k = int(np.argmin(f))  # rotate to begin at a non-facing piece
-        order = np.r_[np.arange(s + k, e), np.arange(s, s + k)]
-        fo = facing[order]
-        edges = np.diff(np.r_[0, fo.astype(int), 0])
-        for r0, r1 in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            runs.append((ring[s], order[r0], order[r1 - 1]))
-    return runs
+def nearest_of(p, g, dist):
+    """Of (query, geometry, distance) pairs, the nearest geometry of each query (the first of
+    equals): what STRtree.query_nearest gives, from a cheaper dwithin query."""
+    order = np.lexsort((g, dist, p))
+    p, g, dist = p[order], g[order], dist[order]
+    first = np.r_[True, p[1:] != p[:-1]][:len(p)]
+    return p[first], g[first], dist[first]
 
 
-def _extend(coords: np.ndarray, by: float) -> np.ndarray:
-    if by <= 0:
-        return coords
-    d0 = coords[0] - coords[1]
-    d1 = coords[-1] - coords[-2]
-    d0 = d0 / max(np.hypot(*d0), 1e-9)
-    d1 = d1 / max(np.hypot(*d1), 1e-9)
-    return np.vstack([coords[0] + d0 * by, coords, coords[-1] + d1 * by])
+def _runs(facing: np.ndarray, ring: np.ndarray):
+    """Runs of consecutive facing pieces along each ring, which may wrap around the ring's
+    end: (piece indices in order along the ring, run number of each) for rings that face in
+    part, and the rings whose every piece faces."""
+    n = len(ring)
+    first = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    last = np.r_[first[1:], n] - 1
+    ring_pos = np.cumsum(np.r_[True, ring[1:] != ring[:-1]]) - 1  # ring number 0.. per piece
+    prev = np.arange(n) - 1
+    prev[first] = last
+    whole_ring = np.bincount(ring_pos, weights=~facing, minlength=len(first)) == 0
+    starts = facing & ~facing[prev] & ~whole_ring[ring_pos]
+    count = np.cumsum(starts)
+    before = np.r_[0, count][first][ring_pos]  # starts in earlier rings
+    run = count - before  # 1.. within the ring; 0 before the ring's first start
+    n_runs = np.bincount(ring_pos, weights=starts, minlength=len(first)).astype(np.int64)
+    member = facing & ~whole_ring[ring_pos]
+    wrapped = member & (run == 0)
+    run = np.where(wrapped, n_runs[ring_pos], run)  # a wrapped run goes on at the ring's start
+    idx = np.flatnonzero(member)
+    order = np.lexsort((np.arange(n)[idx], wrapped[idx], run[idx], ring_pos[idx]))
+    idx = idx[order]
+    key = ring_pos[idx] * (n + 1) + run[idx]
+    run_id = np.cumsum(np.r_[True, key[1:] != key[:-1]]) - 1 if len(idx) else idx
+    return idx, run_id, ring[first[whole_ring]]
+
+
+def _chain_lines(idx, run_id, a, b, lateral):
+    """One line per run of facing pieces, prolonged by `lateral` at both ends."""
+    n_runs = int(run_id[-1]) + 1
+    head = np.flatnonzero(np.r_[True, run_id[1:] != run_id[:-1]])
+    tail = np.r_[head[1:], len(idx)] - 1
+    pa, pb = a[idx], b[idx]
+    d0 = pa[head] - pb[head]
+    d1 = pb[tail] - pa[tail]
+    d0 /= np.maximum(np.hypot(*d0.T), 1e-9)[:, None]
+    d1 /= np.maximum(np.hypot(*d1.T), 1e-9)[:, None]
+    pts = [pa[head] + d0 * lateral, pa, pb[tail], pb[tail] + d1 * lateral]
+    runs = [np.arange(n_runs), run_id, np.arange(n_runs), np.arange(n_runs)]
+    step = [0, 1, 2, 3]
+    keys = np.concatenate([np.full(len(r), k) for k, r in zip(step, runs)])
+    order = np.lexsort((keys, np.concatenate(runs)))
+    coords = np.concatenate(pts)[order]
+    which = np.concatenate(runs)[order]
+    if lateral <= 0:  # no prolongation: drop the repeated end points
+        keep = np.concatenate([np.full(len(r), k in (1, 2)) for k, r in zip(step, runs)])[order]
+        coords, which = coords[keep], which[keep]
+    return shapely.linestrings(coords, indices=which)
 
 
 def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile, study_area,
-                   sample_m: float = 2.0, tile_m: float = 500.0) -> FrontageResult:
+                   sample_m: float = 2.0, focus=None, always=None) -> FrontageResult:
     """Frontage (and parcel) zones for `owners` (columns kind, geometry; metric CRS) under
-    `profile`, inside the polygon `study_area`. Zones carry the row label of their owner."""
+    `profile`, inside the polygon `study_area`. Zones carry the row label of their owner.
+
+    With `focus` (a polygon, e.g. one tile), zones are drawn only for the owners whose zone
+    can reach it, and for those whose labels `always` lists; every owner still takes part as
+    a neighbour (Voronoi samples, blocking). Everything is done in vectorised shapely calls
+    over all owners at once: no Python loop runs over buildings."""
     owners, in_parcels = resolve_owners(owners)
     polys = owners.geometry.to_numpy()
     kinds = owners["kind"].to_numpy()
     n_owners = len(owners)
-    depth = profile.max_depth_m
-    a, b, ring, owner, length, part_geoms = _pieces(polys, sample_m)
+    depth, lateral = profile.max_depth_m, profile.lateral_m
+    reach = lateral + MITRE * depth  # no zone reaches farther from its owner's outline
+    if focus is None:
+        candidate = np.ones(n_owners, dtype=bool)
+    else:
+        candidate = shapely.dwithin(polys, focus, reach)
+        if always is not None:
+            candidate |= owners.index.isin(always)
+    a, b, ring, owner, length, _ = _pieces(polys, sample_m)
+    own_piece = candidate[owner]
     mid = (a + b) / 2
     unit = (b - a) / length[:, None]
     normal = np.column_stack([unit[:, 1], -unit[:, 0]])  # right of a CCW ring = outside
-    start = mid + normal * 0.05
-    end = mid + normal * depth
+    sel = np.flatnonzero(own_piece)
+    start = mid[sel] + normal[sel] * 0.05
     starts = shapely.points(start)
-    rays = shapely.linestrings(np.stack([start, end], axis=1))
-    n = len(rays)
+    rays = shapely.linestrings(np.stack([start, mid[sel] + normal[sel] * depth], axis=1))
+    n = len(sel)
     owner_tree = shapely.STRtree(polys)
     d_stop = _nearest_hit(starts, rays, streets.stop_tree, streets.stop, n)
     d_cut = _nearest_hit(starts, rays, streets.cut_tree, streets.cut_lines, n)
     d_target = np.minimum(d_stop, d_cut)
     d_owner = _nearest_hit(starts, rays, owner_tree, polys, n)
-    facing = np.isfinite(d_target) & (d_target < d_owner)
+    facing_sel = np.isfinite(d_target) & (d_target < d_owner)
     # a side oblique to the street misses it along its normal but sees it at an angle: also
     # facing when the straight line to the nearest stop area or cut line leaves the facade
     # outward and meets no owner
     for tree, geoms, every in ((streets.stop_tree, streets.stop, False),
                                (streets.cut_tree, streets.cut_lines, True)):
-        d_near = _seen(starts, normal, tree, geoms, owner_tree, depth, every=every)
-        facing |= np.isfinite(d_near)
+        d_near = _seen(starts, normal[sel], tree, geoms, owner_tree, depth, every=every)
+        facing_sel |= np.isfinite(d_near)
         d_target = np.minimum(d_target, d_near)
+    facing = np.zeros(len(a), dtype=bool)
+    facing[sel] = facing_sel
+    depth_of = np.full(len(a), np.inf)
+    depth_of[sel] = d_target
 
     # owners that face no street within max depth but have one a little farther: set back
     facing_owner = np.zeros(n_owners, dtype=bool)
     facing_owner[owner[facing]] = True
     near = np.zeros(n_owners, dtype=bool)
     if len(streets.stop):
-        pairs = streets.stop_tree.query(polys, predicate="dwithin", distance=2 * depth)
-        near[pairs[0]] = True
-    set_back = owners.index[near & ~facing_owner & (kinds == "building")].to_numpy()
+        pairs = streets.stop_tree.query(polys[candidate], predicate="dwithin", distance=2 * depth)
+        near[np.flatnonzero(candidate)[pairs[0]]] = True
+    set_back = owners.index[near & ~facing_owner & (kinds == "building") & candidate].to_numpy()
 
     # which owners take a corridor all around
     all_sides = kinds != "building"
@@ -240,119 +276,156 @@ def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile,
         has_neighbour[pairs[0][pairs[0] != pairs[1]]] = True
         all_sides |= ~has_neighbour
 
-    corridors = _corridors(facing, ring, owner, a, b, part_geoms, polys, all_sides & facing_owner,
-                           depth, profile.lateral_m)
-    active = np.flatnonzero(facing_owner)
-    cells = _cells(polys, a, owner, active, corridors, depth + profile.lateral_m, tile_m)
+    corridors = _corridors(facing, ring, owner, a, b, polys, all_sides & facing_owner, depth, lateral)
+    wanted = facing_owner & candidate
+    if focus is not None:
+        hit = np.zeros(n_owners, dtype=bool)
+        hit[np.flatnonzero(wanted)[shapely.intersects(corridors[wanted], focus)]] = True
+        wanted &= hit | owners.index.isin([] if always is None else always)
+    active = np.flatnonzero(wanted)
+    cells = _cells(polys, a, owner, active, corridors, sample_m)
+    zones = _clip(active, cells[active], corridors[active], polys, owner_tree, streets, study_area)
 
-    zones = []
-    for i in active:
-        z = _clip(i, cells.get(i), corridors[i], polys, owner_tree, streets, study_area)
-        if z is not None:
-            zones.append((i, z))
     # a parcel is its own zone (卫生责任区) even where it faces no street
-    for i in np.flatnonzero((kinds != "building") & ~facing_owner):
-        hits = streets.stop_tree.query(polys[i], predicate="intersects")
-        z = subtract(shapely.intersection(polys[i], study_area), list(streets.stop[hits]))
-        if not shapely.is_empty(z) and shapely.area(z) > 0.05:
-            zones.append((int(i), z))
-    idx = [i for i, _ in zones]
+    lone = np.flatnonzero((kinds != "building") & ~facing_owner & candidate)
+    if focus is not None and len(lone):
+        lone = lone[shapely.intersects(polys[lone], focus) | owners.index[lone].isin([] if always is None else always)]
+    if len(lone):
+        base = elementwise(shapely.intersection, polys[lone], np.full(len(lone), study_area, dtype=object))
+        pairs = streets.stop_tree.query(base, predicate="intersects")
+        base = subtract_many(base, streets.stop, pairs)
+        ok = ~shapely.is_empty(base) & (shapely.area(base) > 0.05)
+        active = np.r_[active, lone[ok]]
+        zones = np.concatenate([zones, base[ok]])
+    got = zones != None  # noqa: E711 - elementwise on an object array
+    idx, zones = active[got], zones[got]
     facing_len = np.bincount(owner[facing], weights=length[facing], minlength=n_owners)
+    med = _median_by(owner[facing], depth_of[facing], n_owners)
     zframe = gpd.GeoDataFrame({"owner": owners.index[idx], "kind": kinds[idx],
-                               "frontage_len_m": facing_len[idx]},
-                              geometry=[z for _, z in zones], crs=owners.crs)
-    fpieces = gpd.GeoDataFrame({"owner": owners.index[owner[facing]], "depth_m": d_target[facing]},
-                               geometry=shapely.linestrings(np.stack([a[facing], b[facing]], axis=1)),
-                               crs=owners.crs)
-    return FrontageResult(zframe, fpieces, set_back, in_parcels)
+                               "frontage_len_m": facing_len[idx], "depth_m": med[idx]},
+                              geometry=zones, crs=owners.crs)
+    return FrontageResult(zframe, set_back, in_parcels)
 
 
-def _corridors(facing, ring, owner, a, b, part_geoms, polys, all_sides, depth, lateral):
-    """The area in front of each owner's street-facing sides (dict owner → polygon)."""
-    chains: dict[int, list] = {}
-    for r, first, last in _chains(facing, ring):
-        o = int(owner[np.flatnonzero(ring == r)[0]]) if first < 0 else int(owner[first])
-        if first < 0 or all_sides[o]:
-            chains.setdefault(o, []).append(None)  # the whole ring
-            continue
-        idx = np.arange(first, last + 1) if first <= last else None
-        if idx is None:  # wrapped run
-            members = np.flatnonzero(ring == r)
-            idx = np.r_[members[members >= first], members[members <= last]]
-        coords = np.vstack([a[idx], b[idx[-1]]])
-        line = shapely.linestrings(_extend(coords, lateral))
-        chains.setdefault(o, []).append(shapely.buffer(line, -depth, single_sided=True,
-                                                       join_style="mitre", mitre_limit=3.0))
-    out = {}
-    for o, parts in chains.items():
-        if all_sides[o] or any(p is None for p in parts):
-            ring_buf = shapely.buffer(polys[o], depth, join_style="mitre", mitre_limit=3.0)
-            parts = [p for p in parts if p is not None] + [ring_buf]
-        out[o] = overlay(shapely.union_all, parts)
+def _median_by(groups, values, n):
+    """Median of `values` per group 0…n-1 (NaN for a group without values)."""
+    out = np.full(n, np.nan)
+    if len(values) == 0:
+        return out
+    order = np.lexsort((values, groups))
+    g, v = groups[order], values[order]
+    first = np.searchsorted(g, np.arange(n))
+    count = np.bincount(g, minlength=n)
+    has = count > 0
+    lo = first[has] + (count[has] - 1) // 2
+    hi = first[has] + count[has] // 2
+    out[has] = (v[lo] + v[hi]) / 2
     return out
 
 
-def _cells(polys, samples, sample_owner, active, corridors, reach, tile_m):
-    """Voronoi cells of outline samples dissolved per owner, for the active owners, tile by tile."""
+#: mitre limit of corridor corners (a corner's wedge reaches at most this × the depth)
+MITRE = 3.0
+
+
+def _corridors(facing, ring, owner, a, b, polys, all_sides, depth, lateral):
+    """The area in front of each owner's street-facing sides (an array over owners; None for
+    an owner that faces no street)."""
+    out = np.full(len(polys), None, dtype=object)
+    if not facing.any():
+        return out
+    idx, run_id, whole = _runs(facing, ring)
+    ring_owner = np.zeros(int(ring.max()) + 1 if len(ring) else 0, dtype=np.int64)
+    ring_owner[ring] = owner
+    around = all_sides.copy()
+    if len(whole):
+        around[ring_owner[whole]] = True
+    if len(idx):
+        run_owner = owner[idx[np.flatnonzero(np.r_[True, run_id[1:] != run_id[:-1]])]]
+        lines = _chain_lines(idx, run_id, a, b, lateral)
+        who, inv = np.unique(run_owner, return_inverse=True)
+        multi = shapely.multilinestrings(lines, indices=inv)
+        out[who] = shapely.buffer(multi, -depth, single_sided=True, join_style="mitre", mitre_limit=MITRE)
+    rounds = np.flatnonzero(around & (np.bincount(owner[facing], minlength=len(polys)) > 0))
+    if len(rounds):  # all around, with the prolonged chains where it has some
+        ring_buf = shapely.buffer(polys[rounds], depth, join_style="mitre", mitre_limit=MITRE)
+        had = out[rounds] != None  # noqa: E711 - elementwise on an object array
+        ring_buf[had] = elementwise(shapely.union, ring_buf[had], out[rounds][had])
+        out[rounds] = ring_buf
+    return out
+
+
+def _cells(polys, samples, sample_owner, active, corridors, sample_m):
+    """Voronoi cells of outline samples dissolved per owner (an array over owners), for the
+    active owners: one diagram over every sample near their corridors. Only the cells that
+    meet their own owner's corridor are dissolved: the others cannot add to its zone."""
+    out = np.full(len(corridors), None, dtype=object)
     if len(active) == 0:
-        return {}
+        return out
     key = np.round(samples, 2)
     _, first = np.unique(key, axis=0, return_index=True)
     first.sort()
     pts, pts_owner = samples[first], sample_owner[first]
-    rep = shapely.get_coordinates(shapely.point_on_surface(polys[active]))
-    tile_of = np.floor(rep / tile_m).astype(np.int64)
-    cells: dict[int, object] = {}
-    for t in np.unique(tile_of, axis=0):
-        members = active[(tile_of == t).all(axis=1)]
-        x0, y0, x1, y1 = shapely.total_bounds([corridors[i] for i in members])
-        margin = reach + 2 * tile_m / 10
-        wx0, wy0, wx1, wy1 = x0 - margin, y0 - margin, x1 + margin, y1 + margin
-        sel = (pts[:, 0] >= wx0) & (pts[:, 0] <= wx1) & (pts[:, 1] >= wy0) & (pts[:, 1] <= wy1)
-        window = shapely.box(wx0, wy0, wx1, wy1)
-        vor = shapely.voronoi_polygons(shapely.multipoints(pts[sel]), extend_to=window, ordered=True)
-        parts = shapely.get_parts(vor)
-        own = pts_owner[sel]
-        if len(parts) != len(own):  # GEOS dropped near-duplicates: fall back to matching by point
-            tree = shapely.STRtree(parts)
-            hit = tree.query(shapely.points(pts[sel]), predicate="intersects")
-            cell_owner = np.full(len(parts), -1)
-            cell_owner[hit[1]] = own[hit[0]]
-        else:
-            cell_owner = own
-        wanted = np.isin(cell_owner, members)
-        order = np.argsort(cell_owner[wanted], kind="stable")
-        co, cg = cell_owner[wanted][order], parts[wanted][order]
-        bounds = np.flatnonzero(np.r_[True, co[1:] != co[:-1], True])
-        for s, e in itertools.pairwise(bounds):
-            try:
-                cells[int(co[s])] = shapely.coverage_union_all(cg[s:e])
-            except shapely.errors.GEOSException:
-                cells[int(co[s])] = overlay(shapely.union_all, cg[s:e])
-    return cells
+    cor = corridors[active]
+    # a corridor point's nearest own sample is at most this far: every sample within it of
+    # the corridors takes part, and the diagram reaches that far beyond them
+    verts, vi = shapely.get_coordinates(cor, return_index=True)
+    dist = shapely.distance(shapely.points(verts), polys[active][vi])
+    margin = float(dist.max(initial=0.0)) + 2 * sample_m
+    x0, y0, x1, y1 = shapely.total_bounds(cor)
+    wx0, wy0, wx1, wy1 = x0 - margin, y0 - margin, x1 + margin, y1 + margin
+    sel = (pts[:, 0] >= wx0) & (pts[:, 0] <= wx1) & (pts[:, 1] >= wy0) & (pts[:, 1] <= wy1)
+    window = shapely.box(wx0, wy0, wx1, wy1)
+    vor = shapely.voronoi_polygons(shapely.multipoints(pts[sel]), extend_to=window, ordered=True)
+    parts = shapely.get_parts(vor)
+    own = pts_owner[sel]
+    if len(parts) != len(own):  # GEOS dropped near-duplicates: fall back to matching by point
+        hit = shapely.STRtree(parts).query(shapely.points(pts[sel]), predicate="intersects")
+        cell_owner = np.full(len(parts), -1)
+        cell_owner[hit[1]] = own[hit[0]]
+    else:
+        cell_owner = own
+    is_active = np.zeros(len(corridors) + 1, dtype=bool)
+    is_active[active] = True
+    mine = np.flatnonzero(is_active[cell_owner])
+    shapely.prepare(cor)
+    mine = mine[shapely.intersects(corridors[cell_owner[mine]], parts[mine])]
+    out[:] = grouped(shapely.coverage_union_all, parts[mine], cell_owner[mine], len(corridors))
+    return out
 
 
-def _clip(i, cell, corridor, polys, owner_tree, streets, study_area):
-    """One owner's zone: its cell within its corridor and the study area, minus stop areas and
-    other owners, cut at cut lines, keeping the parts that touch it."""
-    if cell is None:
-        return None
-    own = polys[i]
-    z = overlay(shapely.intersection, cell, corridor)
-    if shapely.is_empty(z):
-        return None
-    z = overlay(shapely.intersection, z, study_area)
-    blockers = []
-    for tree, geoms in ((streets.stop_tree, streets.stop), (owner_tree, polys)):
-        hits = tree.query(z, predicate="intersects")
-        blockers += [geoms[h] for h in hits if geoms is not polys or h != i]
-    cuts = streets.cut_tree.query(z, predicate="intersects")
-    if len(cuts):
-        blockers.append(shapely.buffer(shapely.union_all(streets.cut_lines[cuts]), 0.01, quad_segs=1))
-    z = subtract(z, blockers)
-    kinds = shapely.get_parts(z)
-    kinds = kinds[shapely.get_dimensions(kinds) == 2]
-    keep = kinds[shapely.dwithin(kinds, own, 0.05) & (shapely.area(kinds) > 0.05)]
-    if len(keep) == 0:
-        return None
-    return shapely.union_all(keep)
+def _clip(active, cells, corridors, polys, owner_tree, streets, study_area):
+    """The active owners' zones: each cell within its corridor and the study area, minus stop
+    areas and other owners, cut at cut lines, keeping the parts that touch the owner (None
+    where nothing is left)."""
+    out = np.full(len(active), None, dtype=object)
+    ok = np.flatnonzero(cells != None)  # noqa: E711 - elementwise on an object array
+    if len(ok) == 0:
+        return out
+    z = elementwise(shapely.intersection, cells[ok], corridors[ok])
+    shapely.prepare(study_area)
+    out_of = ~shapely.contains_properly(study_area, z)
+    if out_of.any():
+        z[out_of] = elementwise(shapely.intersection, z[out_of], np.full(out_of.sum(), study_area, dtype=object))
+    cut_pieces = shapely.buffer(streets.cut_lines, 0.01, quad_segs=1)
+    blockers = np.concatenate([streets.stop, polys, cut_pieces])
+    off_owner, off_cut = len(streets.stop), len(streets.stop) + len(polys)
+    pairs = [streets.stop_tree.query(z, predicate="intersects")]
+    op = owner_tree.query(z, predicate="intersects")
+    pairs.append(np.vstack([op[0], op[1] + off_owner])[:, op[1] != active[ok][op[0]]])
+    cp = streets.cut_tree.query(z, predicate="intersects")
+    pairs.append(np.vstack([cp[0], cp[1] + off_cut]))
+    z = subtract_many(z, blockers, np.hstack(pairs))
+    parts, pi = shapely.get_parts(z, return_index=True)
+    poly = shapely.get_dimensions(parts) == 2
+    parts, pi = parts[poly], pi[poly]
+    keep = shapely.dwithin(parts, polys[active[ok][pi]], 0.05) & (shapely.area(parts) > 0.05)
+    parts, pi = parts[keep], pi[keep]
+    single = np.bincount(pi, minlength=len(ok)) == 1
+    one = single[pi]
+    res = np.full(len(ok), None, dtype=object)
+    res[pi[one]] = parts[one]
+    if (~one).any():
+        who, inv = np.unique(pi[~one], return_inverse=True)
+        res[who] = shapely.multipolygons(parts[~one], indices=inv)
+    out[ok] = res
+    return out

@@ -350,8 +350,9 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     # measures and 四至 in metres
     new["area_m2"] = shapely.area(new.geometry.to_numpy()).round(2)
     # depth: median distance from a street-facing piece of the outline to its depth target
-    med = result.facing.groupby("owner")["depth_m"].median()
-    new["depth_m"] = [round(float(med[o]), 2) if o in med.index else None for o in new["owner"]]
+    med = result.zones.set_index("owner")["depth_m"]
+    new["depth_m"] = [round(float(med[o]), 2) if o in med.index and np.isfinite(med[o]) else None
+                      for o in new["owner"]]
     b_labels = np.array([n or "建筑物" for n in buildings["name"].to_numpy()], dtype=object)
     labels = np.where(new["kind"] == "public", None, new["unit_name"].to_numpy())
     texts, streets_named = four_bounds(new.geometry.to_numpy(), labels,
