@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from ._tiles import grid_boxes, polygonal, subtract
+from ._tiles import grid_boxes, nearest_of, polygonal, subtract
 
 MIN_AREA_M2 = 0.01  # below this, an overlap or gap is floating-point noise, not a place
 
@@ -47,14 +47,15 @@ def public_zones(study_area, claimed: np.ndarray, footprints: np.ndarray, carria
 
 
 def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, extent=None,
-          tile_m: float = 250.0, inside=None, counted=None) -> dict:
+          tile_m: float = 250.0, inside=None, counted=None, gaps: bool = True) -> dict:
     """Overlaps, gaps, slivers, invalid geometries and zones without a unit.
 
     Gaps are measured inside `extent` (the study area the public zones fill; default the
     zones' convex hull), not counting building footprints. With `inside` (a polygon: one
     tile of a larger area), only overlaps whose inner point lies in it are counted, and
     with `counted` (a mask) slivers, invalid zones and zones without unit only among those:
-    the tiles of an area then add up to the check of the whole."""
+    the tiles of an area then add up to the check of the whole. `gaps=False` skips the gap
+    search (the dearest part: a union of every zone), leaving gaps None."""
     zones = np.asarray(zones, dtype=object)
     counted = np.ones(len(zones), dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
     invalid = ~shapely.is_valid(zones)
@@ -70,8 +71,8 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
     over = areas > MIN_AREA_M2
     if inside is not None and over.any():
         over[over] = shapely.intersects(inside, shapely.point_on_surface(shared[over]))
-    gaps = []
-    if len(z):
+    found = []
+    if len(z) and gaps:
         foot_tree = shapely.STRtree(footprints)
         if extent is None:
             extent = shapely.convex_hull(shapely.multipoints(shapely.get_coordinates(z)))
@@ -79,16 +80,16 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
             near = [z[i] for i in tree.query(box, predicate="intersects")]
             near += [footprints[i] for i in foot_tree.query(box, predicate="intersects")]
             rest = subtract(box, near)
-            gaps += [g for g in shapely.get_parts(rest) if shapely.area(g) > MIN_AREA_M2]
-    gap_area = float(sum(shapely.area(g) for g in gaps))
+            found += [g for g in shapely.get_parts(rest) if shapely.area(g) > MIN_AREA_M2]
+    gap_area = float(sum(shapely.area(g) for g in found)) if gaps else None
     area = shapely.area(z)
     thin = 4 * np.pi * area / np.maximum(shapely.length(z) ** 2, 1e-9)
     sliver = (area < 1.0) | ((thin < 0.02) & (area < 20.0))
     return {"zones": int(counted.sum()), "overlaps": int(over.sum()), "overlap_m2": float(areas[over].sum()),
             "overlap_pairs": pairs[:, over].T.tolist()[:50],
-            "gaps": len(gaps), "gap_m2": gap_area,
+            "gaps": len(found) if gaps else None, "gap_m2": gap_area,
             "gap_places": [list(np.round(shapely.get_coordinates(shapely.point_on_surface(g))[0], 2))
-                           for g in gaps[:50]],
+                           for g in found[:50]],
             "slivers": int((sliver & counted).sum()), "invalid": int((invalid & counted).sum()),
             "without_unit": int((~np.asarray(has_unit, dtype=bool) & counted).sum())}
 
@@ -116,8 +117,8 @@ def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriag
     mid = (a + b) / 2 + normal * 0.01
     pts = shapely.points(mid)
     cw_tree = shapely.STRtree(carriageway)
-    (p_idx, c_idx), _ = cw_tree.query_nearest(pts, max_distance=reach_m, return_distance=True,
-                                              all_matches=False)
+    p_idx, c_idx = cw_tree.query(pts, predicate="dwithin", distance=reach_m)
+    p_idx, c_idx, _ = nearest_of(p_idx, c_idx, shapely.distance(pts[p_idx], carriageway[c_idx]))
     lines = shapely.shortest_line(pts[p_idx], carriageway[c_idx])
     vec = shapely.get_coordinates(lines).reshape(-1, 2, 2)
     vec = vec[:, 1] - vec[:, 0]

@@ -28,7 +28,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from ._tiles import elementwise, grouped, polygonal, subtract, subtract_many
+from ._tiles import elementwise, grouped, nearest_of, polygonal, subtract, subtract_many
 from .carriageway import Streets
 
 #: owner kinds, most specific first: where claims meet, the earlier wins
@@ -148,15 +148,6 @@ def _seen(starts, normal, tree, geoms, owner_tree, depth, min_cos=0.2, every=Fal
     ok = (cos >= min_cos) & ~blocked
     np.minimum.at(out, p[ok], dist[ok])
     return out
-
-
-def nearest_of(p, g, dist):
-    """Of (query, geometry, distance) pairs, the nearest geometry of each query (the first of
-    equals): what STRtree.query_nearest gives, from a cheaper dwithin query."""
-    order = np.lexsort((g, dist, p))
-    p, g, dist = p[order], g[order], dist[order]
-    first = np.r_[True, p[1:] != p[:-1]][:len(p)]
-    return p[first], g[first], dist[first]
 
 
 def _runs(facing: np.ndarray, ring: np.ndarray):

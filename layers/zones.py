@@ -11,9 +11,9 @@ one zone writer at a time checks that no code is left in force twice (`_hold_ver
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -24,13 +24,11 @@ import pyproj
 import shapely
 
 from geo._tiles import densify, polygonal
-from geo.carriageway import build_streets
-from geo.coverage import MIN_AREA_M2, facade_coverage, public_zones
+from geo.coverage import MIN_AREA_M2
 from geo.coverage import check as check_geometry
 from geo.crs import metric_crs
-from geo.describe import four_bounds
-from geo.frontage import frontage_zones
 
+from . import zone_tiles
 from .errors import InputError, Refused
 from .rules import load_curb_rules, load_profile
 from .schema import STORAGE_CRS
@@ -96,13 +94,9 @@ class GenerateReport:
             f"({f.get('covered_m', 0):.0f} of {f.get('facing_m', 0):.0f} m)",
             f"{self.set_back} buildings set back beyond the profile's depth (no frontage zone); "
             f"{self.buildings_in_parcels} buildings answered for by their parcel",
-            f"check: {ck.get('overlaps')} overlaps ({ck.get('overlap_m2', 0):.2f} m²), {ck.get('gaps')} gaps "
-            f"({ck.get('gap_m2', 0):.2f} m²), {ck.get('slivers')} slivers, {ck.get('invalid')} invalid, "
-            f"{ck.get('without_unit')} without unit"])
-
-
-def _attrs(frame: pd.DataFrame) -> list[dict]:
-    return [json.loads(a) if isinstance(a, str) and a else {} for a in frame.get("attrs", [None] * len(frame))]
+            f"check: {ck.get('overlaps')} overlaps ({ck.get('overlap_m2', 0):.2f} m²), "
+            f"{ck.get('slivers')} slivers, {ck.get('invalid')} invalid, {ck.get('without_unit')} without unit "
+            "(gaps: `zones check`, on what was stored)"])
 
 
 def _val(v):
@@ -113,84 +107,102 @@ def _uid(*parts) -> str:
     return "U-" + hashlib.sha1("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:10]
 
 
+def _text(frame: pd.DataFrame, col: str) -> pd.Series:
+    """A text column as str ('' for a null or a missing column)."""
+    if col not in frame:
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    return frame[col].astype(object).where(frame[col].notna(), "").astype(str)
+
+
 def select_owners(buildings, areas, sites, metric: str):
-    """Owners (kind building/unit/site, metric geometry) and the unit of each, from base layers."""
-    rows = []
-    battrs = _attrs(buildings)
-    for i, (b, a) in enumerate(zip(buildings.itertuples(), battrs)):
-        layer = str(a.get("layer", "0")).split(";")[0]
-        underground = a.get("location") == "underground" or (layer.lstrip("-").isdigit() and int(layer) < 0)
-        if underground or (b.building or "").lower() in NOT_OWNER_BUILDINGS:
-            continue
-        rows.append(("building", i, "buildings"))
-    owners = []
-    for kind, i, src in rows:
-        owners.append({"kind": kind, "src": src, "row": i, "geometry": buildings.geometry.iloc[i]})
-    for i, a in enumerate(areas.itertuples()):
-        named = _val(a.name) or _val(a.operator)
-        if a.landuse == "construction":
-            owners.append({"kind": "site", "src": "areas", "row": i, "geometry": areas.geometry.iloc[i]})
-        elif (a.amenity in UNIT_AMENITY or a.leisure in UNIT_LEISURE or a.tourism in UNIT_TOURISM
-              or (a.landuse == "residential" and named)) and (named or a.amenity != "parking"):
-            owners.append({"kind": "unit", "src": "areas", "row": i, "geometry": areas.geometry.iloc[i]})
-    for i in range(len(sites)):
-        owners.append({"kind": "site", "src": "sites", "row": i, "geometry": sites.geometry.iloc[i]})
-    frame = gpd.GeoDataFrame(owners, geometry="geometry", crs=STORAGE_CRS) if owners else \
-        gpd.GeoDataFrame({"kind": [], "src": [], "row": []}, geometry=[], crs=STORAGE_CRS)
-    frame = frame.to_crs(metric)
+    """Owners (kind building/unit/site, metric geometry) from the base layers, indexed by a
+    key that names the row whatever part of the store it was read with (b…/a…/s… and the
+    fid); `src` and `row` say where each came from, `deg` keeps its geometry in degrees."""
+    attrs = _text(buildings, "attrs")
+    layer = pd.to_numeric(attrs.str.extract(r'"layer"\s*:\s*"?\s*(-?\d+)', expand=False), errors="coerce")
+    underground = attrs.str.contains(r'"location"\s*:\s*"underground"', regex=True) | (layer < 0)
+    skip = underground | _text(buildings, "building").str.lower().isin(NOT_OWNER_BUILDINGS)
+    named = (_text(areas, "name") != "") | (_text(areas, "operator") != "")
+    landuse, amenity = _text(areas, "landuse"), _text(areas, "amenity")
+    site = landuse == "construction"
+    unit = ~site & (amenity.isin(UNIT_AMENITY) | _text(areas, "leisure").isin(UNIT_LEISURE)
+                    | _text(areas, "tourism").isin(UNIT_TOURISM) | ((landuse == "residential") & named)) \
+        & (named | (amenity != "parking"))
+    parts = []
+    for frame, src, prefix, kind in ((buildings, "buildings", "b", np.where(~skip, "building", "")),
+                                     (areas, "areas", "a", np.where(site, "site", np.where(unit, "unit", ""))),
+                                     (sites, "sites", "s", np.full(len(sites), "site"))):
+        keep = np.flatnonzero(np.asarray(kind) != "")
+        if len(keep):
+            parts.append(pd.DataFrame({"kind": np.asarray(kind)[keep], "src": src, "row": keep,
+                                       "deg": frame.geometry.to_numpy()[keep]},
+                                      index=[f"{prefix}{f}" for f in frame["fid"].to_numpy()[keep]]))
+    if not parts:
+        return gpd.GeoDataFrame({"kind": [], "src": [], "row": [], "deg": []}, geometry=[], crs=metric)
+    frame = pd.concat(parts)
+    geom = gpd.GeoSeries(frame["deg"].to_numpy(), crs=STORAGE_CRS, index=frame.index).to_crs(metric)
+    frame = gpd.GeoDataFrame(frame, geometry=geom, crs=metric)
     # OSM outlines with a self-touching ring, or ones that fold when projected, are repaired
     # here once, so that every later step (footprints included) works on valid polygons
     frame["geometry"] = polygonal(frame.geometry.to_numpy())
     return frame[~frame.geometry.is_empty].copy()
 
 
-def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
-    """The responsible unit of an owner, derived from the data (placeholder when unnamed)."""
+def _address(r: dict) -> str | None:
+    return " ".join(filter(None, [_val(r.get("addr_street")), _val(r.get("addr_housenumber"))])) or None
+
+
+def owner_unit(owner, buildings: list[dict], areas: list[dict], sites: list[dict],
+               pois_in_building: dict) -> dict:
+    """The responsible unit of an owner, derived from the data (placeholder when unnamed).
+    The layers come as lists of row dicts (`DataFrame.to_dict("records")`)."""
     if owner.src == "buildings":
-        b = buildings.iloc[owner.row]
-        key = b.osm_id or f"fid{b.fid}"
+        b = buildings[owner.row]
+        key = b.get("osm_id") or f"fid{b['fid']}"
         poi = pois_in_building.get(owner.row)
-        if _val(b["name"]):
-            return {"unit_id": _uid("building", key), "name": b["name"], "type": b.shop or b.amenity
-                    or b.office or b.building or "building", "placeholder": False,
-                    "address": " ".join(filter(None, [_val(b.addr_street), _val(b.addr_housenumber)])) or None}
+        if _val(b.get("name")):
+            return {"unit_id": _uid("building", key), "name": b["name"], "type": b.get("shop") or b.get("amenity")
+                    or b.get("office") or b.get("building") or "building", "placeholder": False,
+                    "address": _address(b)}
         if poi is not None:
-            return {"unit_id": _uid("poi", poi.osm_id or poi.fid), "name": poi["name"],
-                    "type": poi.shop or poi.amenity or poi.office or "shop", "placeholder": False,
-                    "address": " ".join(filter(None, [_val(poi.addr_street), _val(poi.addr_housenumber)]))
-                    or None}
-        addr = " ".join(filter(None, [_val(b.addr_street), _val(b.addr_housenumber)]))
+            return {"unit_id": _uid("poi", poi.get("osm_id") or poi["fid"]), "name": poi["name"],
+                    "type": poi.get("shop") or poi.get("amenity") or poi.get("office") or "shop",
+                    "placeholder": False, "address": _address(poi)}
+        addr = _address(b)
         return {"unit_id": _uid("building", key), "name": addr or f"建筑 {key}", "type": "待核实",
-                "placeholder": True, "address": addr or None}
+                "placeholder": True, "address": addr}
     if owner.src == "areas":
-        a = areas.iloc[owner.row]
-        name = _val(a["name"]) or _val(a.operator)
-        kind = a.amenity or a.leisure or a.tourism or a.landuse
+        a = areas[owner.row]
+        name = _val(a.get("name")) or _val(a.get("operator"))
+        kind = a.get("amenity") or a.get("leisure") or a.get("tourism") or a.get("landuse")
         label = TYPE_ZH.get(kind, kind)
-        unit_name = name or f"{label or '地块'} {a.osm_id}"
+        unit_name = name or f"{label or '地块'} {a.get('osm_id')}"
         if owner.kind == "site":
-            unit_name = _val(a.operator) or name or f"施工工地 {a.osm_id}"
-        return {"unit_id": _uid("area", a.osm_id or a.fid), "name": unit_name,
+            unit_name = _val(a.get("operator")) or name or f"施工工地 {a.get('osm_id')}"
+        return {"unit_id": _uid("area", a.get("osm_id") or a["fid"]), "name": unit_name,
                 "type": "施工单位" if owner.kind == "site" else label, "placeholder": not name}
-    s = sites.iloc[owner.row]
-    contractor = _val(s.contractor)
-    unit = {"unit_id": _uid("site", s.code or s.fid), "name": contractor or _val(s["name"]) or f"工地 {s.fid}",
+    s = sites[owner.row]
+    contractor = _val(s.get("contractor"))
+    unit = {"unit_id": _uid("site", s.get("code") or s["fid"]),
+            "name": contractor or _val(s.get("name")) or f"工地 {s['fid']}",
             "type": "施工单位", "placeholder": not contractor}
-    if _val(s.developer):  # 建设单位: co-responsible for the site (协同)
-        unit["co"] = {"unit_id": _uid("developer", s.developer), "name": s.developer, "type": "建设单位",
+    if _val(s.get("developer")):  # 建设单位: co-responsible for the site (协同)
+        unit["co"] = {"unit_id": _uid("developer", s["developer"]), "name": s["developer"], "type": "建设单位",
                       "placeholder": False}
     return unit
 
 
-def _pois_by_building(buildings, pois) -> dict:
+def pois_by_building(buildings, pois) -> dict:
+    """{building row: the first named POI inside it (a row dict)}."""
     named = pois[pois["name"].notna()]
     if named.empty or buildings.empty:
         return {}
     tree = shapely.STRtree(buildings.geometry.to_numpy())
     pairs = tree.query(named.geometry.to_numpy(), predicate="within")
+    records = named.drop(columns=named.geometry.name).to_dict("records")
     out = {}
     for p, b in zip(*pairs):
-        out.setdefault(int(b), named.iloc[int(p)])
+        out.setdefault(int(b), records[int(p)])
     return out
 
 
@@ -208,45 +220,38 @@ def current(zones: gpd.GeoDataFrame, as_of: dt.date | None = None) -> gpd.GeoDat
     return zones[(vf <= day) & (vt.isna() | (vt > day))]
 
 
-def _codes(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, og: np.ndarray) -> tuple[list, list]:
-    """A code per new zone (the old zone's, where they overlap by IoU ≥ 0.5 and are of the same
-    kind; else the next free number of its kind, west→east within north→south bands) and the
-    matched old row for each (or None). `og` holds the old zones' geometries in the new zones'
-    metric CRS, projected and repaired once by the caller."""
-    codes = [None] * len(new)
-    matched: list = [None] * len(new)
-    if not old.empty:
-        ng = new.geometry.to_numpy()
-        tree = shapely.STRtree(og)
-        pairs = tree.query(ng, predicate="intersects")
-        if pairs.size:
-            inter = shapely.area(shapely.intersection(ng[pairs[0]], og[pairs[1]]))
-            union = shapely.area(ng[pairs[0]]) + shapely.area(og[pairs[1]]) - inter
-            iou = inter / np.maximum(union, 1e-9)
-            same_kind = new["kind"].to_numpy()[pairs[0]] == old["kind"].to_numpy()[pairs[1]]
-            order = np.argsort(-iou)
-            used_old = set()
-            for k in order:
-                if iou[k] < 0.5 or not same_kind[k]:
-                    continue
-                ni, oi = int(pairs[0][k]), int(pairs[1][k])
-                if codes[ni] is None and oi not in used_old:
-                    codes[ni] = old["code"].iloc[oi]
-                    matched[ni] = oi
-                    used_old.add(oi)
-    taken: dict[str, int] = {}
-    for c in old["code"] if not old.empty else []:
-        prefix, num = c[:1], c[1:]
-        if num.isdigit():
-            taken[prefix] = max(taken.get(prefix, 0), int(num))
-    rep = shapely.get_coordinates(shapely.point_on_surface(new.geometry.to_numpy()))
-    order = np.lexsort((rep[:, 0], -np.floor(rep[:, 1] / 100.0)))
-    for i in order:
-        if codes[i] is None:
-            prefix = PREFIX[new["kind"].iloc[i]]
-            taken[prefix] = taken.get(prefix, 0) + 1
-            codes[i] = f"{prefix}{taken[prefix]:06d}"
-    return codes, matched
+def match_old(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, metric: str, profile: str) -> list:
+    """For each new zone (metric), the old zones in force it may continue: those of its kind
+    it overlaps with IoU ≥ 0.5, best first, as (fid, code, version, unchanged) where
+    unchanged means the same unit and profile and a shape within 0.5 %."""
+    out: list[list] = [[] for _ in range(len(new))]
+    if old.empty or new.empty:
+        return out
+    og = polygonal(old.to_crs(metric).geometry.to_numpy())
+    ng = new.geometry.to_numpy()
+    pairs = shapely.STRtree(og).query(ng, predicate="intersects")
+    if not pairs.size:
+        return out
+    same_kind = new["kind"].to_numpy()[pairs[0]] == old["kind"].to_numpy()[pairs[1]]
+    pairs = pairs[:, same_kind]
+    inter = shapely.area(shapely.intersection(ng[pairs[0]], og[pairs[1]]))
+    union = shapely.area(ng[pairs[0]]) + shapely.area(og[pairs[1]]) - inter
+    iou = inter / np.maximum(union, 1e-9)
+    good = iou >= 0.5
+    pairs, iou = pairs[:, good], iou[good]
+    area = shapely.area(ng[pairs[0]])
+    unchanged = ((new["primary_unit"].to_numpy()[pairs[0]] == old["primary_unit"].to_numpy()[pairs[1]])
+                 & (old["profile"].to_numpy()[pairs[1]] == profile))
+    if unchanged.any():
+        k = np.flatnonzero(unchanged)
+        sym = shapely.area(shapely.symmetric_difference(ng[pairs[0][k]], og[pairs[1][k]]))
+        unchanged[k] = sym < 0.005 * area[k] + 0.05
+    fids, codes = old["fid"].to_numpy(), old["code"].to_numpy()
+    versions = old["version"].fillna(1).to_numpy()
+    for k in np.argsort(-iou, kind="stable"):
+        i, o = int(pairs[0][k]), int(pairs[1][k])
+        out[i].append((int(fids[o]), codes[o], int(versions[o] or 1), bool(unchanged[k])))
+    return out
 
 
 def city_today(now: dt.datetime | None = None) -> dt.date:
@@ -288,9 +293,15 @@ def _hold_versions(tx, codes, closing) -> None:
 
 def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox=None,
              valid_from: dt.date | None = None, dry_run: bool = False,
-             now: dt.datetime | None = None) -> GenerateReport:
+             now: dt.datetime | None = None, workers: int | None = None,
+             scheduler: str | None = None) -> GenerateReport:
     """Generate zones from the store's base layers under a profile and write a new version,
-    in force from `valid_from` (default: the city's date at `now`)."""
+    in force from `valid_from` (default: the city's date at `now`).
+
+    The work goes tile by tile (layers.zone_tiles): serially here, on a LocalCluster of
+    `workers` Dask processes, or on the Dask cluster at `scheduler`; the zones are the same.
+    Each tile's zones are written as it comes back, all in one transaction: a failure
+    anywhere leaves the store as it was."""
     t0 = time.time()
     kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
@@ -299,134 +310,151 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     profile = load_profile(profile_name)
     rules = load_curb_rules()
     valid_from = valid_from or city_today(now)
-    buildings = store.read("buildings", bbox=bbox)
-    roads = store.read("roads", bbox=None if bbox is None else _grow(bbox, 0.003))
-    if buildings.empty or roads.empty:
+    box = tuple(bbox) if bbox is not None else store.extent(["buildings"])
+    if box is None or store.count("roads") == 0:
         raise InputError("zones need buildings and roads in the store: run `zonemap import-osm` "
                          "or `zonemap import … --as buildings/roads` first")
-    areas = store.read("areas", bbox=bbox)
-    sites = store.read("sites", bbox=bbox)
-    pois = store.read("pois", bbox=bbox)
-    x0, y0, x1, y1 = bbox or buildings.total_bounds
+    x0, y0, x1, y1 = box
     metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
     report = GenerateReport(profile=profile.name, crs=metric, dry_run=dry_run)
-
-    study = _degree_cells((x0, y0, x1, y1), metric, whole=True)[0]
-    report.study_area_m2 = float(study.area)
-    roads_m = roads.to_crs(metric)
-    streets = build_streets(roads_m, rules, profile.depth_to, profile.no_sidewalk)
-    owners = select_owners(buildings, areas, sites, metric)
-    result = frontage_zones(owners, streets, profile, study)
-    report.set_back = len(result.set_back)
-    report.buildings_in_parcels = len(result.in_parcels)
-
-    pib = _pois_by_building(buildings, pois)
-    units: dict[str, dict] = {}
-    rows = []
-    for z in result.zones.itertuples():
-        o = owners.loc[z.owner]
-        u = owner_unit(o, buildings, areas, sites, pib)
-        units.setdefault(u["unit_id"], u)
-        co = u.get("co")
-        if co:
-            units.setdefault(co["unit_id"], co)
-        rows.append({"owner": z.owner, "kind": OWNER_TO_ZONE[o.kind], "primary_unit": u["unit_id"],
-                     "co_unit": co["unit_id"] if co else None, "unit_name": u["name"],
-                     "frontage_len_m": round(float(z.frontage_len_m), 2), "geometry": z.geometry})
-    # the owners' own ground: a parcel's zone is the parcel plus its strip (already in z)
-    claimed = np.array([r["geometry"] for r in rows], dtype=object)
-    footprints = owners[owners["kind"] == "building"].geometry.to_numpy()
-    cells = _degree_cells((x0, y0, x1, y1), metric)
-    for geom, on_cw in public_zones(study, claimed, footprints, streets.carriageway, cells):
-        u = FALLBACK["cleaning" if on_cw else "street"]
-        units.setdefault(u["unit_id"], {**u, "placeholder": False})
-        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "co_unit": None,
-                     "unit_name": u["name"],
-                     "frontage_len_m": None, "geometry": geom})
-    new = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)
-    new = new[new["kind"].isin(kinds)].reset_index(drop=True)
-
-
-    # measures and 四至 in metres
-    new["area_m2"] = shapely.area(new.geometry.to_numpy()).round(2)
-    # depth: median distance from a street-facing piece of the outline to its depth target
-    med = result.zones.set_index("owner")["depth_m"]
-    new["depth_m"] = [round(float(med[o]), 2) if o in med.index and np.isfinite(med[o]) else None
-                      for o in new["owner"]]
-    b_labels = np.array([n or "建筑物" for n in buildings["name"].to_numpy()], dtype=object)
-    labels = np.where(new["kind"] == "public", None, new["unit_name"].to_numpy())
-    texts, streets_named = four_bounds(new.geometry.to_numpy(), labels,
-                                       streets.carriageway, streets.centrelines, streets.names,
-                                       buildings.to_crs(metric).geometry.to_numpy(), b_labels)
-    new["bounds_text"], new["street"] = texts, streets_named
-
-    # facade coverage: how much street-facing facade has its own building's zone in front
-    zone_of = np.full(len(owners), None, dtype=object)
-    pos = {label: k for k, label in enumerate(owners.index)}
-    for z in result.zones.itertuples():
-        zone_of[pos[z.owner]] = z.geometry
-    is_b = (owners["kind"] == "building").to_numpy() & ~owners.index.isin(result.in_parcels)
-    report.facade = facade_coverage(owners.geometry.to_numpy()[is_b], zone_of[is_b], streets.carriageway)
-    report.facade.pop("uncovered_points", None)
-
-    report.check = check_geometry(new.geometry.to_numpy(), footprints, new["primary_unit"].notna().to_numpy(),
-                                  extent=study)
-    report.counts = new["kind"].value_counts().reindex(list(KINDS), fill_value=0).to_dict()
-
-    old_all = store.read("zones", bbox=bbox)
-    old = current(old_all)
-    old = old[old["kind"].isin(kinds)]
-    og_metric = polygonal(old.to_crs(metric).geometry.to_numpy()) if len(old) else np.array([], dtype=object)
-    codes, matched = _codes(new, old, og_metric)
-    new["code"] = codes
-    new_wgs = new.to_crs(STORAGE_CRS)
-    new_wgs["geometry"], report.storage_area_changed = to_storage(new.geometry.to_numpy(), metric)
-    write_rows, close = [], []
-    seen_old = set()
-    for i, m in enumerate(matched):
-        g = new_wgs.geometry.iloc[i]
-        if m is not None:
-            o = old.iloc[m]
-            seen_old.add(m)
-            same = (o["primary_unit"] == new["primary_unit"].iloc[i] and o["profile"] == profile.name
-                    and shapely.area(shapely.symmetric_difference(og_metric[m], new.geometry.iloc[i]))
-                    < 0.005 * new["area_m2"].iloc[i] + 0.05)
-            if same:
-                report.unchanged += 1
-                continue
-            close.append(int(o["fid"]))
-            version = int(o["version"] or 1) + 1
-        else:
-            version = 1
-        write_rows.append({"code": codes[i], "kind": new["kind"].iloc[i],
-                           "primary_unit": new["primary_unit"].iloc[i],
-                           "co_unit": _val(new["co_unit"].iloc[i]), "duties": profile.duties,
-                           "profile": profile.name, "area_m2": float(new["area_m2"].iloc[i]),
-                           "frontage_len_m": _val(new["frontage_len_m"].iloc[i]),
-                           "depth_m": _val(new["depth_m"].iloc[i]),
-                           "bounds_text": new["bounds_text"].iloc[i], "street": new["street"].iloc[i],
-                           "valid_from": valid_from, "version": version, "source": "generated",
-                           "geometry": g})
-    retire = [int(old["fid"].iloc[k]) for k in range(len(old)) if k not in seen_old]
-    report.new_versions = len(write_rows)
+    report.study_area_m2 = float(shapely.area(zone_tiles.to_metric([shapely.box(*box)], metric)[0]))
+    ctx = zone_tiles.Context(profile, rules, metric, box, kinds)
+    tiles = zone_tiles.plan(box)
+    counts = dict.fromkeys(KINDS, 0)
+    with contextlib.nullcontext() if dry_run else store.transaction() as tx:
+        if tx is not None:
+            tx.next_number("zones:versions")  # one zone writer at a time, from here to commit
+        book = _Book.scan(store, bbox, kinds)
+        facing = covered = 0.0
+        for res in zone_tiles.run_tiles(store, tiles, ctx, book.in_force_then, workers, scheduler):
+            rows, close = book.settle(res.rows, report, valid_from, profile)
+            new_units = _new_units(store, tx, res.units, book)
+            if tx is not None:
+                for fid in close:
+                    tx.update("zones", fid, {"valid_to": valid_from})
+                if len(rows):
+                    tx.append("zones", gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS))
+                if new_units:
+                    tx.append("units", gpd.GeoDataFrame(
+                        [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
+                         | {"source": "derived"} for u in new_units],
+                        geometry=[None] * len(new_units), crs=STORAGE_CRS))
+            report.new_units += len(new_units)
+            for k, v in res.rows["kind"].value_counts().items() if len(res.rows) else ():
+                counts[k] += int(v)
+            facing, covered = facing + res.facade[0], covered + res.facade[1]
+            report.set_back += res.set_back
+            report.buildings_in_parcels += res.in_parcels
+            report.storage_area_changed += res.storage_area_changed
+            zone_tiles.add_checks(report.check, res.check)
+        retire = book.unmatched()
+        if tx is not None:
+            for fid in retire:
+                tx.update("zones", int(fid), {"valid_to": valid_from})
     report.retired = len(retire)
-    have_units = set(store.read("units")["unit_id"])
-    new_units = [u for uid, u in units.items() if uid not in have_units]
-    report.new_units = len(new_units)
-    if not dry_run:
-        with store.transaction() as tx:
-            _hold_versions(tx, [r["code"] for r in write_rows], close + retire)
-            for fid in close + retire:
-                tx.update("zones", fid, {"valid_to": valid_from})
-            if write_rows:
-                tx.append("zones", gpd.GeoDataFrame(write_rows, geometry="geometry", crs=STORAGE_CRS))
-            if new_units:
-                tx.append("units", gpd.GeoDataFrame(
-                    [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
-                     | {"source": "derived"} for u in new_units],
-                    geometry=[None] * len(new_units), crs=STORAGE_CRS))
+    report.counts = counts
+    report.facade = {"facing_m": facing, "covered_m": covered, "share": covered / facing if facing else 1.0}
+    report.check["zones"] = sum(counts.values())
     report.seconds = round(time.time() - t0, 2)
     return report
+
+
+class _Book:
+    """The bookkeeping of versions across tiles: which zones were in force when the run
+    began (fids, from one scan of the zones layer), which of them the new zones continue,
+    and the next free number of each code prefix. A few numbers per zone, never geometry."""
+
+    def __init__(self, fids, max_fid, last_number, kinds):
+        self.in_force = np.asarray(fids, dtype=np.int64)
+        self.max_fid = max_fid
+        self.last = last_number
+        self.kinds = kinds
+        self.used: set[int] = set()
+        self.closed: set[int] = set()
+        self.units: set[str] = set()
+
+    @classmethod
+    def scan(cls, store: Store, bbox, kinds, page: int = 20_000):
+        fids, last, max_fid = [], {}, 0
+        for zs in _pages(store, "zones", None, page):  # codes are numbered over the whole layer
+            max_fid = max(max_fid, int(zs["fid"].max()))
+            for prefix, num in zs["code"].dropna().str.extract(r"^(\D)(\d+)$").dropna().itertuples(index=False):
+                last[prefix] = max(last.get(prefix, 0), int(num))
+        for zs in _pages(store, "zones", bbox, page):
+            open_ = zs[zs["valid_to"].isna() & zs["kind"].isin(kinds)]
+            fids.append(open_["fid"].to_numpy())
+        return cls(np.concatenate(fids) if fids else [], max_fid, last, kinds)
+
+    def in_force_then(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        """The rows of `frame` (zones read during the run) that were in force at its start."""
+        if frame.empty:
+            return frame
+        fid = frame["fid"].to_numpy()
+        was = (fid <= self.max_fid) & (frame["valid_to"].isna().to_numpy() | np.isin(fid, list(self.closed)))
+        return frame[was & frame["kind"].isin(self.kinds).to_numpy()]
+
+    def settle(self, rows: pd.DataFrame, report: GenerateReport, valid_from, profile):
+        """Codes and versions for one tile's zones (in the tile's order: north→south bands,
+        west→east): the best old zone not yet continued keeps its code (and its row, when
+        unchanged), else the next number of the kind. Returns the rows to write and the
+        fids to close."""
+        if rows.empty:
+            return [], []
+        out, close = [], []
+        order = np.lexsort((rows["order_x"].to_numpy(), rows["order_band"].to_numpy()))
+        for r in rows.iloc[order].to_dict("records"):
+            pick = next((m for m in r["match"] if m[0] not in self.used), None)
+            if pick is not None:
+                fid, code, version, unchanged = pick
+                self.used.add(fid)
+                if unchanged:
+                    report.unchanged += 1
+                    continue
+                close.append(fid)
+                self.closed.add(fid)
+                version += 1
+            else:
+                prefix = PREFIX[r["kind"]]
+                self.last[prefix] = self.last.get(prefix, 0) + 1
+                code, version = f"{prefix}{self.last[prefix]:06d}", 1
+            out.append({"code": code, "kind": r["kind"], "primary_unit": r["primary_unit"],
+                        "co_unit": _val(r["co_unit"]), "duties": profile.duties, "profile": profile.name,
+                        "area_m2": float(r["area_m2"]), "frontage_len_m": _val(r["frontage_len_m"]),
+                        "depth_m": _val(r["depth_m"]), "bounds_text": r["bounds_text"],
+                        "street": r["street"], "valid_from": valid_from, "version": version,
+                        "source": "generated", "geometry": r["geometry"]})
+        report.new_versions += len(out)
+        return out, close
+
+    def unmatched(self) -> np.ndarray:
+        """The zones in force at the start that no new zone continues: to be retired."""
+        return self.in_force[~np.isin(self.in_force, list(self.used))]
+
+
+def _pages(store: Store, layer: str, bbox, size: int):
+    """`layer` read in pages of `size` rows (by fid), so that memory holds one page."""
+    offset = 0
+    while True:
+        page = store.read(layer, bbox=bbox, order=[("fid", "asc")], limit=size, offset=offset)
+        if page.empty:
+            return
+        yield page
+        offset += size
+
+
+def _new_units(store: Store, tx, units: dict, book: _Book) -> list[dict]:
+    """The units of `units` that are neither in the store nor written earlier in this run
+    (asked inside the transaction, which sees its own rows; a dry run remembers them)."""
+    fresh = [u for uid, u in units.items() if uid not in book.units]
+    ids = [u["unit_id"] for u in fresh]
+    have = set()
+    for chunk in _chunks(ids):
+        rows = tx.rows("units", {"unit_id": chunk}) if tx is not None else \
+            store.read("units", where={"unit_id": chunk}).to_dict("records")
+        have |= {r["unit_id"] for r in rows}
+    if tx is None:
+        book.units |= set(ids)
+    return [u for u in fresh if u["unit_id"] not in have]
 
 
 # ---- a planner's file of zones (`import … --as zones`) -------------------------------------
@@ -566,22 +594,6 @@ def write_import(store: Store, frame: gpd.GeoDataFrame, plan: ZoneImportPlan) ->
     return len(writes)
 
 
-def _degree_cells(bbox, metric: str, step_deg: float = 0.0025, whole: bool = False) -> np.ndarray:
-    """Cells of a lon/lat grid (about 250 m) over `bbox`, densified and projected to `metric`;
-    or, with whole=True, the bbox itself. Their edges stay straight lines when stored in degrees."""
-    w, s, e, n = bbox
-    if whole:
-        boxes = np.array([shapely.box(w, s, e, n)])
-    else:
-        xs = np.r_[np.arange(w, e, step_deg), e]
-        ys = np.r_[np.arange(s, n, step_deg), n]
-        gx0, gy0 = np.meshgrid(xs[:-1], ys[:-1])
-        gx1, gy1 = np.meshgrid(xs[1:], ys[1:])
-        boxes = shapely.box(gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel())
-    boxes = shapely.segmentize(boxes, step_deg / 50)
-    return gpd.GeoSeries(boxes, crs=STORAGE_CRS).to_crs(metric).to_numpy()
-
-
 def to_storage(geoms: np.ndarray, metric: str, densify_m: float = 5.0) -> tuple[np.ndarray, int]:
     """Metric zones → EPSG:4326 for storage, and how many could not keep their area.
 
@@ -622,11 +634,6 @@ def to_storage(geoms: np.ndarray, metric: str, densify_m: float = 5.0) -> tuple[
         out[i] = best if best is not None else polygonal(np.array([plain], dtype=object))[0]
         lost += best_err > 1e-6 * want + 1e-4
     return out, int(lost)
-
-
-def _grow(bbox, d):
-    w, s, e, n = bbox
-    return (w - d, s - d, e + d, n + d)
 
 
 def check(store: Store, as_of: dt.date | None = None) -> dict:

@@ -199,17 +199,22 @@ def _date(value):
 @click.option("--valid-from", help="First day the new zones are in force (YYYY-MM-DD; default today in "
                                    "the city's time zone).")
 @click.option("--dry-run", is_flag=True, help="Generate and report, write nothing.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Draw the tiles on a Dask LocalCluster of N "
+              "worker processes (default: serially, in this process).")
+@click.option("--scheduler", metavar="tcp://HOST:8786", help="Draw the tiles on this running Dask cluster.")
 @json_option
 @click.pass_context
-def zones_generate(ctx, profile, kinds, bbox, valid_from, dry_run, as_json):
+def zones_generate(ctx, profile, kinds, bbox, valid_from, dry_run, workers, scheduler, as_json):
     """Draw zones from the base layers under a city's rules and store them as a new version."""
     from layers import zones as zones_mod
 
+    if workers and scheduler:
+        _fail(as_json, "give --workers (a local cluster) or --scheduler (a running one), not both")
     with _store(ctx) as store:
         try:
             report = zones_mod.generate(store, profile, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
                                         bbox=tuple(bbox) if bbox else None, valid_from=_date(valid_from),
-                                        dry_run=dry_run)
+                                        dry_run=dry_run, workers=workers, scheduler=scheduler)
         except ZonemapError as exc:
             _fail(as_json, str(exc))
     _emit(as_json, report.to_dict(), report.text())

@@ -102,8 +102,9 @@ class Store(ABC):
         """True when `layer`'s geometry column has a spatial index."""
 
     @abstractmethod
-    def extent(self) -> tuple[float, float, float, float] | None:
-        """(W, S, E, N) of everything stored, from the spatial indexes; None when empty."""
+    def extent(self, layers: list[str] | None = None) -> tuple[float, float, float, float] | None:
+        """(W, S, E, N) of everything stored (or of `layers`), from the spatial indexes; None
+        when empty."""
 
     @abstractmethod
     def check(self) -> dict:

@@ -508,10 +508,11 @@ class GeoPackageStore(Store):
         with self._reading() as con:
             return con.execute(sql, params).fetchall()
 
-    def extent(self):
+    def extent(self, layers=None):
+        names = [check_layer(n).name for n in layers] if layers else [n for n in LAYERS if spatial(n)]
         with self._reading() as con:
             boxes = [con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) '
-                                 f'FROM "rtree_{name}_geom"').fetchone() for name in LAYERS if spatial(name)]
+                                 f'FROM "rtree_{name}_geom"').fetchone() for name in names]
         boxes = [b for b in boxes if b[0] is not None]
         if not boxes:
             return None

@@ -41,10 +41,12 @@ def test_generation_is_clean_on_every_real_dataset(generated):
     assert report.counts["frontage"] + report.counts["unit"] + report.counts["site"] > 40, name
     assert report.counts["public"] > 0
     assert report.check["overlaps"] == 0 and report.check["invalid"] == 0
-    assert report.check["gaps"] == 0 and report.check["without_unit"] == 0
+    assert report.check["without_unit"] == 0
+    # what was stored, tile seams included: no overlap, no gap (generation leaves gaps to this)
     out = run_cli("zones", "check", "--json", db=db)
     stored = json.loads(out.stdout)
     assert out.returncode == 0 and stored["overlaps"] == 0 and stored["invalid"] == 0, stored
+    assert stored["gaps"] == 0, stored
     assert stored["zones"] == sum(report.counts.values())
 
 
@@ -93,12 +95,16 @@ def test_four_bounds_name_real_neighbouring_roads(generated):
         assert set(streets.split("、")) <= names
 
 
-def test_every_profile_is_clean_and_changes_the_zones(nanjing_gpkg):
+def test_every_profile_is_clean_and_changes_the_zones(nanjing_gpkg, tmp_path):
     areas = {}
     for name in profile_names():
-        with open_store(nanjing_gpkg) as s:
-            r = zones.generate(s, name, dry_run=True)
-        assert r.check["overlaps"] == 0 and r.check["gaps"] == 0 and r.check["invalid"] == 0, name
+        db = str(tmp_path / f"{name}.gpkg")
+        shutil.copy(nanjing_gpkg, db)
+        with open_store(db) as s:
+            r = zones.generate(s, name)
+            stored = zones.check(s)
+        assert r.check["overlaps"] == 0 and r.check["invalid"] == 0, name
+        assert stored["overlaps"] == 0 and stored["gaps"] == 0 and stored["invalid"] == 0, (name, stored)
         areas[name] = r.facade["covered_m"]
     assert len(set(areas.values())) == len(areas)  # each rule draws differently
 

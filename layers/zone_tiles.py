@@ -1,0 +1,321 @@
+"""`zones generate` tile by tile: the study area is cut into tiles of whole public-zone cells
+(lon/lat squares), each tile's base data is read from the store with a halo around it, and
+`run_tile` (pure of the store: it sees only what it is given) draws the zones that belong to
+the tile. Tiles run one after another in this process, or on Dask distributed (a LocalCluster
+of N worker processes, or a running cluster): the same function on the same data, so both
+give the same zones. Results come back in tile order, so that codes are numbered the same
+way whichever worker finished first.
+
+A zone belongs to the tile that holds its owner's anchor (the middle of the owner's box in
+degrees); public zones to the tile whose cells they fill. A tile also draws the zones of the
+owners in its halo that reach into it, only to know what of its cells is left public; those
+are drawn again, identically, by their own tile, which is the one that keeps them.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geo.carriageway import CurbRules, build_streets
+from geo.coverage import check as check_geometry
+from geo.coverage import facade_coverage, public_zones
+from geo.describe import four_bounds
+from geo.frontage import MITRE, Profile, frontage_zones
+
+from .schema import STORAGE_CRS
+
+STEP_DEG = 0.0025   # a public-zone cell: about 250 m
+TILE_CELLS = 4      # a tile is TILE_CELLS × TILE_CELLS cells: about 1 km
+READ_BATCH = 2      # tiles in flight per Dask worker (what bounds the memory of the run)
+
+
+def halo_m(profile: Profile) -> float:
+    """How far around a tile its data is read: the farthest an owner's zone reaches from its
+    outline (lateral allowance plus a mitred corner of the maximum depth), twice over (the
+    Voronoi cells of a zone reaching into the tile need the outlines that far around it),
+    plus the depth the facing test looks along."""
+    reach = profile.lateral_m + MITRE * profile.max_depth_m
+    return 2 * reach + profile.max_depth_m + 20.0
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its number (row from the south, column from the west) and its box in
+    degrees (W, S, E, N)."""
+
+    i: int
+    j: int
+    box: tuple[float, float, float, float]
+
+
+def plan(bbox, step_deg: float = STEP_DEG, cells: int = TILE_CELLS) -> list[Tile]:
+    """The tiles over `bbox` (W, S, E, N), blocks of cells × cells lon/lat cells aligned on
+    the bbox's south-west corner, in the order their zones are numbered: north to south,
+    west to east."""
+    w, s, e, n = bbox
+    size = step_deg * cells
+    nx = max(1, int(np.ceil((e - w) / size - 1e-9)))
+    ny = max(1, int(np.ceil((n - s) / size - 1e-9)))
+    tiles = []
+    for j in reversed(range(ny)):
+        for i in range(nx):
+            tiles.append(Tile(i, j, (w + i * size, s + j * size, min(e, w + (i + 1) * size),
+                                     min(n, s + (j + 1) * size))))
+    return tiles
+
+
+def cell_boxes(box, origin, step_deg: float = STEP_DEG) -> np.ndarray:
+    """The lon/lat cells of the grid that starts at `origin` (W, S) inside `box`, as degree
+    boxes (clipped to `box`)."""
+    w, s, e, n = box
+    ow, os_ = origin
+    i0, i1 = int(np.floor((w - ow) / step_deg + 1e-9)), int(np.ceil((e - ow) / step_deg - 1e-9))
+    j0, j1 = int(np.floor((s - os_) / step_deg + 1e-9)), int(np.ceil((n - os_) / step_deg - 1e-9))
+    xs = np.clip(ow + np.arange(i0, i1 + 1) * step_deg, w, e)
+    ys = np.clip(os_ + np.arange(j0, j1 + 1) * step_deg, s, n)
+    gx0, gy0 = np.meshgrid(xs[:-1], ys[:-1])
+    gx1, gy1 = np.meshgrid(xs[1:], ys[1:])
+    return shapely.box(gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel())
+
+
+def to_metric(boxes: np.ndarray, metric: str, step_deg: float = STEP_DEG) -> np.ndarray:
+    """Degree boxes, densified so that their edges stay the meridians and parallels they are,
+    projected to the metric CRS."""
+    boxes = shapely.segmentize(np.asarray(boxes, dtype=object), step_deg / 50)
+    return gpd.GeoSeries(boxes, crs=STORAGE_CRS).to_crs(metric).to_numpy()
+
+
+def grow_deg(box, metres: float):
+    """`box` (degrees) grown by about `metres` on every side."""
+    w, s, e, n = box
+    dy = metres / 111_320.0
+    dx = metres / (111_320.0 * max(np.cos(np.radians((s + n) / 2)), 0.05))
+    return (w - dx, s - dy, e + dx, n + dy)
+
+
+def anchors(geoms: np.ndarray, study) -> np.ndarray:
+    """Each geometry's anchor (the middle of its box, in degrees), inside the study box."""
+    b = shapely.bounds(geoms)
+    w, s, e, n = study
+    return np.column_stack([np.clip((b[:, 0] + b[:, 2]) / 2, w, e), np.clip((b[:, 1] + b[:, 3]) / 2, s, n)])
+
+
+def in_tile(xy: np.ndarray, tile: Tile, study) -> np.ndarray:
+    """Whether each anchor lies in the tile: boxes are closed on the west and south, open on
+    the east and north except at the study area's own edge."""
+    w, s, e, n = tile.box
+    x_ok = (xy[:, 0] >= w) & ((xy[:, 0] < e) | (e >= study[2]))
+    y_ok = (xy[:, 1] >= s) & ((xy[:, 1] < n) | (n >= study[3]))
+    return x_ok & y_ok
+
+
+@dataclass
+class Context:
+    """What every tile needs besides its own data (sent once with each tile)."""
+
+    profile: Profile
+    rules: CurbRules
+    metric: str
+    study: tuple[float, float, float, float]   # the study area (W, S, E, N), degrees
+    kinds: tuple[str, ...]
+    valid_from: object = None
+
+
+@dataclass
+class TileData:
+    """The base data of one tile and its halo, as read from the store (EPSG:4326), and the
+    zones in force there before this run."""
+
+    tile: Tile
+    buildings: gpd.GeoDataFrame
+    roads: gpd.GeoDataFrame
+    areas: gpd.GeoDataFrame
+    sites: gpd.GeoDataFrame
+    pois: gpd.GeoDataFrame
+    old: gpd.GeoDataFrame
+
+
+@dataclass
+class TileResult:
+    """What one tile gives back: its zones as rows ready to store (EPSG:4326), with for each
+    the old zones it may continue (`match`: old fids by falling IoU, and whether the zone is
+    unchanged from each), the units they name, and its share of the report."""
+
+    tile: Tile
+    rows: pd.DataFrame
+    units: dict
+    facade: tuple[float, float] = (0.0, 0.0)
+    set_back: int = 0
+    in_parcels: int = 0
+    storage_area_changed: int = 0
+    check: dict = field(default_factory=dict)
+
+
+def read_tile(store, tile: Tile, ctx: Context, keep_old) -> TileData:
+    """The tile's data from the store: everything within its halo, grown further to hold
+    the whole of any parcel anchored in the tile (a campus may span several tiles).
+    `keep_old(frame)` keeps the old zones that were in force when the run began."""
+    window = grow_deg(tile.box, halo_m(ctx.profile))
+    areas = store.read("areas", bbox=window)
+    sites = store.read("sites", bbox=window)
+    parcels = [f.geometry.to_numpy() for f in (areas, sites) if len(f)]
+    if parcels:
+        geoms = np.concatenate(parcels)
+        mine = in_tile(anchors(geoms, ctx.study), tile, ctx.study)
+        if mine.any():
+            x0, y0, x1, y1 = shapely.total_bounds(geoms[mine])
+            w, s, e, n = grow_deg((x0, y0, x1, y1), halo_m(ctx.profile))
+            window = (min(w, window[0]), min(s, window[1]), max(e, window[2]), max(n, window[3]))
+            areas = store.read("areas", bbox=window)
+            sites = store.read("sites", bbox=window)
+    return TileData(tile, store.read("buildings", bbox=window), store.read("roads", bbox=window),
+                    areas, sites, store.read("pois", bbox=window),
+                    keep_old(store.read("zones", bbox=window)))
+
+
+def run_tiles(store, tiles: list[Tile], ctx: Context, keep_old, workers: int | None = None,
+              scheduler: str | None = None):
+    """TileResults in tile order: serially in this process, or on Dask distributed (a
+    LocalCluster of `workers` processes on 127.0.0.1, or the cluster at `scheduler`). At
+    most READ_BATCH tiles per worker are read ahead, so memory is set by the tile, not the
+    city."""
+    if not workers and not scheduler:
+        for t in tiles:
+            yield run_tile(read_tile(store, t, ctx, keep_old), ctx)
+        return
+    from dask.distributed import Client, LocalCluster  # only for a parallel run
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = root + (os.pathsep + path if path else "")  # workers import zonemap
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+    try:
+        ahead = READ_BATCH * max(1, len(client.scheduler_info()["workers"]))
+        pending: collections.deque = collections.deque()
+        for t in tiles:
+            pending.append(client.submit(run_tile, read_tile(store, t, ctx, keep_old), ctx, pure=False))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_tile(data: TileData, ctx: Context) -> TileResult:
+    """The zones of one tile: frontage, unit and site zones of the owners anchored in it,
+    public zones of its cells, their measures, 四至 and storage geometry, and the old zones
+    each may continue. Pure: reads nothing but `data` and `ctx`."""
+    from . import zones as zm  # the unit and storage rules live with the rest of zone generation
+
+    tile, metric, profile = data.tile, ctx.metric, ctx.profile
+    b = data.buildings
+    window = shapely.total_bounds(np.concatenate([f.geometry.to_numpy() for f in
+                                                  (b, data.roads, data.areas, data.sites) if len(f)]
+                                                 or [np.array([shapely.box(*tile.box)])]))
+    study_box = (max(window[0], ctx.study[0]), max(window[1], ctx.study[1]),
+                 min(window[2], ctx.study[2]), min(window[3], ctx.study[3]))
+    study, core = to_metric(np.array([shapely.box(*study_box), shapely.box(*tile.box)]), metric)
+    cells = to_metric(cell_boxes(tile.box, ctx.study[:2]), metric)
+    result = TileResult(tile, pd.DataFrame(), {})
+    if data.roads.empty:
+        return result
+    roads_m = data.roads.to_crs(metric)
+    streets = build_streets(roads_m, ctx.rules, profile.depth_to, profile.no_sidewalk)
+    owners = zm.select_owners(b, data.areas, data.sites, metric)
+    anchored = in_tile(anchors(owners["deg"].to_numpy(), ctx.study), tile, ctx.study)
+    owners = owners.drop(columns="deg")
+    fz = frontage_zones(owners, streets, profile, study, focus=core, always=owners.index[anchored])
+    mine = np.isin(fz.zones["owner"].to_numpy(), owners.index[anchored])
+    result.set_back = int(np.isin(fz.set_back, owners.index[anchored]).sum())
+    result.in_parcels = int(np.isin(fz.in_parcels, owners.index[anchored]).sum())
+
+    pib = zm.pois_by_building(b, data.pois)
+    records = [f.drop(columns=f.geometry.name).to_dict("records") for f in (b, data.areas, data.sites)]
+    rows = []
+    who = owners[["kind", "src", "row"]].loc[fz.zones["owner"].to_numpy()]
+    for z, o in zip(fz.zones.itertuples(), who.itertuples()):
+        u = zm.owner_unit(o, *records, pib)
+        co = u.get("co")
+        rows.append({"owner": z.owner, "kind": zm.OWNER_TO_ZONE[o.kind], "primary_unit": u["unit_id"],
+                     "co_unit": co["unit_id"] if co else None, "unit_name": u["name"], "unit": u,
+                     "frontage_len_m": round(float(z.frontage_len_m), 2),
+                     "depth_m": round(float(z.depth_m), 2) if np.isfinite(z.depth_m) else None,
+                     "geometry": z.geometry})
+    claimed = fz.zones.geometry.to_numpy()
+    footprints = owners[owners["kind"] == "building"].geometry.to_numpy()
+    n_owner_zones = len(rows)
+    for geom, on_cw in public_zones(study, claimed, footprints, streets.carriageway, cells):
+        u = zm.FALLBACK["cleaning" if on_cw else "street"]
+        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "co_unit": None,
+                     "unit_name": u["name"], "unit": {**u, "placeholder": False},
+                     "frontage_len_m": None, "depth_m": None, "geometry": geom})
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric) if rows else \
+        gpd.GeoDataFrame({"kind": []}, geometry=[], crs=metric)
+    keep = np.r_[mine, np.ones(len(rows) - n_owner_zones, dtype=bool)] if rows else np.array([], dtype=bool)
+    emitted = keep & frame["kind"].isin(ctx.kinds).to_numpy()
+
+    # 四至 with every zone drawn here as a neighbour, kept for the tile's own
+    if len(frame):
+        b_m = b.to_crs(metric)
+        b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
+        labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
+        texts, named = four_bounds(frame.geometry.to_numpy(), labels, streets.carriageway,
+                                   streets.centrelines, streets.names, b_m.geometry.to_numpy(), b_labels)
+        frame["bounds_text"], frame["street"] = texts, named
+
+    # the tile's share of the report: facade of its own buildings, overlaps and gaps in it
+    is_b = anchored & (owners["kind"] == "building").to_numpy() & ~owners.index.isin(fz.in_parcels)
+    zone_of = pd.Series(fz.zones.geometry.to_numpy(), index=fz.zones["owner"].to_numpy())
+    own_zone = np.array([zone_of.get(k) for k in owners.index[is_b]], dtype=object)
+    fc = facade_coverage(owners.geometry.to_numpy()[is_b], own_zone, streets.carriageway)
+    result.facade = (fc["facing_m"], fc["covered_m"])
+    core_study = shapely.intersection(core, study)
+    result.check = tile_check(frame.geometry.to_numpy(), emitted, frame["primary_unit"].notna().to_numpy(),
+                              core_study)
+
+    out = frame[emitted].copy()
+    result.units = {r["unit_id"]: r for u in out["unit"] for r in [u, u.get("co")] if r}
+    if out.empty:
+        return result
+    out["area_m2"] = shapely.area(out.geometry.to_numpy()).round(2)
+    rep = shapely.get_coordinates(shapely.point_on_surface(out.geometry.to_numpy()))
+    out["order_x"], out["order_band"] = rep[:, 0], -np.floor(rep[:, 1] / 100.0)
+    out["match"] = zm.match_old(out, data.old, metric, profile.name)
+    stored, result.storage_area_changed = zm.to_storage(out.geometry.to_numpy(), metric)
+    result.rows = pd.DataFrame(out.drop(columns=["geometry", "unit", "unit_name", "owner"]))
+    result.rows["geometry"] = stored
+    return result
+
+
+def tile_check(zones: np.ndarray, counted: np.ndarray, has_unit, inside) -> dict:
+    """The check of one tile while it is drawn: overlaps whose inner point lies in it, and
+    slivers, invalid zones and zones without unit among those `counted` (the tile's own; a
+    zone of a neighbouring tile is drawn here only as a neighbour). Gaps are left to `zones
+    check` on what was stored: inside a tile the public zones fill every gap by
+    construction, and the seams between tiles are only seen in the stored whole."""
+    res = check_geometry(zones, np.array([], dtype=object), has_unit, inside=inside, counted=counted,
+                         gaps=False)
+    return {k: res[k] for k in ("zones", "overlaps", "overlap_m2", "slivers", "invalid", "without_unit")}
+
+
+def add_checks(total: dict, part: dict) -> dict:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+    return total
+
