@@ -160,18 +160,21 @@ class TileResult:
 
 def read_tile(store, tile: Tile, ctx: Context, keep_old) -> TileData:
     """The tile's data from the store: everything within its halo, grown further to hold
-    the whole of any parcel anchored in the tile (a campus may span several tiles).
-    `keep_old(frame)` keeps the old zones that were in force when the run began."""
-    window = grow_deg(tile.box, halo_m(ctx.profile))
+    the whole neighbourhood of every parcel met there (a campus may span several tiles, and
+    each tile that draws it must draw it from the same data, or their versions of it would
+    leave gaps between them). `keep_old(frame)` keeps the old zones that were in force when
+    the run began."""
+    from .zones import parcel_kinds
+
+    halo = halo_m(ctx.profile)
+    window = grow_deg(tile.box, halo)
     areas = store.read("areas", bbox=window)
     sites = store.read("sites", bbox=window)
-    parcels = [f.geometry.to_numpy() for f in (areas, sites) if len(f)]
+    parcels = [g for g in (areas.geometry.to_numpy()[parcel_kinds(areas) != ""], sites.geometry.to_numpy())
+               if len(g)]
     if parcels:
-        geoms = np.concatenate(parcels)
-        mine = in_tile(anchors(geoms, ctx.study), tile, ctx.study)
-        if mine.any():
-            x0, y0, x1, y1 = shapely.total_bounds(geoms[mine])
-            w, s, e, n = grow_deg((x0, y0, x1, y1), halo_m(ctx.profile))
+        w, s, e, n = grow_deg(shapely.total_bounds(np.concatenate(parcels)), halo)
+        if w < window[0] or s < window[1] or e > window[2] or n > window[3]:
             window = (min(w, window[0]), min(s, window[1]), max(e, window[2]), max(n, window[3]))
             areas = store.read("areas", bbox=window)
             sites = store.read("sites", bbox=window)
@@ -225,9 +228,11 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
 
     tile, metric, profile = data.tile, ctx.metric, ctx.profile
     b = data.buildings
+    # the study area here: around the tile as far as its data was read (the study box's own
+    # edge wherever that is nearer), never cut short where the data happens to end
     window = shapely.total_bounds(np.concatenate([f.geometry.to_numpy() for f in
                                                   (b, data.roads, data.areas, data.sites) if len(f)]
-                                                 or [np.array([shapely.box(*tile.box)])]))
+                                                 + [np.array([shapely.box(*grow_deg(tile.box, halo_m(profile)))])]))
     study_box = (max(window[0], ctx.study[0]), max(window[1], ctx.study[1]),
                  min(window[2], ctx.study[2]), min(window[3], ctx.study[3]))
     study, core = to_metric(np.array([shapely.box(*study_box), shapely.box(*tile.box)]), metric)

@@ -114,6 +114,18 @@ def _text(frame: pd.DataFrame, col: str) -> pd.Series:
     return frame[col].astype(object).where(frame[col].notna(), "").astype(str)
 
 
+def parcel_kinds(areas) -> np.ndarray:
+    """Which areas are owners: "site" (landuse=construction), "unit" (a unit's own ground:
+    schools, hospitals, parks, named compounds…), else ""."""
+    named = (_text(areas, "name") != "") | (_text(areas, "operator") != "")
+    landuse, amenity = _text(areas, "landuse"), _text(areas, "amenity")
+    site = landuse == "construction"
+    unit = ~site & (amenity.isin(UNIT_AMENITY) | _text(areas, "leisure").isin(UNIT_LEISURE)
+                    | _text(areas, "tourism").isin(UNIT_TOURISM) | ((landuse == "residential") & named)) \
+        & (named | (amenity != "parking"))
+    return np.where(site, "site", np.where(unit, "unit", ""))
+
+
 def select_owners(buildings, areas, sites, metric: str):
     """Owners (kind building/unit/site, metric geometry) from the base layers, indexed by a
     key that names the row whatever part of the store it was read with (b…/a…/s… and the
@@ -122,15 +134,9 @@ def select_owners(buildings, areas, sites, metric: str):
     layer = pd.to_numeric(attrs.str.extract(r'"layer"\s*:\s*"?\s*(-?\d+)', expand=False), errors="coerce")
     underground = attrs.str.contains(r'"location"\s*:\s*"underground"', regex=True) | (layer < 0)
     skip = underground | _text(buildings, "building").str.lower().isin(NOT_OWNER_BUILDINGS)
-    named = (_text(areas, "name") != "") | (_text(areas, "operator") != "")
-    landuse, amenity = _text(areas, "landuse"), _text(areas, "amenity")
-    site = landuse == "construction"
-    unit = ~site & (amenity.isin(UNIT_AMENITY) | _text(areas, "leisure").isin(UNIT_LEISURE)
-                    | _text(areas, "tourism").isin(UNIT_TOURISM) | ((landuse == "residential") & named)) \
-        & (named | (amenity != "parking"))
     parts = []
     for frame, src, prefix, kind in ((buildings, "buildings", "b", np.where(~skip, "building", "")),
-                                     (areas, "areas", "a", np.where(site, "site", np.where(unit, "unit", ""))),
+                                     (areas, "areas", "a", parcel_kinds(areas)),
                                      (sites, "sites", "s", np.full(len(sites), "site"))):
         keep = np.flatnonzero(np.asarray(kind) != "")
         if len(keep):

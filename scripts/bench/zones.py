@@ -2,13 +2,17 @@
 """Benchmark of zone generation (run by hand: `.venv/bin/python scripts/bench/zones.py`).
 
 For each real OSM extract in ../shared/data and for synthetic grid cities of N buildings,
-measures `zones generate` (dry run: everything but the write) and, in the same run as a
-baseline, one vectorised shapely buffer + union of the same roads (the cheapest thing any
-zone method must do). Each case runs in its own process so that its peak memory (max RSS)
-is its own. Prints a table and, with --json, the numbers.
+measures `zones generate` (written for real, tile by tile, in one transaction), serially
+and on a Dask LocalCluster of 2 workers, and, in the same run as a baseline, one vectorised
+shapely buffer + union of the same roads (the cheapest thing any zone method must do).
+After each generation `zones check` measures overlaps and gaps of what was stored (timed
+apart). Each case runs in its own process so that its peak memory is its own: the
+process's max RSS, and for a Dask run also the largest worker's. Prints a table and, with
+--json, the numbers.
 
-    scripts/bench/zones.py                       # real extracts + 10k and 100k buildings
-    scripts/bench/zones.py --sizes 1000,10000    # smaller synthetic cities
+    scripts/bench/zones.py                           # real extracts + 10k and 100k, serial and 2 workers
+    scripts/bench/zones.py --sizes 1000000 --no-real --workers 0   # the 1M city, by hand (serial)
+    scripts/bench/zones.py --sizes 10000 --workers 0,2
 """
 
 from __future__ import annotations
@@ -75,9 +79,8 @@ def synthetic_city(store, n_buildings: int, seed: int = 1, pitch: float = 100.0,
         tx.append("roads", r)
 
 
-def run_case(name: str, size: int | None) -> dict:
-    """One case, in this process: load, baseline, generate; returns the measurements."""
-    import numpy as np
+def run_case(name: str, size: int | None, workers: int) -> dict:
+    """One case, in this process: load, baseline, generate, check; returns the measurements."""
     import shapely
 
     from geo.carriageway import curb_offsets
@@ -94,6 +97,7 @@ def run_case(name: str, size: int | None) -> dict:
         else:
             path, bbox = REAL[name]
             import_osm(store, SHARED / path, bbox=bbox)
+        load_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         roads = store.read("roads")
         n_buildings = store.count("buildings")
         x0, y0, x1, y1 = roads.total_bounds
@@ -104,46 +108,59 @@ def run_case(name: str, size: int | None) -> dict:
         drivable = offsets > 0
         shapely.union_all(shapely.buffer(rm.geometry.to_numpy()[drivable], offsets[drivable]))
         baseline = time.perf_counter() - t
+        del roads, rm
         t = time.perf_counter()
-        report = zones.generate(store, "beijing-2022", dry_run=True)
+        report = zones.generate(store, "beijing-2022", workers=workers or None)
         seconds = time.perf_counter() - t
+        gen_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t = time.perf_counter()
+        checked = zones.check(store)
+        check_s = time.perf_counter() - t
         store.close()
-    return {"case": name, "buildings": n_buildings, "roads": len(roads),
+    return {"case": name, "workers": workers, "buildings": n_buildings,
             "zones": int(sum(report.counts.values())), "frontage": report.counts["frontage"],
             "seconds": round(seconds, 2), "baseline_s": round(baseline, 3),
             "ratio": round(seconds / max(baseline, 1e-9), 1),
             "us_per_building": round(1e6 * seconds / max(n_buildings, 1), 0),
             "facade_share": round(report.facade.get("share", 0), 4),
-            "overlaps": report.check["overlaps"],
-            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0), "np": np.__version__}
+            "overlaps": checked["overlaps"], "overlap_m2": round(checked["overlap_m2"], 2),
+            "gaps": checked["gaps"], "gap_m2": round(checked["gap_m2"], 2), "slivers": checked["slivers"],
+            "check_s": round(check_s, 1), "load_peak_mb": round(load_mb), "peak_mb": round(gen_mb),
+            "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000", help="synthetic city sizes (buildings)")
+    ap.add_argument("--workers", default="0,2", help="Dask workers per run (0: serial), comma-separated")
     ap.add_argument("--no-real", action="store_true", help="skip the real extracts")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    workers = [int(w) for w in str(a.workers).split(",") if w != ""]
     if a.case:
-        print(json.dumps(run_case(a.case, a.size)))
+        print(json.dumps(run_case(a.case, a.size, workers[0])))
         return
     cases = [] if a.no_real or not SHARED.is_dir() else [(n, None) for n in REAL]
     cases += [(f"synthetic-{int(s) // 1000}k", int(s)) for s in a.sizes.split(",") if s]
     rows = []
     for name, size in cases:
-        cmd = [sys.executable, __file__, "--case", name] + (["--size", str(size)] if size else [])
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"{r['case']:<18} {r['buildings']:>7} bld {r['roads']:>6} roads {r['zones']:>7} zones "
-              f"{r['seconds']:>8.1f} s  baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
-              f"{r['us_per_building']:>6.0f} µs/bld  facade {100 * r['facade_share']:.1f} %  "
-              f"overlaps {r['overlaps']} gaps {r['gaps']}  peak {r['peak_mb']:.0f} MB", flush=True)
+        for w in workers:
+            cmd = [sys.executable, __file__, "--case", name, "--workers", str(w)] + \
+                (["--size", str(size)] if size else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{r['case']:<18} w={r['workers']} {r['buildings']:>7} bld {r['zones']:>7} zones "
+                  f"{r['seconds']:>8.1f} s  baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
+                  f"{r['us_per_building']:>6.0f} µs/bld  facade {100 * r['facade_share']:.1f} %  "
+                  f"overlaps {r['overlaps']} ({r['overlap_m2']} m²) gaps {r['gaps']} ({r['gap_m2']} m²) "
+                  f"slivers {r['slivers']}  check {r['check_s']} s  peak {r['peak_mb']} MB "
+                  f"(load {r['load_peak_mb']}, workers {r['worker_peak_mb']})", flush=True)
     if a.json:
         print(json.dumps(rows, indent=2))
 
