@@ -187,8 +187,9 @@ def densify(polys: np.ndarray, max_len: float) -> np.ndarray:
     polys = np.asarray(polys, dtype=object)
     if len(polys) == 0:
         return polys
-    multi = np.array([g if shapely.get_type_id(g) == 6 else shapely.MultiPolygon([g]) for g in polys],
-                     dtype=object)
+    multi = polys.copy()
+    single = shapely.get_type_id(polys) != 6
+    multi[single] = shapely.multipolygons(polys[single], indices=np.arange(single.sum()))
     _, coords, (ring_off, poly_off, multi_off) = shapely.to_ragged_array(multi)
     n = len(coords)
     ring_len = np.diff(ring_off)
