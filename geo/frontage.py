@@ -352,9 +352,15 @@ def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     out = np.full(len(corridors), None, dtype=object)
     if len(active) == 0:
         return out
+    # one sample per place; a place on the outlines of two owners (a shared corner, a party
+    # wall) is neither's: their samples on either side then split it on the bisector
     key = np.round(samples, 2)
-    _, first = np.unique(key, axis=0, return_index=True)
-    first.sort()
+    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    lo = np.full(len(first), np.iinfo(np.int64).max)
+    hi = np.full(len(first), -1)
+    np.minimum.at(lo, inv.ravel(), sample_owner)
+    np.maximum.at(hi, inv.ravel(), sample_owner)
+    first = np.sort(first[lo == hi])
     pts, pts_owner = samples[first], sample_owner[first]
     cor = corridors[active]
     # a corridor point's nearest own sample is at most this far: every sample within it of

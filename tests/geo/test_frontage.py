@@ -162,3 +162,25 @@ def test_zones_never_overlap_in_a_dense_block():
     total = sum(g.area for g in geoms)
     assert shapely.union_all(geoms).area == pytest.approx(total, abs=0.01)
     assert shapely.intersection(shapely.union_all(geoms), cw).area < 0.01
+
+
+def test_two_units_sharing_a_street_corner_split_it_at_the_bisector():
+    # a corner building at a crossing, shared by two units along its diagonal: A fronts the
+    # south street, B the west one, the chamfer at the corner half each
+    roads = [road([(-150, 0), (150, 0)]), road([(0, -150), (0, 150)])]  # curbs at x, y = ±7
+    a = shapely.Polygon([(16, 12), (40, 12), (40, 40), (14, 14)])
+    b = shapely.Polygon([(12, 16), (14, 14), (40, 40), (12, 40)])
+    zones, cw, _ = run([a, b], roads)
+    za, zb = zones[0], zones[1]
+    assert za.covers(shapely.Point(10, 8)) and zb.covers(shapely.Point(8, 10))  # each its side of the wedge
+    assert za.covers(shapely.Point(30, 9.5)) and zb.covers(shapely.Point(9.5, 30))  # and its own street
+    assert shapely.intersection(za, zb).area < 0.01
+    # where they meet, in front of the corner, is the bisector of the corner's angle (y = x)
+    seam = shapely.intersection(za.buffer(1e-6), zb.boundary)
+    xy = shapely.get_coordinates(seam)
+    xy = xy[(xy < 14).all(axis=1)]
+    assert len(xy) >= 2 and np.abs(xy[:, 0] - xy[:, 1]).max() < 0.3
+    assert xy.min() < 7.5  # all the way to the curbs' corner
+    # and together they leave nothing of the wedge between the curbs and the chamfer
+    wedge = shapely.Polygon([(7.2, 7.2), (16, 7.2), (16, 12), (14, 14), (12, 16), (7.2, 16)])
+    assert shapely.difference(wedge, shapely.union_all([za, zb, cw])).area < 0.05
