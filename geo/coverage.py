@@ -96,14 +96,16 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
 
 def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriageway: np.ndarray,
                     reach_m: float = 30.0, sample_m: float = 2.0, near_m: float = 0.5,
-                    min_cos: float = 0.5) -> dict:
+                    min_cos: float = 0.5, parcels: np.ndarray | None = None) -> dict:
     """Share of street-facing facade covered by the building's own zone.
 
     Independent of how zones were drawn: the outline is cut into pieces of about `sample_m`;
     a piece faces the street when the straight line from its midpoint to the nearest
     carriageway point, at most `reach_m` away, leaves the wall within 60° of its outward
-    normal (cos ≥ `min_cos`) and crosses no building. It is covered when its midpoint lies
-    within `near_m` of that building's zone (`zone_of_building[i]`, None where it has none)."""
+    normal (cos ≥ `min_cos`) and crosses no building and none of `parcels` (units' ground and
+    sites, which win over a building's frontage: the strip beyond them is theirs). It is
+    covered when its midpoint lies within `near_m` of that building's zone
+    (`zone_of_building[i]`, None where it has none)."""
     parts, owner = shapely.get_parts(buildings, return_index=True)
     rings = shapely.segmentize(shapely.get_exterior_ring(shapely.orient_polygons(parts)), sample_m)
     xy, ring_of = shapely.get_coordinates(rings, return_index=True)
@@ -124,8 +126,9 @@ def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriag
     vec = vec[:, 1] - vec[:, 0]
     cos = np.einsum("ij,ij->i", vec, normal[p_idx]) / np.maximum(np.hypot(*vec.T), 1e-9)
     blocked = cos < min_cos
-    pairs = shapely.STRtree(buildings).query(lines, predicate="intersects")
-    blocked[pairs[0]] = True
+    for walls in (buildings, parcels if parcels is not None else np.array([], dtype=object)):
+        pairs = shapely.STRtree(walls).query(lines, predicate="intersects")
+        blocked[pairs[0]] = True
     facing = p_idx[~blocked]
     zones = zone_of_building[pt_owner[facing]]
     has = np.array([z is not None for z in zones], dtype=bool)

@@ -288,7 +288,8 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
     is_b = anchored & (owners["kind"] == "building").to_numpy() & ~owners.index.isin(fz.in_parcels)
     zone_of = pd.Series(fz.zones.geometry.to_numpy(), index=fz.zones["owner"].to_numpy())
     own_zone = np.array([zone_of.get(k) for k in owners.index[is_b]], dtype=object)
-    fc = facade_coverage(owners.geometry.to_numpy()[is_b], own_zone, streets.carriageway)
+    parcels = owners.geometry.to_numpy()[(owners["kind"] != "building").to_numpy()]
+    fc = facade_coverage(owners.geometry.to_numpy()[is_b], own_zone, streets.carriageway, parcels=parcels)
     result.facade = (fc["facing_m"], fc["covered_m"])
     core_study = shapely.intersection(core, study)
     result.check = tile_check(frame.geometry.to_numpy(), emitted, frame["primary_unit"].notna().to_numpy(),
