@@ -15,6 +15,7 @@ are drawn again, identically, by their own tile, which is the one that keeps the
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 from dataclasses import dataclass, field
 
@@ -71,25 +72,36 @@ def plan(bbox, step_deg: float = STEP_DEG, cells: int = TILE_CELLS) -> list[Tile
     return tiles
 
 
-def cell_boxes(box, origin, step_deg: float = STEP_DEG) -> np.ndarray:
+def cell_boxes(box, origin, step_deg: float = STEP_DEG) -> list[tuple]:
     """The lon/lat cells of the grid that starts at `origin` (W, S) inside `box`, as degree
-    boxes (clipped to `box`)."""
+    boxes (W, S, E, N), clipped to `box`."""
     w, s, e, n = box
     ow, os_ = origin
     i0, i1 = int(np.floor((w - ow) / step_deg + 1e-9)), int(np.ceil((e - ow) / step_deg - 1e-9))
     j0, j1 = int(np.floor((s - os_) / step_deg + 1e-9)), int(np.ceil((n - os_) / step_deg - 1e-9))
     xs = np.clip(ow + np.arange(i0, i1 + 1) * step_deg, w, e)
     ys = np.clip(os_ + np.arange(j0, j1 + 1) * step_deg, s, n)
-    gx0, gy0 = np.meshgrid(xs[:-1], ys[:-1])
-    gx1, gy1 = np.meshgrid(xs[1:], ys[1:])
-    return shapely.box(gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel())
+    return [(x0, y0, x1, y1) for y0, y1 in itertools.pairwise(ys) for x0, x1 in itertools.pairwise(xs)]
 
 
-def to_metric(boxes: np.ndarray, metric: str, step_deg: float = STEP_DEG) -> np.ndarray:
-    """Degree boxes, densified so that their edges stay the meridians and parallels they are,
-    projected to the metric CRS."""
-    boxes = shapely.segmentize(np.asarray(boxes, dtype=object), step_deg / 50)
-    return gpd.GeoSeries(boxes, crs=STORAGE_CRS).to_crs(metric).to_numpy()
+def boxes_in_metres(boxes, origin, metric: str, step_deg: float = STEP_DEG) -> np.ndarray:
+    """Degree boxes (W, S, E, N) as polygons in the metric CRS, their edges densified with a
+    vertex at every 1/50 cell of one grid (from `origin`), so that they stay the meridians and
+    parallels they are, and two boxes sharing an edge share its vertices exactly (the same
+    degrees project to the same metres): a tile's cells, its study area and its neighbours'
+    then meet without slivers."""
+    d = step_deg / 50
+    rings = []
+    for w, s, e, n in boxes:
+        xs = np.r_[w, origin[0] + d * np.arange(np.floor((w - origin[0]) / d) + 1, np.ceil((e - origin[0]) / d)), e]
+        ys = np.r_[s, origin[1] + d * np.arange(np.floor((s - origin[1]) / d) + 1, np.ceil((n - origin[1]) / d)), n]
+        xs, ys = xs[(xs >= w) & (xs <= e)], ys[(ys >= s) & (ys <= n)]
+        rings.append(np.vstack([np.column_stack([xs, np.full(len(xs), s)]),
+                                np.column_stack([np.full(len(ys) - 1, e), ys[1:]]),
+                                np.column_stack([xs[::-1][1:], np.full(len(xs) - 1, n)]),
+                                np.column_stack([np.full(len(ys) - 1, w), ys[::-1][1:]])]))
+    polys = np.array([shapely.Polygon(r) for r in rings], dtype=object)
+    return gpd.GeoSeries(polys, crs=STORAGE_CRS).to_crs(metric).to_numpy()
 
 
 def grow_deg(box, metres: float):
@@ -235,8 +247,8 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
                                                  + [np.array([shapely.box(*grow_deg(tile.box, halo_m(profile)))])]))
     study_box = (max(window[0], ctx.study[0]), max(window[1], ctx.study[1]),
                  min(window[2], ctx.study[2]), min(window[3], ctx.study[3]))
-    study, core = to_metric(np.array([shapely.box(*study_box), shapely.box(*tile.box)]), metric)
-    cells = to_metric(cell_boxes(tile.box, ctx.study[:2]), metric)
+    study, core = boxes_in_metres([study_box, tile.box], ctx.study[:2], metric)
+    cells = boxes_in_metres(cell_boxes(tile.box, ctx.study[:2]), ctx.study[:2], metric)
     result = TileResult(tile, pd.DataFrame(), {})
     if data.roads.empty:
         return result

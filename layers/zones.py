@@ -323,7 +323,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     x0, y0, x1, y1 = box
     metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
     report = GenerateReport(profile=profile.name, crs=metric, dry_run=dry_run)
-    report.study_area_m2 = float(shapely.area(zone_tiles.to_metric([shapely.box(*box)], metric)[0]))
+    report.study_area_m2 = float(shapely.area(zone_tiles.boxes_in_metres([box], box[:2], metric)[0]))
     ctx = zone_tiles.Context(profile, rules, metric, box, kinds)
     tiles = zone_tiles.plan(box)
     counts = dict.fromkeys(KINDS, 0)
