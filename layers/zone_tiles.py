@@ -27,6 +27,7 @@ import shapely
 from geo.carriageway import CurbRules, build_streets
 from geo.coverage import check as check_geometry
 from geo.coverage import facade_coverage, public_zones
+from geo.crs import reproject
 from geo.describe import four_bounds
 from geo.frontage import MITRE, Profile, frontage_zones
 
@@ -100,8 +101,7 @@ def boxes_in_metres(boxes, origin, metric: str, step_deg: float = STEP_DEG) -> n
                                 np.column_stack([np.full(len(ys) - 1, e), ys[1:]]),
                                 np.column_stack([xs[::-1][1:], np.full(len(xs) - 1, n)]),
                                 np.column_stack([np.full(len(ys) - 1, w), ys[::-1][1:]])]))
-    polys = np.array([shapely.Polygon(r) for r in rings], dtype=object)
-    return gpd.GeoSeries(polys, crs=STORAGE_CRS).to_crs(metric).to_numpy()
+    return reproject(np.array([shapely.Polygon(r) for r in rings], dtype=object), STORAGE_CRS, metric)
 
 
 def grow_deg(box, metres: float):
@@ -110,6 +110,12 @@ def grow_deg(box, metres: float):
     dy = metres / 111_320.0
     dx = metres / (111_320.0 * max(np.cos(np.radians((s + n) / 2)), 0.05))
     return (w - dx, s - dy, e + dx, n + dy)
+
+
+def in_metres(frame: gpd.GeoDataFrame, metric: str) -> gpd.GeoDataFrame:
+    """`frame` (EPSG:4326) with its geometry in the metric CRS."""
+    return frame.set_geometry(gpd.GeoSeries(reproject(frame.geometry.to_numpy(), STORAGE_CRS, metric),
+                                            index=frame.index, crs=metric))
 
 
 def anchors(geoms: np.ndarray, study) -> np.ndarray:
@@ -252,7 +258,7 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
     result = TileResult(tile, pd.DataFrame(), {})
     if data.roads.empty:
         return result
-    roads_m = data.roads.to_crs(metric)
+    roads_m = in_metres(data.roads, metric)
     streets = build_streets(roads_m, ctx.rules, profile.depth_to, profile.no_sidewalk)
     owners = zm.select_owners(b, data.areas, data.sites, metric)
     anchored = in_tile(anchors(owners["deg"].to_numpy(), ctx.study), tile, ctx.study)
@@ -289,11 +295,11 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
 
     # 四至 with every zone drawn here as a neighbour, kept for the tile's own
     if len(frame):
-        b_m = b.to_crs(metric)
         b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
         labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
         texts, named = four_bounds(frame.geometry.to_numpy(), labels, streets.carriageway,
-                                   streets.centrelines, streets.names, b_m.geometry.to_numpy(), b_labels)
+                                   streets.centrelines, streets.names,
+                                   reproject(b.geometry.to_numpy(), STORAGE_CRS, metric), b_labels)
         frame["bounds_text"], frame["street"] = texts, named
 
     # the tile's share of the report: facade of its own buildings, overlaps and gaps in it

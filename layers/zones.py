@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyproj
 import shapely
 
 from geo._tiles import densify, polygonal
 from geo.coverage import MIN_AREA_M2
 from geo.coverage import check as check_geometry
-from geo.crs import metric_crs
+from geo.crs import metric_crs, reproject, transformer
 
 from . import zone_tiles
 from .errors import InputError, Refused
@@ -146,7 +145,7 @@ def select_owners(buildings, areas, sites, metric: str):
     if not parts:
         return gpd.GeoDataFrame({"kind": [], "src": [], "row": [], "deg": []}, geometry=[], crs=metric)
     frame = pd.concat(parts)
-    geom = gpd.GeoSeries(frame["deg"].to_numpy(), crs=STORAGE_CRS, index=frame.index).to_crs(metric)
+    geom = gpd.GeoSeries(reproject(frame["deg"].to_numpy(), STORAGE_CRS, metric), crs=metric, index=frame.index)
     frame = gpd.GeoDataFrame(frame, geometry=geom, crs=metric)
     # OSM outlines with a self-touching ring, or ones that fold when projected, are repaired
     # here once, so that every later step (footprints included) works on valid polygons
@@ -233,7 +232,7 @@ def match_old(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame, metric: str, profile
     out: list[list] = [[] for _ in range(len(new))]
     if old.empty or new.empty:
         return out
-    og = polygonal(old.to_crs(metric).geometry.to_numpy())
+    og = polygonal(reproject(old.geometry.to_numpy(), STORAGE_CRS, metric))
     ng = new.geometry.to_numpy()
     pairs = shapely.STRtree(og).query(ng, predicate="intersects")
     if not pairs.size:
@@ -613,8 +612,8 @@ def to_storage(geoms: np.ndarray, metric: str, densify_m: float = 5.0) -> tuple[
     each candidate is measured back in metres and the first that keeps the zone's area is
     stored."""
     geoms = np.asarray(geoms, dtype=object)
-    to_deg = pyproj.Transformer.from_crs(metric, STORAGE_CRS, always_xy=True)
-    to_m = pyproj.Transformer.from_crs(STORAGE_CRS, metric, always_xy=True)
+    to_deg = transformer(metric, STORAGE_CRS)
+    to_m = transformer(STORAGE_CRS, metric)
 
     def project(g, t):
         return shapely.transform(g, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
