@@ -49,15 +49,13 @@ def _absorb_crumbs(pieces: list) -> list:
     """Pieces of one cell, with those under MIN_AREA_M2 joined to a larger piece of the same
     kind they touch (a crumb dropped on its own is a gap in what is stored: three crumbs of
     0.004–0.008 m² in a row between two frontage zones made a 0.011 m² gap on the 10k city);
-    a crumb that touches none stays its own zone."""
+    a crumb that touches none is left out, as before (a lone gap below what a check counts)."""
     big = [(g, on) for g, on in pieces if shapely.area(g) >= MIN_AREA_M2]
     for g, on in pieces:
         if shapely.area(g) >= MIN_AREA_M2 or shapely.area(g) <= 0:
             continue
         k = next((i for i, (h, o) in enumerate(big) if o == on and shapely.dwithin(g, h, 1e-6)), None)
-        if k is None:
-            big.append((g, on))
-        else:
+        if k is not None:
             big[k] = (shapely.union(big[k][0], g), on)
     return big
 
