@@ -10,6 +10,7 @@ import shapely
 from ._tiles import grid_boxes, nearest_of, polygonal, subtract
 
 MIN_AREA_M2 = 0.01  # below this, an overlap or gap is floating-point noise, not a place
+CRUMB_M2 = 1e-4     # below this, a piece of public ground enclosed by zones is dropped
 
 
 def public_zones(study_area, claimed: np.ndarray, footprints: np.ndarray, carriageway: np.ndarray,
@@ -49,7 +50,8 @@ def _absorb_crumbs(pieces: list) -> list:
     """Pieces of one cell, with those under MIN_AREA_M2 joined to a larger piece of the same
     kind they touch (a crumb dropped on its own is a gap in what is stored: three crumbs of
     0.004–0.008 m² in a row between two frontage zones made a 0.011 m² gap on the 10k city);
-    a crumb that touches none is left out, as before (a lone gap below what a check counts)."""
+    a crumb that touches none (enclosed by owners' zones) stays a public zone of its own
+    unless it is under CRUMB_M2, too small to survive the way to degrees and back."""
     big = [(g, on) for g, on in pieces if shapely.area(g) >= MIN_AREA_M2]
     for g, on in pieces:
         if shapely.area(g) >= MIN_AREA_M2 or shapely.area(g) <= 0:
@@ -57,6 +59,8 @@ def _absorb_crumbs(pieces: list) -> list:
         k = next((i for i, (h, o) in enumerate(big) if o == on and shapely.dwithin(g, h, 1e-6)), None)
         if k is not None:
             big[k] = (shapely.union(big[k][0], g), on)
+        elif shapely.area(g) >= CRUMB_M2:
+            big.append((g, on))
     return big
 
 
