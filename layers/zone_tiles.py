@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -211,19 +210,9 @@ def run_tiles(store, tiles: list[Tile], ctx: Context, keep_old, workers: int | N
         for t in tiles:
             yield run_tile(read_tile(store, t, ctx, keep_old), ctx)
         return
-    from dask.distributed import Client, LocalCluster  # only for a parallel run
+    from .partitioned import cluster  # only for a parallel run
 
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = root + (os.pathsep + path if path else "")  # workers import zonemap
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
-        client = Client(cluster)
-    try:
+    with cluster(scheduler, workers or 2) as client:
         ahead = READ_BATCH * max(1, len(client.scheduler_info()["workers"]))
         pending: collections.deque = collections.deque()
         for t in tiles:
@@ -232,10 +221,6 @@ def run_tiles(store, tiles: list[Tile], ctx: Context, keep_old, workers: int | N
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def run_tile(data: TileData, ctx: Context) -> TileResult:
