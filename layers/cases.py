@@ -972,14 +972,14 @@ def light_ranges(lights: set[str], now: dt.datetime) -> list[list[tuple]]:
     return [one[frozenset({"green"})], one[frozenset({"red"})]]
 
 
-def find(store: Store, user: User | None, *, ids=None, status=None, category=None, unit=None, bbox=None,
-         since=None, until=None, light=None, include_linked: bool = False, closed: bool | None = None,
+def find(store: Store, user: User | None, *, ids=None, status=None, category=None, unit=None, grid=None,
+         bbox=None, since=None, until=None, light=None, include_linked: bool = False, closed: bool | None = None,
          order: str | None = "newest", limit: int | None = None, offset: int = 0,
          rules: Rules | None = None, now: dt.datetime | None = None) -> tuple[gpd.GeoDataFrame, int]:
     """The cases `user` may see (see _scope; None: the open-data feed, every case) that match
     the filters, as (one page of the problems layer in `order`, how many match in all).
 
-    ids/status/category/unit: a list or "a,b" text (any of them); a unit user sees its own
+    ids/status/category/unit/grid (单元网格 codes): a list or "a,b" text (any of them); a unit user sees its own
     unit's whatever `unit` says. since/until: text in city time (parse_time) or aware times,
     both ends included. light: "red", "yellow,red"… (any of them, at `now`; told by the store
     from the stored light times). Duplicates linked to another case are left out unless
@@ -989,8 +989,9 @@ def find(store: Store, user: User | None, *, ids=None, status=None, category=Non
     rules = rules or Rules()
     if order not in ORDERS:
         raise InputError(f"order is one of {', '.join(o for o in ORDERS if o)}, not {order!r}")
-    queries = case_queries(user, ids=ids, status=status, category=category, unit=unit, bbox=bbox, since=since,
-                           until=until, light=light, include_linked=include_linked, rules=rules, now=now)
+    queries = case_queries(user, ids=ids, status=status, category=category, unit=unit, grid=grid, bbox=bbox,
+                           since=since, until=until, light=light, include_linked=include_linked, rules=rules,
+                           now=now)
     if not queries:
         return empty_frame(get_layer("problems")), 0
     if closed is None:
@@ -1000,7 +1001,7 @@ def find(store: Store, user: User | None, *, ids=None, status=None, category=Non
     return _find_open_closed(store, queries[0], closed, order, limit, offset)
 
 
-def case_queries(user: User | None, *, ids=None, status=None, category=None, unit=None, bbox=None,
+def case_queries(user: User | None, *, ids=None, status=None, category=None, unit=None, grid=None, bbox=None,
                  since=None, until=None, light=None, include_linked: bool = False,
                  rules: Rules | None = None, now: dt.datetime | None = None) -> list[dict]:
     """find's filters as the store's read/count/cells arguments: one dict per query (two for
@@ -1010,7 +1011,7 @@ def case_queries(user: User | None, *, ids=None, status=None, category=None, uni
     if scope is None:
         return []
     where = {col: v for col, v in (("problem_id", _values("ids", ids)), ("category", _values("category", category)),
-                                   ("unit_id", _values("unit", unit)),
+                                   ("unit_id", _values("unit", unit)), ("grid_code", _values("grid", grid)),
                                    ("status", _values("status", status, (*STATES, LINKED)))) if v}
     where |= scope
     start = _instant(since, "since", rules.tz)
@@ -1069,16 +1070,16 @@ def _in_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
     return ranked.drop(columns=list(keys))
 
 
-def list_cases(store: Store, user: User, *, bbox=None, status=None, category=None, unit=None, since=None,
-               until=None, light=None, page: int = 1, per_page: int = 50, include_linked: bool = False,
+def list_cases(store: Store, user: User, *, bbox=None, status=None, category=None, unit=None, grid=None,
+               since=None, until=None, light=None, page: int = 1, per_page: int = 50, include_linked: bool = False,
                now=None, rules=None) -> dict:
     """Cases the user may see, newest first, one page at a time (only that page is read)."""
     rules = rules or Rules()
     now = now or utc_now()
     if page < 1 or not 1 <= per_page <= PAGE_MAX:
         raise InputError(f"page starts at 1 and per_page is 1–{PAGE_MAX}")
-    frame, total = find(store, user, bbox=bbox, status=status, category=category, unit=unit, since=since,
-                        until=until, light=light, include_linked=include_linked, limit=per_page,
+    frame, total = find(store, user, bbox=bbox, status=status, category=category, unit=unit, grid=grid,
+                        since=since, until=until, light=light, include_linked=include_linked, limit=per_page,
                         offset=(page - 1) * per_page, rules=rules, now=now)
     chunk = case_rows(frame)
     names = unit_names_of(store, [r["unit_id"] for r in chunk])

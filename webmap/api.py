@@ -217,7 +217,7 @@ def report():
     return response
 
 
-CASE_FILTERS = ("status", "category", "unit", "since", "until", "light")
+CASE_FILTERS = ("status", "category", "unit", "grid", "since", "until", "light")
 
 
 def case_filters() -> dict:

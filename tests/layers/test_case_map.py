@@ -141,3 +141,15 @@ def test_a_steps_photos_go_to_staff_and_the_cases_unit_only(city, tmp_path):
     assert not cases.may_see_photos(PUBLIC, {"unit_id": "U-A"})
     with pytest.raises(cases.InputError, match="with kind before, after, photo"):
         cases.transition(s, west, "check", INSPECTOR, photos=[{"name": "x.jpg", "kind": "selfie"}])
+
+
+def test_cases_are_found_by_their_grid_cell(city):
+    s, ids = city
+    frame, _ = cases.find(s, INSPECTOR, ids=ids[:3], order=None)
+    cell = "320102001001007"  # a 单元网格 code: county, street, community, cell
+    with s.transaction() as tx:
+        for fid in frame["fid"]:
+            tx.update("problems", int(fid), {"grid_code": cell})
+    got, total = cases.find(s, INSPECTOR, grid=cell)
+    assert set(got["problem_id"]) == set(frame["problem_id"]) == set(ids[:3])
+    assert total == len(got) and cases.find(s, INSPECTOR, grid="320102001001008")[1] == 0
