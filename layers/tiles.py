@@ -49,6 +49,7 @@ import pandas as pd
 import shapely
 from mapbox_vector_tile.Mapbox import vector_tile_pb2
 
+from geo._tiles import polygonal
 from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 
 from .errors import NotFound
@@ -110,6 +111,16 @@ TILED = {layer.name: layer for layer in (
               unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18), early_index=OPEN_INDEX),
 )}
 MIN_ZOOM = {name: layer.first_zoom for name, layer in TILED.items()}
+# A city sparse enough draws these before their zoom: from the first zoom at which no tile holds
+# more than TILE_FEATURES_MAX of them (a district's first view shows its zones; a dense city's
+# 100,000 stay at z16, where a tile holds ~800)
+SPARSE_ZOOM = {"zones": 13, "buildings": 14}
+TILE_FEATURES_MAX = 1500
+_CENTRES = {  # each row's box centre: the R-tree's, or the geometry's box
+    "geopackage": 'SELECT (r.minx + r.maxx) / 2, (r.miny + r.maxy) / 2 FROM "rtree_{n}_geom" r '
+                  'JOIN "{n}" t ON t.fid = r.id{w}',
+    "postgis": 'SELECT (ST_XMin(t.geom) + ST_XMax(t.geom)) / 2, (ST_YMin(t.geom) + ST_YMax(t.geom)) / 2 '
+               'FROM "{n}" t{w}'}
 
 
 def _literals(values) -> str:
@@ -132,9 +143,28 @@ def check_tile(layer: str, z: int, x: int, y: int) -> None:
         raise NotFound(f"no tile {z}/{x}/{y}: zoom is 0–{MAX_ZOOM} and x, y are 0–2^zoom−1")
 
 
-def shown(layer: str, z: int) -> bool:
-    """Whether any of `layer` is drawn at zoom `z` (below its first zoom its tiles are empty)."""
-    return z >= MIN_ZOOM[layer]
+def shown(layer: str, z: int, zooms: Mapping[str, int] | None = None) -> bool:
+    """Whether any of `layer` is drawn at zoom `z` (below its first zoom its tiles are empty):
+    by `zooms` (TileCache.first_zooms of a store) or by MIN_ZOOM."""
+    return z >= (zooms or MIN_ZOOM)[layer]
+
+
+def _first_zoom(store: Store, name: str, early: int) -> int:
+    where = " WHERE t.valid_to IS NULL" if name == "zones" else ""
+    rows = store.query(_CENTRES[store.kind].format(n=name, w=where), ())
+    if not rows:
+        return early
+    lonlat = np.asarray(rows, dtype=float)
+    mx, my = to_mercator(lonlat[:, 0], lonlat[:, 1])
+    last = TILED[name].min_zoom
+    size = 2 * ORIGIN / 2 ** last
+    ix, iy = ((mx + ORIGIN) // size).astype(np.int64), ((ORIGIN - my) // size).astype(np.int64)
+    for z in range(early, last):
+        shift = last - z
+        _, counts = np.unique((ix >> shift) * (1 << z) + (iy >> shift), return_counts=True)
+        if counts.max() <= TILE_FEATURES_MAX:
+            return z
+    return last
 
 
 def tile_bounds(z: int, x: int, y: int, margin: float = 0.0) -> tuple[float, float, float, float]:
@@ -223,6 +253,29 @@ class TileCache:
         self._lock = threading.Lock()
         self.made = 0  # tiles encoded (a miss, or rows that changed): what an edit costs
         self.kept = 0  # tiles whose version moved but whose rows did not
+        self._first: dict = {}  # (store url, layer) → first_zooms' memo
+
+    def first_zooms(self, store: Store) -> dict[str, int]:
+        """The first zoom of each tiled layer in `store`: MIN_ZOOM's, earlier for the layers of
+        SPARSE_ZOOM where the city is sparse enough (no tile over TILE_FEATURES_MAX features at
+        that zoom). Counted from every row's box centre (~2 s for 100,000 zones and their buildings; once, and again
+        when a write changed the layer's size by a tenth: an edit in one street changes no
+        tile's density, a new district's import may)."""
+        out = dict(MIN_ZOOM)
+        for name, early in SPARSE_ZOOM.items():
+            key, version = (store.url, name), layer_version(store, name)
+            with self._lock:
+                got = self._first.get(key)  # (layer version, first zoom, rows counted at)
+            if got is None or got[0] != version:
+                rows = store.count(name)
+                if got is None or abs(rows - got[2]) > 0.1 * max(got[2], 1):
+                    got = (version, _first_zoom(store, name, early), rows)
+                else:
+                    got = (version, got[1], got[2])
+                with self._lock:
+                    self._first[key] = got
+            out[name] = got[1]
+        return out
 
     def get(self, key) -> Tile | None:
         with self._lock:
@@ -454,14 +507,18 @@ def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int, shift: str | None
 
     local = shapely.clip_by_rect(shapely.transform(geoms, project), -BUFFER, -BUFFER,
                                  EXTENT + BUFFER, EXTENT + BUFFER)
+    areal = np.isin(shapely.get_type_id(local), (3, 6))
     grid = shapely.set_precision(local, 1.0, mode="pointwise")
-    polygonal = np.isin(shapely.get_type_id(grid), (3, 6))
-    bad = polygonal & ~shapely.is_valid(grid)
+    bad = areal & ~shapely.is_valid(grid)
     if bad.any():
-        grid[bad] = shapely.set_precision(local[bad], 1.0)
+        try:
+            grid[bad] = shapely.set_precision(local[bad], 1.0)
+        except shapely.errors.GEOSException:  # an invalid footprint (OSM has them): repaired first
+            grid[bad] = shapely.set_precision(polygonal(local[bad]), 1.0)
+    grid[areal & (shapely.get_dimensions(grid) < 2)] = None  # thinner than a tile unit: not drawn
     keep = ~(shapely.is_empty(grid) | shapely.is_missing(grid))
     grid = grid[keep]
-    if polygonal.any():
+    if areal.any():
         grid = shapely.orient_polygons(grid, exterior_cw=False)  # y points down: this is clockwise on screen
     return grid, keep
 

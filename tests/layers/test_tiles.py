@@ -64,6 +64,24 @@ def test_tile_geometries_clip_round_and_orient_on_the_grid():
     assert geoms[0].bounds == pytest.approx((819, 2458, 1638, 3277), abs=1)  # y down: north is 0
 
 
+def test_a_broken_footprint_is_drawn_repaired_and_a_collapsed_one_is_left_out():
+    """OSM has both (the demo city's buildings at z14 did): a self-crossing footprint that the
+    grid cannot round as it is, and a ring folded back on itself (no area), which rounding
+    turns into a line that a polygon layer cannot hold. The tile is made all the same."""
+    z, x, y = 14, 13_500, 6_500
+    w, s, e, n = tiles.lonlat_bbox(z, x, y, margin=0)
+    dx, dy = (e - w) / 100, (n - s) / 100
+    at = lambda i, j: (w + i * dx, s + j * dy)  # noqa: E731
+    bowtie = shapely.Polygon([at(10, 10), at(30, 30), at(30, 10), at(10, 30)])
+    folded = shapely.Polygon([at(50, 50), at(50.003, 60), at(50, 50)])
+    square = shapely.Polygon([at(70, 70), at(70, 80), at(80, 80), at(80, 70)])
+    geoms, keep = tiles.tile_geometries(np.array([bowtie, folded, square]), z, x, y)
+    assert keep.tolist() == [True, False, True]
+    assert shapely.is_valid(geoms).all() and set(shapely.get_type_id(geoms).tolist()) <= {3, 6}
+    assert shapely.area(geoms[0]) == pytest.approx(0.5 * 40.96 ** 2 * 400, rel=0.05)  # both wings kept
+    assert decoded(tiles.encode_layer("t", np.array([1, 3]), geoms, {}))
+
+
 def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recently_used():
     cache = tiles.TileCache(max_bytes=250)
     for key in "abc":
