@@ -276,9 +276,10 @@ def page_map(lang: str, editing: bool = False) -> dict:
     """The map configuration a page hands to static_zm/zonemap-map.js (webmap/maps.py)."""
     from .i18n import map_labels
     from .maps import map_config
+    from .tiles import cache
 
     s = settings()
-    return map_config(map_labels(lang), s.basemap, s.tianditu_key, editing)
+    return map_config(map_labels(lang), s.basemap, s.tianditu_key, editing, cache().first_zooms(services().store))
 
 
 def unit_names(ids) -> dict[str, str]:

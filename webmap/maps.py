@@ -74,10 +74,12 @@ def basemap_hosts(basemap: str) -> list[str]:
     return list(BASEMAPS.get(basemap, {}).get("hosts", []))
 
 
-def map_config(lab: dict, basemap: str, tianditu_key: str | None = None, editing: bool = False) -> dict:
+def map_config(lab: dict, basemap: str, tianditu_key: str | None = None, editing: bool = False,
+               zooms: dict[str, int] | None = None) -> dict:
     """What zonemap-map.js needs to draw a page's map: the basemaps, the tile layers with their
-    minimum zooms, styles and words (`lab`: i18n.map_labels). An editing page (the planner)
-    never works shifted: on an AMap deployment it draws on our own base, in true coordinates."""
+    first zooms (`zooms`, the store's TileCache.first_zooms; MIN_ZOOM without), styles and
+    words (`lab`: i18n.map_labels). An editing page (the planner) never works shifted: on an
+    AMap deployment it draws on our own base, in true coordinates."""
     from layers.tiles import MIN_ZOOM
 
     chosen = BASEMAPS.get(basemap) if not (editing and basemap == "amap") else None
@@ -91,7 +93,7 @@ def map_config(lab: dict, basemap: str, tianditu_key: str | None = None, editing
     return {"base": basemap if chosen else "none", "bases": bases, "shift": chosen["shift"] if chosen else None,
             "attribution": ATTRIBUTION, "max_native_zoom": MAX_NATIVE_ZOOM, "major_roads": MAJOR_ROADS,
             "tiles": {name: {"url": f"tiles/{name}/{{z}}/{{x}}/{{y}}.pbf", "min_zoom": z}
-                      for name, z in MIN_ZOOM.items()},
+                      for name, z in (zooms or MIN_ZOOM).items()},
             "kind_styles": KIND_STYLES, "status_styles": STATUS_STYLES, "labels": lab}
 
 

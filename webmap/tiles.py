@@ -51,11 +51,11 @@ def tile(layer: str, z: int, x: int, y: int):
     crs = request.args.get("crs", "wgs84")
     if crs not in ("wgs84", "gcj02"):
         raise InputError(f"crs must be wgs84 (the default) or gcj02 (tiles shifted onto an AMap basemap), not {crs!r}")
-    if not tiles.shown(layer, z):
+    svc = services()
+    if not tiles.shown(layer, z, cache().first_zooms(svc.store)):
         return Response(b"", mimetype=MVT)
     user = current_user()
     cols = tiles.tile_columns(layer, visible_columns(layer, None if user is ANONYMOUS else user.role))
-    svc = services()
     made = cache().tile(svc.store, layer, cols, z, x, y, _rule_names(), svc.rules.tz,
                         shift=None if crs == "wgs84" else crs)
     response = Response(made.body, mimetype=MVT)

@@ -6,6 +6,7 @@ unit edit shows in the next tile while tiles elsewhere are kept, not made again;
 column reaches any tile."""
 
 import datetime as dt
+import re
 
 import geopandas as gpd
 import mapbox_vector_tile
@@ -17,7 +18,7 @@ from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
 from layers.users import add_user, issue_token
-from tests.layers.test_zone_edit import X0, XSS, Y0, box, grid_city
+from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, box, grid_city
 from webmap.app import create_app
 
 PHONE = "13912345678"
@@ -143,13 +144,29 @@ def test_tiles_without_zones_are_empty_and_small(app):
     assert mapbox_vector_tile.decode(far.data) == {}
 
 
-def test_below_the_minimum_zoom_a_tile_is_empty(app):
-    client, _, _ = app
+def zone_zoom_on_the_page(client) -> int:
+    """The first zoom of the zones layer as the map page hands it to zonemap-map.js."""
+    html = client.get("/").get_data(as_text=True)
+    return int(re.search(r'"tiles/zones/\{z\}/\{x\}/\{y\}\.pbf", "min_zoom": (\d+)', html).group(1))
+
+
+def test_a_sparse_city_s_zones_are_drawn_from_a_district_s_zoom_a_dense_one_s_close_up(app, monkeypatch, tmp_path):
+    client, url, _ = app
     p = middle(1.5, 1.5)
-    assert features_at(client, "zones", p, z=tiles.MIN_ZOOM["zones"])  # drawn from its minimum zoom
-    x, y = tiles.tile_of(p.x, p.y, tiles.MIN_ZOOM["zones"] - 1)
-    r = fetch(client, "zones", tiles.MIN_ZOOM["zones"] - 1, x, y)
-    assert r.status_code == 200 and r.data == b""
+    early = tiles.SPARSE_ZOOM["zones"]
+    assert early < tiles.MIN_ZOOM["zones"]
+    # nine zones: the first view of the district (z13) shows them, and the page asks from there
+    assert zone_zoom_on_the_page(client) == early
+    assert by(features_at(client, "zones", p, z=early)).keys() == set(CODES)
+    r = fetch(client, "zones", early - 1, *tiles.tile_of(p.x, p.y, early - 1))
+    assert r.status_code == 200 and r.data == b""  # below it, nothing
+    # a city where a z13..z15 tile would hold more than TILE_FEATURES_MAX zones: from z16 only
+    monkeypatch.setattr(tiles, "TILE_FEATURES_MAX", 8)
+    dense = create_app({"db": url, "secret_key": "k" * 40, "photos": str(tmp_path / "photos")}).test_client()
+    assert zone_zoom_on_the_page(dense) == tiles.MIN_ZOOM["zones"]
+    for z in (early, tiles.MIN_ZOOM["zones"] - 1):
+        assert fetch(dense, "zones", z, *tiles.tile_of(p.x, p.y, z)).data == b""
+    assert by(features_at(dense, "zones", p, z=tiles.MIN_ZOOM["zones"])).keys() == set(CODES)
 
 
 def test_roads_and_cases_are_thinned_by_class_at_low_zoom(app):
