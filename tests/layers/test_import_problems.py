@@ -18,6 +18,7 @@ def boston(shared_data):
     return path, gpd.read_file(path, layer="reports")
 
 
+@pytest.mark.slow  # the real Boston 311 file
 def test_boston_311_imports_with_its_own_times_and_the_on_time_rate_matches(store_url, boston):
     path, src = boston
     done = run_cli("import", path, "--as", "problems", "--tz", "America/New_York", "--json", db=store_url)

@@ -27,6 +27,8 @@ from layers.store import open_store
 from tests.conftest import NANJING_BBOX_F, run_cli
 from tests.layers.test_routing import sample, zoned  # noqa: F401 - the zones generated on the Nanjing extract
 
+pytestmark = pytest.mark.slow  # a Dask LocalCluster per test
+
 PARTS = 4
 
 

@@ -36,7 +36,8 @@ def nanjing_zoned(nanjing_gpkg, tmp_path_factory):
     return db, report
 
 
-@pytest.fixture(scope="module", params=list(DATASETS))
+@pytest.fixture(scope="module", params=[pytest.param(d, marks=pytest.mark.slow) if d != "nanjing" else d
+                                        for d in DATASETS])
 def generated(request, shared_data, tmp_path_factory):
     if request.param == "nanjing":  # the same extract and box as conftest's nanjing_gpkg
         return request.param, *request.getfixturevalue("nanjing_zoned")
@@ -114,6 +115,7 @@ def test_four_bounds_name_real_neighbouring_roads(generated):
         assert set(streets.split("、")) <= names
 
 
+@pytest.mark.slow  # every rule profile on the real Nanjing extract
 def test_every_profile_is_clean_and_changes_the_zones(nanjing_gpkg, nanjing_zoned, tmp_path):
     areas = {}
     for name in profile_names():

@@ -20,6 +20,8 @@ import pytest
 from scripts.bench import load
 from tests.conftest import ROOT, _need
 
+pytestmark = pytest.mark.slow  # gunicorn under load for tens of seconds
+
 # a hung request is cut after 10 s, so that a failing run still ends in reasonable time
 SMALL = {"route_clients": 8, "report_clients": 8, "seconds": 10.0, "timeout": 10.0, "prepare": "none",
          "baseline_seconds": 0}

@@ -134,6 +134,7 @@ def signs_in(case) -> bool:
     return (optional or "Authorization" in (case.headers or {})) and next(TURNS) % 4 != 0
 
 
+@pytest.mark.slow  # schemathesis: every operation against the running app, on both stores
 @schema.parametrize()
 def test_the_app_keeps_its_document(case, web):
     app, token, problem_id = web
