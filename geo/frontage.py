@@ -201,26 +201,20 @@ def _chain_lines(idx, run_id, a, b, lateral):
 
 
 def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile, study_area,
-                   sample_m: float = 2.0, focus=None, always=None) -> FrontageResult:
+                   sample_m: float = 2.0, only=None) -> FrontageResult:
     """Frontage (and parcel) zones for `owners` (columns kind, geometry; metric CRS) under
     `profile`, inside the polygon `study_area`. Zones carry the row label of their owner.
 
-    With `focus` (a polygon, e.g. one tile), zones are drawn only for the owners whose zone
-    can reach it, and for those whose labels `always` lists; every owner still takes part as
-    a neighbour (Voronoi samples, blocking). Everything is done in vectorised shapely calls
-    over all owners at once: no Python loop runs over buildings."""
+    With `only` (row labels, e.g. the owners of one tile), zones are drawn for those owners
+    alone; every owner still takes part as a neighbour (Voronoi samples, blocking). Everything
+    is done in vectorised shapely calls over all owners at once: no Python loop runs over
+    buildings."""
     owners, in_parcels = resolve_owners(owners)
     polys = owners.geometry.to_numpy()
     kinds = owners["kind"].to_numpy()
     n_owners = len(owners)
     depth, lateral = profile.max_depth_m, profile.lateral_m
-    reach = lateral + MITRE * depth  # no zone reaches farther from its owner's outline
-    if focus is None:
-        candidate = np.ones(n_owners, dtype=bool)
-    else:
-        candidate = shapely.dwithin(polys, focus, reach)
-        if always is not None:
-            candidate |= owners.index.isin(always)
+    candidate = np.ones(n_owners, dtype=bool) if only is None else owners.index.isin(only)
     a, b, ring, owner, length, _ = _pieces(polys, sample_m)
     own_piece = candidate[owner]
     mid = (a + b) / 2
@@ -268,19 +262,12 @@ def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile,
         all_sides |= ~has_neighbour
 
     corridors = _corridors(facing, ring, owner, a, b, polys, all_sides & facing_owner, depth, lateral)
-    wanted = facing_owner & candidate
-    if focus is not None:
-        hit = np.zeros(n_owners, dtype=bool)
-        hit[np.flatnonzero(wanted)[shapely.intersects(corridors[wanted], focus)]] = True
-        wanted &= hit | owners.index.isin([] if always is None else always)
-    active = np.flatnonzero(wanted)
+    active = np.flatnonzero(facing_owner & candidate)
     cells = _cells(polys, a, owner, active, corridors, sample_m)
     zones = _clip(active, cells[active], corridors[active], polys, owner_tree, streets, study_area)
 
     # a parcel is its own zone (卫生责任区) even where it faces no street
     lone = np.flatnonzero((kinds != "building") & ~facing_owner & candidate)
-    if focus is not None and len(lone):
-        lone = lone[shapely.intersects(polys[lone], focus) | owners.index[lone].isin([] if always is None else always)]
     if len(lone):
         base = elementwise(shapely.intersection, polys[lone], np.full(len(lone), study_area, dtype=object))
         pairs = streets.stop_tree.query(base, predicate="intersects")

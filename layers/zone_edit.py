@@ -45,10 +45,9 @@ from .store import Store
 from .store.base import COUNTERS
 from .users import CLI, User
 from .workflow import FINAL, LINKED, STATE_ZH, Workflow
-from .zones import PREFIX, _hold_versions, city_today, current
+from .zones import LOCK, PREFIX, _hold_versions, city_today, current
 
 EDITORS = ("planner", "admin")
-LOCK = "zones:versions"  # bumped by every zone-writing transaction (zones._hold_versions)
 SLIVER_M2 = 1.0  # the smallest zone (or piece of one) an edit may leave
 DENSIFY_DEG = 1e-5  # about 1 m: a drawn edge crossing a neighbour keeps its line when projected
 KIND_ZH = {"frontage": "门前三包责任区", "unit": "单位卫生责任区", "site": "施工现场", "public": "公共区域（属地兜底）"}

@@ -15,6 +15,7 @@ are drawn again, identically, by their own tile, which is the one that keeps the
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from geo._tiles import polygonal
 from geo.carriageway import CurbRules, build_streets
 from geo.coverage import check as check_geometry
 from geo.coverage import facade_coverage, public_zones
@@ -147,8 +149,7 @@ class Context:
 
 @dataclass
 class TileData:
-    """The base data of one tile and its halo, as read from the store (EPSG:4326), and the
-    zones in force there before this run."""
+    """The base data of one tile and its halo, as read from the store (EPSG:4326)."""
 
     tile: Tile
     buildings: gpd.GeoDataFrame
@@ -156,6 +157,32 @@ class TileData:
     areas: gpd.GeoDataFrame
     sites: gpd.GeoDataFrame
     pois: gpd.GeoDataFrame
+
+
+@dataclass
+class OwnerZones:
+    """What the first pass gives back for one tile: the zones of the owners anchored in it
+    (metric), with their units and measures, its share of the facade report, and `box`: a
+    lon/lat box around the tile and all of those zones."""
+
+    tile: Tile
+    zones: gpd.GeoDataFrame
+    box: tuple[float, float, float, float]
+    facade: tuple[float, float] = (0.0, 0.0)
+    set_back: int = 0
+    in_parcels: int = 0
+
+
+@dataclass
+class FinishData:
+    """What the second pass needs for one tile: the buildings and roads around it and its
+    zones (EPSG:4326), every owner zone drawn by the first pass that comes near it (metric;
+    `mine` marks the tile's own), and the zones in force there before this run."""
+
+    tile: Tile
+    buildings: gpd.GeoDataFrame
+    roads: gpd.GeoDataFrame
+    zones: gpd.GeoDataFrame
     old: gpd.GeoDataFrame
 
 
@@ -163,32 +190,28 @@ class TileData:
 class TileResult:
     """What one tile gives back: its zones as rows ready to store (EPSG:4326), with for each
     the old zones it may continue (`match`: old fids by falling IoU, and whether the zone is
-    unchanged from each), the units they name, and its share of the report."""
+    unchanged from each), the units they name, and its share of the check."""
 
     tile: Tile
     rows: pd.DataFrame
     units: dict
-    facade: tuple[float, float] = (0.0, 0.0)
-    set_back: int = 0
-    in_parcels: int = 0
     storage_area_changed: int = 0
     check: dict = field(default_factory=dict)
 
 
-def read_tile(store, tile: Tile, ctx: Context, keep_old) -> TileData:
+def read_tile(store, tile: Tile, ctx: Context) -> TileData:
     """The tile's data from the store: everything within its halo, grown further to hold
-    the whole neighbourhood of every parcel met there (a campus may span several tiles, and
-    each tile that draws it must draw it from the same data, or their versions of it would
-    leave gaps between them). `keep_old(frame)` keeps the old zones that were in force when
-    the run began."""
+    the whole neighbourhood of every parcel anchored in it (a campus is drawn by its own
+    tile alone, from all the departments and buildings around it)."""
     from .zones import parcel_kinds
 
     halo = halo_m(ctx.profile)
     window = grow_deg(tile.box, halo)
     areas = store.read("areas", bbox=window)
     sites = store.read("sites", bbox=window)
-    parcels = [g for g in (areas.geometry.to_numpy()[parcel_kinds(areas) != ""], sites.geometry.to_numpy())
-               if len(g)]
+    parcels = [g[in_tile(anchors(g, ctx.study), tile, ctx.study)] for g in
+               (areas.geometry.to_numpy()[parcel_kinds(areas) != ""], sites.geometry.to_numpy()) if len(g)]
+    parcels = [g for g in parcels if len(g)]
     if parcels:
         w, s, e, n = grow_deg(shapely.total_bounds(np.concatenate(parcels)), halo)
         if w < window[0] or s < window[1] or e > window[2] or n > window[3]:
@@ -196,41 +219,61 @@ def read_tile(store, tile: Tile, ctx: Context, keep_old) -> TileData:
             areas = store.read("areas", bbox=window)
             sites = store.read("sites", bbox=window)
     return TileData(tile, store.read("buildings", bbox=window), store.read("roads", bbox=window),
-                    areas, sites, store.read("pois", bbox=window),
-                    keep_old(store.read("zones", bbox=window)))
+                    areas, sites, store.read("pois", bbox=window))
 
 
-def run_tiles(store, tiles: list[Tile], ctx: Context, keep_old, workers: int | None = None,
-              scheduler: str | None = None):
-    """TileResults in tile order: serially in this process, or on Dask distributed (a
-    LocalCluster of `workers` processes on 127.0.0.1, or the cluster at `scheduler`). At
-    most READ_BATCH tiles per worker are read ahead, so memory is set by the tile, not the
-    city."""
+#: how far around a tile and its zones the second pass reads buildings and roads: the 四至
+#: probes (1.5 m out), the road names they look for (25 m) and a carriageway's half width
+FINISH_M = 60.0
+
+
+def read_finish(store, tile: Tile, box, near: gpd.GeoDataFrame, keep_old) -> FinishData:
+    """The second pass's data of one tile: buildings, roads and old zones around `box` (the
+    tile and its zones, degrees), with `near`, the owner zones of the first pass around it.
+    `keep_old(frame)` keeps the old zones that were in force when the run began."""
+    window = grow_deg(box, FINISH_M)
+    return FinishData(tile, store.read("buildings", bbox=window), store.read("roads", bbox=window),
+                      near, keep_old(store.read("zones", bbox=box)))
+
+
+@contextlib.contextmanager
+def runner(workers: int | None = None, scheduler: str | None = None):
+    """`run(func, inputs, ctx)`: the results of `func(input, ctx)` in the order of `inputs` (an
+    iterator, read as tasks are sent): serially in this process, or on Dask distributed (a
+    LocalCluster of `workers` processes on 127.0.0.1, or the cluster at `scheduler`), one
+    cluster for every pass of the run. At most READ_BATCH inputs per worker are read ahead,
+    so memory is set by the tile, not the city."""
     if not workers and not scheduler:
-        for t in tiles:
-            yield run_tile(read_tile(store, t, ctx, keep_old), ctx)
+        yield lambda func, inputs, ctx: (func(x, ctx) for x in inputs)
         return
     from .partitioned import cluster  # only for a parallel run
 
     with cluster(scheduler, workers or 2) as client:
         ahead = READ_BATCH * max(1, len(client.scheduler_info()["workers"]))
-        pending: collections.deque = collections.deque()
-        for t in tiles:
-            pending.append(client.submit(run_tile, read_tile(store, t, ctx, keep_old), ctx, pure=False))
-            if len(pending) >= ahead:
+
+        def run(func, inputs, ctx):
+            pending: collections.deque = collections.deque()
+            for x in inputs:
+                pending.append(client.submit(func, x, ctx, pure=False))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+
+        yield run
 
 
-def run_tile(data: TileData, ctx: Context) -> TileResult:
-    """The zones of one tile: frontage, unit and site zones of the owners anchored in it,
-    public zones of its cells, their measures, 四至 and storage geometry, and the old zones
-    each may continue. Pure: reads nothing but `data` and `ctx`."""
-    from . import zones as zm  # the unit and storage rules live with the rest of zone generation
+def draw_tile(data: TileData, ctx: Context) -> OwnerZones:
+    """First pass: the frontage, unit and site zones of the owners anchored in the tile,
+    with their units and measures, and the tile's share of the facade report. Pure: reads
+    nothing but `data` and `ctx`."""
+    from . import zones as zm  # the unit rules live with the rest of zone generation
 
     tile, metric, profile = data.tile, ctx.metric, ctx.profile
     b = data.buildings
+    empty = gpd.GeoDataFrame({"owner": [], "kind": []}, geometry=[], crs=metric)
+    if data.roads.empty:
+        return OwnerZones(tile, empty, tile.box)
     # the study area here: around the tile as far as its data was read (the study box's own
     # edge wherever that is nearer), never cut short where the data happens to end
     window = shapely.total_bounds(np.concatenate([f.geometry.to_numpy() for f in
@@ -238,20 +281,16 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
                                                  + [np.array([shapely.box(*grow_deg(tile.box, halo_m(profile)))])]))
     study_box = (max(window[0], ctx.study[0]), max(window[1], ctx.study[1]),
                  min(window[2], ctx.study[2]), min(window[3], ctx.study[3]))
-    study, core = boxes_in_metres([study_box, tile.box], ctx.study[:2], metric)
-    cells = boxes_in_metres(cell_boxes(tile.box, ctx.study[:2]), ctx.study[:2], metric)
-    result = TileResult(tile, pd.DataFrame(), {})
-    if data.roads.empty:
-        return result
+    (study,) = boxes_in_metres([study_box], ctx.study[:2], metric)
     roads_m = in_metres(data.roads, metric)
     streets = build_streets(roads_m, ctx.rules, profile.depth_to, profile.no_sidewalk)
     owners = zm.select_owners(b, data.areas, data.sites, metric)
     anchored = in_tile(anchors(owners["deg"].to_numpy(), ctx.study), tile, ctx.study)
     owners = owners.drop(columns="deg")
-    fz = frontage_zones(owners, streets, profile, study, focus=core, always=owners.index[anchored])
-    mine = np.isin(fz.zones["owner"].to_numpy(), owners.index[anchored])
-    result.set_back = int(np.isin(fz.set_back, owners.index[anchored]).sum())
-    result.in_parcels = int(np.isin(fz.in_parcels, owners.index[anchored]).sum())
+    mine = owners.index[anchored]
+    fz = frontage_zones(owners, streets, profile, study, only=mine)
+    result = OwnerZones(tile, empty, tile.box, set_back=int(np.isin(fz.set_back, mine).sum()),
+                        in_parcels=int(np.isin(fz.in_parcels, mine).sum()))
 
     pib = zm.pois_by_building(b, data.pois)
     records = [f.drop(columns=f.geometry.name).to_dict("records") for f in (b, data.areas, data.sites)]
@@ -265,38 +304,60 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
                      "frontage_len_m": round(float(z.frontage_len_m), 2),
                      "depth_m": round(float(z.depth_m), 2) if np.isfinite(z.depth_m) else None,
                      "geometry": z.geometry})
-    claimed = fz.zones.geometry.to_numpy()
-    footprints = owners[owners["kind"] == "building"].geometry.to_numpy()
-    n_owner_zones = len(rows)
-    for geom, on_cw in public_zones(study, claimed, footprints, streets.carriageway, cells):
-        u = zm.FALLBACK["cleaning" if on_cw else "street"]
-        rows.append({"owner": None, "kind": "public", "primary_unit": u["unit_id"], "co_unit": None,
-                     "unit_name": u["name"], "unit": {**u, "placeholder": False},
-                     "frontage_len_m": None, "depth_m": None, "geometry": geom})
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric) if rows else \
-        gpd.GeoDataFrame({"kind": []}, geometry=[], crs=metric)
-    keep = np.r_[mine, np.ones(len(rows) - n_owner_zones, dtype=bool)] if rows else np.array([], dtype=bool)
-    emitted = keep & frame["kind"].isin(ctx.kinds).to_numpy()
+    if rows:
+        result.zones = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)
+        x0, y0, x1, y1 = shapely.total_bounds(result.zones.geometry.to_numpy())
+        corners = reproject(shapely.segmentize(np.array([shapely.box(x0, y0, x1, y1)]), 50.0), metric, STORAGE_CRS)
+        w, s, e, n = shapely.total_bounds(corners)
+        result.box = (min(w, tile.box[0]), min(s, tile.box[1]), max(e, tile.box[2]), max(n, tile.box[3]))
 
-    # 四至 with every zone drawn here as a neighbour, kept for the tile's own
-    if len(frame):
-        b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
-        labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
-        texts, named = four_bounds(frame.geometry.to_numpy(), labels, streets.carriageway,
-                                   streets.centrelines, streets.names,
-                                   reproject(b.geometry.to_numpy(), STORAGE_CRS, metric), b_labels)
-        frame["bounds_text"], frame["street"] = texts, named
-
-    # the tile's share of the report: facade of its own buildings, overlaps and gaps in it
+    # the tile's share of the facade report: its own buildings' street-facing sides
     is_b = anchored & (owners["kind"] == "building").to_numpy() & ~owners.index.isin(fz.in_parcels)
     zone_of = pd.Series(fz.zones.geometry.to_numpy(), index=fz.zones["owner"].to_numpy())
     own_zone = np.array([zone_of.get(k) for k in owners.index[is_b]], dtype=object)
     parcels = owners.geometry.to_numpy()[(owners["kind"] != "building").to_numpy()]
     fc = facade_coverage(owners.geometry.to_numpy()[is_b], own_zone, streets.carriageway, parcels=parcels)
     result.facade = (fc["facing_m"], fc["covered_m"])
-    core_study = shapely.intersection(core, study)
-    result.check = tile_check(frame.geometry.to_numpy(), emitted, frame["primary_unit"].notna().to_numpy(),
-                              core_study)
+    return result
+
+
+def finish_tile(data: FinishData, ctx: Context) -> TileResult:
+    """Second pass: the public zones of the tile's cells (what the owner zones drawn around
+    it leave), then for the tile's zones their measures, 四至 (every zone near it as a
+    neighbour), the in-generation check, the storage geometry in degrees, and the old zones
+    each may continue. Pure: reads nothing but `data` and `ctx`."""
+    from . import zones as zm  # the unit and storage rules live with the rest of zone generation
+
+    tile, metric, profile = data.tile, ctx.metric, ctx.profile
+    b = data.buildings
+    result = TileResult(tile, pd.DataFrame(), {})
+    if data.roads.empty:
+        return result
+    (core,) = boxes_in_metres([tile.box], ctx.study[:2], metric)
+    cells = boxes_in_metres(cell_boxes(tile.box, ctx.study[:2]), ctx.study[:2], metric)
+    streets = build_streets(in_metres(data.roads, metric), ctx.rules, profile.depth_to, profile.no_sidewalk)
+    footprints = polygonal(reproject(b.geometry.to_numpy()[zm.owner_buildings(b)], STORAGE_CRS, metric))
+    owned = data.zones
+    rows = [{"owner": None, "kind": "public", "primary_unit": u["unit_id"], "co_unit": None,
+             "unit_name": u["name"], "unit": {**u, "placeholder": False},
+             "frontage_len_m": None, "depth_m": None, "geometry": geom, "mine": True}
+            for geom, on_cw in public_zones(core, owned.geometry.to_numpy(), footprints, streets.carriageway, cells)
+            for u in [zm.FALLBACK["cleaning" if on_cw else "street"]]]
+    frame = pd.concat([owned, gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)], ignore_index=True) \
+        if rows else owned.reset_index(drop=True)
+    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=metric)
+    if frame.empty:
+        return result
+    emitted = frame["mine"].to_numpy(dtype=bool) & frame["kind"].isin(ctx.kinds).to_numpy()
+
+    # 四至 with every zone near the tile as a neighbour, kept for the tile's own
+    b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
+    labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
+    texts, named = four_bounds(frame.geometry.to_numpy(), labels, streets.carriageway,
+                               streets.centrelines, streets.names,
+                               reproject(b.geometry.to_numpy(), STORAGE_CRS, metric), b_labels)
+    frame["bounds_text"], frame["street"] = texts, named
+    result.check = tile_check(frame.geometry.to_numpy(), emitted, frame["primary_unit"].notna().to_numpy(), core)
 
     out = frame[emitted].copy()
     result.units = {r["unit_id"]: r for u in out["unit"] for r in [u, u.get("co")] if r}
@@ -307,7 +368,7 @@ def run_tile(data: TileData, ctx: Context) -> TileResult:
     out["order_x"], out["order_band"] = rep[:, 0], -np.floor(rep[:, 1] / 100.0)
     out["match"] = zm.match_old(out, data.old, metric, profile.name)
     stored, result.storage_area_changed = zm.to_storage(out.geometry.to_numpy(), metric)
-    result.rows = pd.DataFrame(out.drop(columns=["geometry", "unit", "unit_name", "owner"]))
+    result.rows = pd.DataFrame(out.drop(columns=["geometry", "unit", "unit_name", "owner", "mine"]))
     result.rows["geometry"] = stored
     return result
 

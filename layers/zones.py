@@ -11,7 +11,6 @@ one zone writer at a time checks that no code is left in force twice (`_hold_ver
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -27,7 +26,7 @@ from geo.coverage import MIN_AREA_M2
 from geo.coverage import check as check_geometry
 from geo.crs import metric_crs, reproject, transformer
 
-from . import zone_tiles
+from . import zone_stage, zone_tiles
 from .errors import InputError, Refused
 from .rules import load_curb_rules, load_profile
 from .schema import STORAGE_CRS
@@ -35,6 +34,7 @@ from .store import Store
 
 KINDS = ("frontage", "unit", "site", "public")
 PREFIX = {"frontage": "F", "unit": "U", "site": "S", "public": "P"}
+LOCK = "zones:versions"  # the counter every zone writer bumps (and so waits for the others)
 OWNER_TO_ZONE = {"building": "frontage", "unit": "unit", "site": "site"}
 
 # Fallback parties (属地兜底): carriageways to the professional cleaning unit, the rest to the
@@ -76,6 +76,7 @@ class GenerateReport:
     seconds: float = 0.0
     dry_run: bool = False
     storage_area_changed: int = 0  # zones whose stored shape could not keep its area exactly
+    lock_seconds: float = 0.0  # how long the store's write lock was held (the move at the end)
 
     def to_dict(self):
         return self.__dict__.copy()
@@ -125,16 +126,21 @@ def parcel_kinds(areas) -> np.ndarray:
     return np.where(site, "site", np.where(unit, "unit", ""))
 
 
+def owner_buildings(buildings) -> np.ndarray:
+    """Which buildings are owners: not underground, not roofs, bridges, ruins…"""
+    attrs = _text(buildings, "attrs")
+    layer = pd.to_numeric(attrs.str.extract(r'"layer"\s*:\s*"?\s*(-?\d+)', expand=False), errors="coerce")
+    underground = attrs.str.contains(r'"location"\s*:\s*"underground"', regex=True) | (layer < 0)
+    return ~(underground | _text(buildings, "building").str.lower().isin(NOT_OWNER_BUILDINGS)).to_numpy()
+
+
 def select_owners(buildings, areas, sites, metric: str):
     """Owners (kind building/unit/site, metric geometry) from the base layers, indexed by a
     key that names the row whatever part of the store it was read with (b…/a…/s… and the
     fid); `src` and `row` say where each came from, `deg` keeps its geometry in degrees."""
-    attrs = _text(buildings, "attrs")
-    layer = pd.to_numeric(attrs.str.extract(r'"layer"\s*:\s*"?\s*(-?\d+)', expand=False), errors="coerce")
-    underground = attrs.str.contains(r'"location"\s*:\s*"underground"', regex=True) | (layer < 0)
-    skip = underground | _text(buildings, "building").str.lower().isin(NOT_OWNER_BUILDINGS)
     parts = []
-    for frame, src, prefix, kind in ((buildings, "buildings", "b", np.where(~skip, "building", "")),
+    is_owner = np.where(owner_buildings(buildings), "building", "")
+    for frame, src, prefix, kind in ((buildings, "buildings", "b", is_owner),
                                      (areas, "areas", "a", parcel_kinds(areas)),
                                      (sites, "sites", "s", np.full(len(sites), "site"))):
         keep = np.flatnonzero(np.asarray(kind) != "")
@@ -283,7 +289,13 @@ def _hold_versions(tx, codes, closing) -> None:
     row both stores lock until commit), then make sure that what this writer is about to close
     is still in force and that nobody else opened a version of a code it writes. Otherwise two
     versions of one code would be left in force."""
-    tx.next_number("zones:versions")
+    tx.next_number(LOCK)
+    _verify_versions(tx, codes, closing)
+
+
+def _verify_versions(tx, codes, closing) -> None:
+    """Inside a zone-writing transaction: refuse when something this writer is about to
+    close is no longer in force, or another version of a code it writes has been opened."""
     codes, closing = sorted(set(codes)), sorted(set(closing))
     open_rows = [r for chunk in _chunks(codes) for r in tx.rows("zones", {"code": chunk})
                  if r["valid_to"] is None]
@@ -326,36 +338,63 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     ctx = zone_tiles.Context(profile, rules, metric, box, kinds)
     tiles = zone_tiles.plan(box)
     counts = dict.fromkeys(KINDS, 0)
-    with contextlib.nullcontext() if dry_run else store.transaction() as tx:
-        if tx is not None:
-            tx.next_number("zones:versions")  # one zone writer at a time, from here to commit
-        book = _Book.scan(store, bbox, kinds)
-        facing = covered = 0.0
-        for res in zone_tiles.run_tiles(store, tiles, ctx, book.in_force_then, workers, scheduler):
-            rows, close = book.settle(res.rows, report, valid_from, profile)
-            new_units = _new_units(store, tx, res.units, book)
-            if tx is not None:
-                for fid in close:
-                    tx.update("zones", fid, {"valid_to": valid_from})
-                if len(rows):
-                    tx.append("zones", gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS))
-                if new_units:
-                    tx.append("units", gpd.GeoDataFrame(
-                        [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
-                         | {"source": "derived"} for u in new_units],
-                        geometry=[None] * len(new_units), crs=STORAGE_CRS))
-            report.new_units += len(new_units)
-            for k, v in res.rows["kind"].value_counts().items() if len(res.rows) else ():
-                counts[k] += int(v)
+    from .zone_edit import change_count  # zone_edit builds on this module
+
+    seen = change_count(store)
+    book = _Book.scan(store, bbox, kinds)
+    facing = covered = 0.0
+    close: list[int] = []
+    beside = getattr(store, "path", None)
+    with zone_stage.Stage(beside.parent if beside is not None else None) as stage, \
+            zone_tiles.runner(workers, scheduler) as run:
+        # first pass: each tile draws the zones of the owners anchored in it
+        boxes = []
+        for k, res in enumerate(run(zone_tiles.draw_tile, (zone_tiles.read_tile(store, t, ctx) for t in tiles),
+                                    ctx)):
+            stage.add_owner_zones(k, res.zones)
+            boxes.append(res.box)
             facing, covered = facing + res.facade[0], covered + res.facade[1]
             report.set_back += res.set_back
             report.buildings_in_parcels += res.in_parcels
+
+        # second pass: public zones, 四至, storage and versions, with every zone near the tile
+        def finishing():
+            for k, t in enumerate(tiles):
+                ring = zone_tiles.boxes_in_metres([boxes[k]], box[:2], metric)
+                x0, y0, x1, y1 = shapely.total_bounds(ring)
+                near = stage.owner_zones_near((x0 - 2, y0 - 2, x1 + 2, y1 + 2), k)
+                yield zone_tiles.read_finish(store, t, boxes[k], near, book.in_force_then)
+
+        for k, res in enumerate(run(zone_tiles.finish_tile, finishing(), ctx)):
+            rows, closed = book.settle(res.rows, report, valid_from, profile)
+            stage.add_rows(k, rows, res.units)
+            close += closed
+            for kind, v in res.rows["kind"].value_counts().items() if len(res.rows) else ():
+                counts[kind] += int(v)
             report.storage_area_changed += res.storage_area_changed
             zone_tiles.add_checks(report.check, res.check)
-        retire = book.unmatched()
-        if tx is not None:
-            for fid in retire:
-                tx.update("zones", int(fid), {"valid_to": valid_from})
+        retire = [int(f) for f in book.unmatched()]
+        t_lock = time.time()
+        if dry_run:
+            report.new_units = sum(len(_new_units(store, None, page)) for page in stage.units())
+        else:
+            with store.transaction() as tx:
+                # the only time the store is locked: what the tiles staged moves in at once
+                if tx.next_number(LOCK) != seen + 1:  # another zone writer committed meanwhile
+                    _verify_versions(tx, [r["code"] for rows in stage.rows() for r in rows], close + retire)
+                for page in stage.units():
+                    new_units = _new_units(store, tx, page)
+                    report.new_units += len(new_units)
+                    if new_units:
+                        tx.append("units", gpd.GeoDataFrame(
+                            [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
+                             | {"source": "derived"} for u in new_units],
+                            geometry=[None] * len(new_units), crs=STORAGE_CRS))
+                for fid in close + retire:
+                    tx.update("zones", fid, {"valid_to": valid_from})
+                for rows in stage.rows():
+                    tx.append("zones", gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS))
+        report.lock_seconds = round(time.time() - t_lock, 2)
     report.retired = len(retire)
     report.counts = counts
     report.facade = {"facing_m": facing, "covered_m": covered, "share": covered / facing if facing else 1.0}
@@ -376,7 +415,6 @@ class _Book:
         self.kinds = kinds
         self.used: set[int] = set()
         self.closed: set[int] = set()
-        self.units: set[str] = set()
 
     @classmethod
     def scan(cls, store: Store, bbox, kinds, page: int = 20_000):
@@ -447,19 +485,16 @@ def _pages(store: Store, layer: str, bbox, size: int):
         offset += size
 
 
-def _new_units(store: Store, tx, units: dict, book: _Book) -> list[dict]:
-    """The units of `units` that are neither in the store nor written earlier in this run
-    (asked inside the transaction, which sees its own rows; a dry run remembers them)."""
-    fresh = [u for uid, u in units.items() if uid not in book.units]
-    ids = [u["unit_id"] for u in fresh]
+def _new_units(store: Store, tx, units: list[dict]) -> list[dict]:
+    """The units of `units` that are not in the store (asked inside the transaction when
+    there is one, which sees its own rows)."""
+    ids = [u["unit_id"] for u in units]
     have = set()
     for chunk in _chunks(ids):
         rows = tx.rows("units", {"unit_id": chunk}) if tx is not None else \
             store.read("units", where={"unit_id": chunk}).to_dict("records")
         have |= {r["unit_id"] for r in rows}
-    if tx is None:
-        book.units |= set(ids)
-    return [u for u in fresh if u["unit_id"] not in have]
+    return [u for u in units if u["unit_id"] not in have]
 
 
 # ---- a planner's file of zones (`import … --as zones`) -------------------------------------

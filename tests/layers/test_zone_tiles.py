@@ -81,7 +81,7 @@ def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypa
         zones.generate(s, valid_from=DAY)
         before = s.read("zones")
     calls = {"n": 0}
-    real = zone_tiles.run_tile
+    real = zone_tiles.finish_tile
 
     def third_tile_fails(data, ctx):
         calls["n"] += 1
@@ -89,7 +89,7 @@ def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypa
             raise RuntimeError("worker lost")
         return real(data, ctx)
 
-    monkeypatch.setattr(zone_tiles, "run_tile", third_tile_fails)
+    monkeypatch.setattr(zone_tiles, "finish_tile", third_tile_fails)
     with open_store(db) as s, pytest.raises(RuntimeError):
         zones.generate(s, "beijing-1999", valid_from=DAY + dt.timedelta(days=1))
     with open_store(db) as s:
