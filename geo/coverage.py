@@ -52,16 +52,30 @@ def _absorb_crumbs(pieces: list) -> list:
     0.004–0.008 m² in a row between two frontage zones made a 0.011 m² gap on the 10k city);
     a crumb that touches none (enclosed by owners' zones) stays a public zone of its own
     unless it is under CRUMB_M2, too small to survive the way to degrees and back."""
-    big = [(g, on) for g, on in pieces if shapely.area(g) >= MIN_AREA_M2]
-    for g, on in pieces:
-        if shapely.area(g) >= MIN_AREA_M2 or shapely.area(g) <= 0:
-            continue
-        k = next((i for i, (h, o) in enumerate(big) if o == on and shapely.dwithin(g, h, 1e-6)), None)
-        if k is not None:
-            big[k] = (shapely.union(big[k][0], g), on)
-        elif shapely.area(g) >= CRUMB_M2:
-            big.append((g, on))
-    return big
+    if not pieces:
+        return pieces
+    geoms = np.array([g for g, _ in pieces], dtype=object)
+    kind = np.array([on for _, on in pieces], dtype=bool)
+    area = shapely.area(geoms)
+    crumb = (area < MIN_AREA_M2) & (area > 0)
+    big = np.flatnonzero(area >= MIN_AREA_M2)
+    if not crumb.any():
+        return [pieces[i] for i in big]
+    c_idx = np.flatnonzero(crumb)
+    # the first larger piece of the same kind each crumb touches (in the pieces' order)
+    hit = shapely.STRtree(geoms[big]).query(geoms[c_idx], predicate="dwithin", distance=1e-6)
+    hit = hit[:, kind[c_idx[hit[0]]] == kind[big[hit[1]]]]
+    order = np.lexsort((hit[1], hit[0]))
+    hit = hit[:, order]
+    first = np.r_[True, hit[0][1:] != hit[0][:-1]] if hit.size else np.array([], dtype=bool)
+    target = np.full(len(c_idx), -1)
+    target[hit[0][first]] = big[hit[1][first]]
+    out = {int(i): geoms[i] for i in big}
+    for i, t in zip(c_idx, target):
+        if t >= 0:
+            out[int(t)] = shapely.union(out[int(t)], geoms[i])
+    alone = c_idx[(target < 0) & (area[c_idx] >= CRUMB_M2)]
+    return [(out[int(i)], bool(kind[i])) for i in big] + [(geoms[i], bool(kind[i])) for i in alone]
 
 
 def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, extent=None,

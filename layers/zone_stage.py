@@ -86,8 +86,10 @@ class Stage:
         """The rows a tile will write (EPSG:4326, settled codes and versions) and the units
         they name."""
         self.con.execute("BEGIN")
-        if rows:
-            self.con.execute("INSERT INTO rows VALUES (?, ?, ?)", (tile, len(rows), pickle.dumps(rows)))
+        if rows:  # the geometries as WKB in one call, not pickled one by one
+            wkb = shapely.to_wkb(np.array([r["geometry"] for r in rows], dtype=object))
+            plain = [{k: v for k, v in r.items() if k != "geometry"} for r in rows]
+            self.con.execute("INSERT INTO rows VALUES (?, ?, ?)", (tile, len(rows), pickle.dumps((plain, wkb))))
         self.con.executemany("INSERT OR IGNORE INTO units VALUES (?, ?)",
                              [(k, pickle.dumps(u)) for k, u in units.items()])
         self.con.execute("COMMIT")
@@ -95,7 +97,8 @@ class Stage:
     def rows(self):
         """Each tile's rows, in tile order (one tile in memory at a time)."""
         for (data,) in self.con.execute("SELECT data FROM rows ORDER BY tile"):
-            yield pickle.loads(data)
+            plain, wkb = pickle.loads(data)
+            yield [r | {"geometry": g} for r, g in zip(plain, shapely.from_wkb(wkb))]
 
     def units(self, size: int = 5000):
         """The units named, in pages of `size` (in the order first met)."""

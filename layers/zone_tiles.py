@@ -293,9 +293,13 @@ def draw_tile(data: TileData, ctx: Context) -> OwnerZones:
                         in_parcels=int(np.isin(fz.in_parcels, mine).sum()))
 
     pib = zm.pois_by_building(b, data.pois)
-    records = [f.drop(columns=f.geometry.name).to_dict("records") for f in (b, data.areas, data.sites)]
-    rows = []
     who = owners[["kind", "src", "row"]].loc[fz.zones["owner"].to_numpy()]
+    # row dicts of the base rows that own a zone here (not of every row read with the halo)
+    records = []
+    for src, f in (("buildings", b), ("areas", data.areas), ("sites", data.sites)):
+        used = np.unique(who["row"].to_numpy()[who["src"].to_numpy() == src])
+        records.append(dict(zip(used.tolist(), f.iloc[used].drop(columns=f.geometry.name).to_dict("records"))))
+    rows = []
     for z, o in zip(fz.zones.itertuples(), who.itertuples()):
         u = zm.owner_unit(o, *records, pib)
         co = u.get("co")

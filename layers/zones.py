@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -92,6 +93,7 @@ class GenerateReport:
             f"{self.retired} retired; {self.new_units} new units",
             f"street-facing facade covered by its own zone: {100 * f.get('share', 0):.1f} % "
             f"({f.get('covered_m', 0):.0f} of {f.get('facing_m', 0):.0f} m)",
+            f"the store's write lock was held {self.lock_seconds:.2f} s at most at a time (moving the zones in)",
             f"{self.set_back} buildings set back beyond the profile's depth (no frontage zone); "
             f"{self.buildings_in_parcels} buildings answered for by their parcel",
             f"check: {ck.get('overlaps')} overlaps ({ck.get('overlap_m2', 0):.2f} m²), "
@@ -163,10 +165,9 @@ def _address(r: dict) -> str | None:
     return " ".join(filter(None, [_val(r.get("addr_street")), _val(r.get("addr_housenumber"))])) or None
 
 
-def owner_unit(owner, buildings: list[dict], areas: list[dict], sites: list[dict],
-               pois_in_building: dict) -> dict:
+def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
     """The responsible unit of an owner, derived from the data (placeholder when unnamed).
-    The layers come as lists of row dicts (`DataFrame.to_dict("records")`)."""
+    The layers come as row dicts by row number (lists or dicts of `DataFrame.to_dict("records")`)."""
     if owner.src == "buildings":
         b = buildings[owner.row]
         key = b.get("osm_id") or f"fid{b['fid']}"
@@ -374,33 +375,78 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
             report.storage_area_changed += res.storage_area_changed
             zone_tiles.add_checks(report.check, res.check)
         retire = [int(f) for f in book.unmatched()]
-        t_lock = time.time()
         if dry_run:
             report.new_units = sum(len(_new_units(store, None, page)) for page in stage.units())
         else:
-            with store.transaction() as tx:
-                # the only time the store is locked: what the tiles staged moves in at once
-                if tx.next_number(LOCK) != seen + 1:  # another zone writer committed meanwhile
-                    _verify_versions(tx, [r["code"] for rows in stage.rows() for r in rows], close + retire)
-                for page in stage.units():
-                    new_units = _new_units(store, tx, page)
-                    report.new_units += len(new_units)
-                    if new_units:
-                        tx.append("units", gpd.GeoDataFrame(
-                            [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
-                             | {"source": "derived"} for u in new_units],
-                            geometry=[None] * len(new_units), crs=STORAGE_CRS))
-                for fid in close + retire:
-                    tx.update("zones", fid, {"valid_to": valid_from})
-                for rows in stage.rows():
-                    tx.append("zones", gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS))
-        report.lock_seconds = round(time.time() - t_lock, 2)
+            _move_in(store, stage, report, seen, close + retire, valid_from)
     report.retired = len(retire)
     report.counts = counts
     report.facade = {"facing_m": facing, "covered_m": covered, "share": covered / facing if facing else 1.0}
     report.check["zones"] = sum(counts.values())
     report.seconds = round(time.time() - t0, 2)
     return report
+
+
+#: rows moved into the store per transaction before the switch (each holds the write lock
+#: for a fraction of a second, whatever the size of the city)
+MOVE_ROWS = 2000
+
+
+def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list[int], valid_from) -> None:
+    """Move what the tiles staged into the store. The rows go in in short transactions of
+    MOVE_ROWS, marked as this run's and in force on no day (valid_to = valid_from: no
+    reader, router or check sees them), then one short transaction switches them on, closes
+    the versions they replace and checks that no other zone writer got in between. A
+    failure anywhere removes the marked rows: the store is as it was. `report.lock_seconds`:
+    the longest any of these transactions held the store's write lock."""
+    mark = f"generating:{uuid.uuid4().hex[:12]}"
+    longest = 0.0
+
+    try:
+        for rows, units in _pages_of(stage, MOVE_ROWS):
+            t = time.perf_counter()
+            with store.transaction() as tx:
+                new_units = _new_units(store, tx, units)
+                if new_units:
+                    tx.append("units", gpd.GeoDataFrame(
+                        [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
+                         | {"source": mark} for u in new_units], geometry=[None] * len(new_units), crs=STORAGE_CRS))
+                if rows:
+                    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS)
+                    frame["valid_to"], frame["source"] = valid_from, mark
+                    tx.append("zones", frame)
+            longest = max(longest, time.perf_counter() - t)
+            report.new_units += len(new_units)
+        t = time.perf_counter()
+        with store.transaction() as tx:
+            if tx.next_number(LOCK) != seen + 1:  # another zone writer committed meanwhile
+                _verify_versions(tx, [r["code"] for r in tx.rows("zones", {"source": mark})], close)
+            for chunk in _chunks(close):
+                tx.update_where("zones", {"fid": chunk}, {"valid_to": valid_from})
+            tx.update_where("zones", {"source": mark}, {"valid_to": None, "source": "generated"})
+            tx.update_where("units", {"source": mark}, {"source": "derived"})
+        longest = max(longest, time.perf_counter() - t)
+    except BaseException:
+        with store.transaction() as tx:
+            tx.delete_source("zones", mark)
+            tx.delete_source("units", mark)
+        raise
+    report.lock_seconds = round(longest, 2)
+
+
+def _pages_of(stage, size: int):
+    """(rows, units) in pages of about `size` rows: the staged rows in tile order, the units
+    alongside (first, in pages of their own)."""
+    for units in stage.units(size):
+        yield [], units
+    page: list[dict] = []
+    for rows in stage.rows():
+        page += rows
+        while len(page) >= size:
+            yield page[:size], []
+            page = page[size:]
+    if page:
+        yield page, []
 
 
 class _Book:

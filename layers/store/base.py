@@ -30,6 +30,11 @@ class Transaction(ABC):
         """Set columns of one row (closing a zone version, a unit's new phone…)."""
 
     @abstractmethod
+    def update_where(self, layer: str, where: dict, values: dict) -> int:
+        """Set columns of every row whose columns equal `where`'s values (a list: any of
+        them), in one statement; returns how many rows changed."""
+
+    @abstractmethod
     def delete_source(self, layer: str, source: str) -> int:
         """Delete the rows of `layer` whose `source` is `source` (re-imports of base data)."""
 
@@ -191,6 +196,23 @@ def _cell(value, type_: str, column: str, row: int):
     raise StoreError(f"unknown column type {type_!r}")
 
 
+def _fast_column(values: np.ndarray, type_: str) -> list | None:
+    """A column converted as `_cell` converts each value, in one pass for the common cases
+    (text, numbers, dates that are dates already); None when some value needs `_cell` (its
+    checks and its message naming the row)."""
+    missing = pd.isna(values)
+    present = values[~missing]
+    if type_ == "text":
+        return [None if m else (v if type(v) is str else str(v)) for v, m in zip(values, missing)]
+    if type_ == "real" and all(isinstance(v, (float, int, np.floating, np.integer)) for v in present):
+        return [None if m else float(v) for v, m in zip(values, missing)]
+    if type_ == "integer" and all(isinstance(v, (int, np.integer)) for v in present):
+        return [None if m else int(v) for v, m in zip(values, missing)]
+    if type_ == "date" and all(type(v) is dt.date for v in present):
+        return [None if m else v for v, m in zip(values, missing)]
+    return None
+
+
 def rows_for(layer: Layer, frame: gpd.GeoDataFrame) -> tuple[list[str], list[list], np.ndarray]:
     """Column names, Python row values and geometries (EPSG:4326, promoted to the layer's
     geometry type) of `frame`, ready for either backend."""
@@ -204,7 +226,12 @@ def rows_for(layer: Layer, frame: gpd.GeoDataFrame) -> tuple[list[str], list[lis
     cols = [c.name for c in layer.columns if c.name in frame.columns]
     types = [layer.column(c).type for c in cols]
     data = frame[cols].astype(object).to_numpy()
-    rows = [[_cell(v, t, c, i + 1) for v, t, c in zip(r, types, cols)] for i, r in enumerate(data)]
+    columns = []
+    for k, (t, c) in enumerate(zip(types, cols)):
+        values = _fast_column(data[:, k], t)
+        columns.append(values if values is not None else
+                       [_cell(v, t, c, i + 1) for i, v in enumerate(data[:, k])])
+    rows = [list(r) for r in zip(*columns)] if columns else [[] for _ in range(len(data))]
     if layer.geometry_type is None:
         return cols, rows, None
     geoms = promote(np.asarray(frame.geometry.values, dtype=object), layer.geometry_type)

@@ -64,16 +64,12 @@ _EMPTY_FLAG = 0x10
 def gpkg_blobs(geoms: np.ndarray) -> list:
     """GeoPackage geometry blobs (header, envelope, ISO WKB) for an array of shapely geometries."""
     wkb = shapely.to_wkb(geoms, flavor="iso", byte_order=1)
-    bounds = shapely.bounds(geoms)
-    out = []
-    for g, w, b in zip(geoms, wkb, bounds):
-        if g is None:
-            out.append(None)
-        elif shapely.is_empty(g):
-            out.append(b"GP\x00\x11" + struct.pack("<i", _SRS_ID) + w)
-        else:
-            out.append(_HEADER + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w)
-    return out
+    b = shapely.bounds(geoms)
+    env = np.ascontiguousarray(b[:, [0, 2, 1, 3]], dtype="<f8").tobytes()  # minx maxx miny maxy
+    empty = shapely.is_empty(geoms)
+    head_empty = b"GP\x00\x11" + struct.pack("<i", _SRS_ID)
+    return [None if w is None else head_empty + w if e else _HEADER + env[32 * i:32 * i + 32] + w
+            for i, (w, e) in enumerate(zip(wkb, empty))]
 
 
 def _envelope(blob: bytes) -> tuple[float, float, float, float] | None:
@@ -114,10 +110,15 @@ class _GpkgTransaction(Transaction):
             marks = ", ".join("?" * (len(cols) + 1))
             blobs = [(b,) for b in gpkg_blobs(geoms)]
         sql = f'INSERT INTO "{layer}" ({names}) VALUES ({marks})'
-        values = [[to_date_text(v) for v in row] + list(blob) for row, blob in zip(rows, blobs)]
+        dates = [k for k, c in enumerate(cols) if spec.column(c).type in ("date", "datetime")]
+        for row in rows:  # only date and time columns need text
+            for k in dates:
+                row[k] = to_date_text(row[k])
+        values = [row + list(blob) for row, blob in zip(rows, blobs)]
         self.con.execute("SAVEPOINT zm_append")
         try:
-            self.con.executemany(sql, values)  # one statement for all rows (100k zones: ~1 s, not 25)
+            if geoms is None or not self._bulk(layer, names, marks, values, geoms):
+                self.con.executemany(sql, values)  # one statement for all rows (100k zones: ~1 s, not 25)
         except sqlite3.IntegrityError:
             self.con.execute("ROLLBACK TO zm_append")  # again row by row, to name the row
             for i, row in enumerate(values, start=1):
@@ -130,10 +131,48 @@ class _GpkgTransaction(Transaction):
             self.con.execute("RELEASE zm_append")
         return len(rows)
 
+    def _bulk(self, layer, names, marks, values, geoms) -> bool:
+        """Insert `values` with their R-tree boxes and feature count written in one go,
+        without GDAL's per-row triggers (an R-tree insert through five SQL function calls
+        per row, and a count update per row: 3/4 of an append's time). The triggers are
+        dropped and made again from their own SQL inside the append's savepoint, so other
+        connections never see them missing, and a failure brings them back. False when the
+        layer's triggers are not GDAL's (then the caller inserts through them)."""
+        con = self.con
+        names_t = (f"rtree_{layer}_geom_insert", f"trigger_insert_feature_count_{layer}")
+        sqls = dict(con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?)",
+                                names_t).fetchall())
+        if set(sqls) != set(names_t):
+            return False
+        top = con.execute(f'SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), '
+                          f'coalesce((SELECT max(fid) FROM "{layer}"), 0))', (layer,)).fetchone()[0]
+        fids = range(top + 1, top + 1 + len(values))
+        for name in names_t:
+            con.execute(f'DROP TRIGGER "{name}"')
+        con.executemany(f'INSERT INTO "{layer}" (fid, {names}) VALUES (?, {marks})',
+                        [[f, *v] for f, v in zip(fids, values)])
+        b = shapely.bounds(geoms)
+        boxed = ~np.isnan(b[:, 0])
+        con.executemany(f'INSERT INTO "rtree_{layer}_geom" VALUES (?, ?, ?, ?, ?)',
+                        [(f, x0, x1, y0, y1) for f, (x0, y0, x1, y1) in
+                         zip(np.asarray(fids)[boxed].tolist(), b[boxed].tolist())])
+        con.execute("UPDATE gpkg_ogr_contents SET feature_count = feature_count + ? "
+                    "WHERE lower(table_name) = lower(?)", (len(values), layer))
+        for name in names_t:
+            con.execute(sqls[name])
+        return True
+
     def update(self, layer, fid, values):
         cols, vals = update_values(check_layer(layer), values)
         sets = ", ".join(f'"{c}" = ?' for c in cols)
         self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = ?', [*map(to_date_text, vals), int(fid)])
+
+    def update_where(self, layer, where, values):
+        spec = check_layer(layer)
+        cols, vals = update_values(spec, values)
+        sets = ", ".join(f'"{c}" = ?' for c in cols)
+        sql, params = _where_sql(spec, where)
+        return self.con.execute(f'UPDATE "{layer}" SET {sets}{sql}', [*map(to_date_text, vals), *params]).rowcount
 
     def delete_source(self, layer, source):
         check_layer(layer)

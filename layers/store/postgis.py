@@ -106,6 +106,14 @@ class _PgTransaction(Transaction):
         with _lost(self.con):
             self.con.execute(f'UPDATE "{layer}" SET {sets} WHERE fid = %s', [*vals, int(fid)])
 
+    def update_where(self, layer, where, values):
+        spec = check_layer(layer)
+        cols, vals = update_values(spec, values)
+        sets = ", ".join(f'"{c}" = %s' for c in cols)
+        sql, params = _where_sql(spec, where)
+        with _lost(self.con):
+            return self.con.execute(f'UPDATE "{layer}" SET {sets}{sql}', [*vals, *params]).rowcount
+
     def delete_source(self, layer, source):
         check_layer(layer)
         with _lost(self.con):
