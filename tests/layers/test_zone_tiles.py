@@ -5,14 +5,18 @@ along the seams between tiles."""
 import datetime as dt
 import json
 import shutil
+import threading
+import time
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
 
-from layers import zone_tiles, zones
+from layers import cases, zone_tiles, zones
 from layers.store import open_store
+from layers.store.gpkg import GeoPackageStore
+from layers.users import ANONYMOUS
 from scripts.bench.zones import synthetic_city
 from tests.conftest import run_cli
 
@@ -96,3 +100,43 @@ def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypa
         after = s.read("zones")
     assert len(after) == len(before) and after["valid_to"].isna().all()
     assert np.array_equal(after["fid"].to_numpy(), before["fid"].to_numpy())
+
+
+def test_a_report_sent_while_zones_are_generated_is_stored(city, tmp_path):
+    """Generation holds the GeoPackage's write lock only for short moves at the end, so a
+    report made meanwhile is stored, not refused with 503 when its wait runs out."""
+    db = str(tmp_path / "busy.gpkg")
+    shutil.copy(city, db)
+    with open_store(db) as s:
+        zones.generate(s, valid_from=DAY)
+        w, s_, e, n = s.extent(["buildings"])
+    done, failed = threading.Event(), []
+
+    def regenerate():
+        try:
+            with open_store(db) as s:
+                zones.generate(s, "beijing-1999", valid_from=DAY + dt.timedelta(days=1))
+        except BaseException as exc:  # handed to the test's thread
+            failed.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=regenerate)
+    reporter = GeoPackageStore(db, busy_timeout_s=2.0)  # gives up (503) after 2 s without the lock
+    sent = []
+    worker.start()
+    try:
+        while not done.is_set():
+            got = cases.report_one(reporter, {"lon": (w + e) / 2, "lat": (s_ + n) / 2, "category": "06010",
+                                              "description": f"report {len(sent)}"}, ANONYMOUS, "api")
+            sent.append(got["problem_id"])
+            time.sleep(0.1)
+    finally:
+        worker.join()
+        reporter.close()
+    assert not failed, failed
+    assert len(sent) >= 5  # reports went on the whole time the zones were drawn and moved in
+    with open_store(db) as s:
+        stored = s.read("problems")
+        assert set(sent) <= set(stored["problem_id"])
+        assert zones.current(s.read("zones"))["profile"].eq("beijing-1999").all()
