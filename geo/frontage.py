@@ -229,7 +229,9 @@ def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile,
     d_stop = _nearest_hit(starts, rays, streets.stop_tree, streets.stop, n)
     d_cut = _nearest_hit(starts, rays, streets.cut_tree, streets.cut_lines, n)
     d_target = np.minimum(d_stop, d_cut)
-    d_owner = _nearest_hit(starts, rays, owner_tree, polys, n)
+    d_owner = np.full(n, np.inf)  # asked only of the rays that reach a target at all
+    aim = np.flatnonzero(np.isfinite(d_target))
+    d_owner[aim] = _nearest_hit(starts[aim], rays[aim], owner_tree, polys, len(aim))
     facing_sel = np.isfinite(d_target) & (d_target < d_owner)
     # a side oblique to the street misses it along its normal but sees it at an angle: also
     # facing when the straight line to the nearest stop area or cut line leaves the facade
@@ -350,15 +352,19 @@ def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     first = np.sort(first[lo == hi])
     pts, pts_owner = samples[first], sample_owner[first]
     cor = corridors[active]
-    # a corridor point's nearest own sample is at most this far: every sample within it of
-    # the corridors takes part, and the diagram reaches that far beyond them
+    # a point of an owner's corridor has its nearest own sample at most this far (its
+    # corridor's farthest vertex from its outline, and a sample step): every sample that
+    # near the corridor takes part (then no sample left out can be nearer to a corridor point
+    # than the one the diagram gives it), and the diagram reaches that far beyond them
     verts, vi = shapely.get_coordinates(cor, return_index=True)
     dist = shapely.distance(shapely.points(verts), polys[active][vi])
-    margin = float(dist.max(initial=0.0)) + 2 * sample_m
-    x0, y0, x1, y1 = shapely.total_bounds(cor)
-    wx0, wy0, wx1, wy1 = x0 - margin, y0 - margin, x1 + margin, y1 + margin
-    sel = (pts[:, 0] >= wx0) & (pts[:, 0] <= wx1) & (pts[:, 1] >= wy0) & (pts[:, 1] <= wy1)
-    window = shapely.box(wx0, wy0, wx1, wy1)
+    margin = np.zeros(len(active))
+    np.maximum.at(margin, vi, dist)
+    margin += 2 * sample_m
+    cb = shapely.bounds(cor)
+    lo, hi = cb[:, :2] - margin[:, None], cb[:, 2:] + margin[:, None]
+    sel = _in_boxes(pts, lo, hi)
+    window = shapely.box(*lo.min(axis=0), *hi.max(axis=0))
     vor = shapely.voronoi_polygons(shapely.multipoints(pts[sel]), extend_to=window, ordered=True)
     parts = shapely.get_parts(vor)
     own = pts_owner[sel]
@@ -374,6 +380,25 @@ def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     shapely.prepare(cor)
     mine = mine[shapely.intersects(corridors[cell_owner[mine]], parts[mine])]
     out[:] = grouped(shapely.coverage_union_all, parts[mine], cell_owner[mine], len(corridors))
+    return out
+
+
+def _in_boxes(pts: np.ndarray, lo: np.ndarray, hi: np.ndarray, grid_m: float = 10.0) -> np.ndarray:
+    """Which points lie in (or within `grid_m` of) any of the boxes lo–hi: the boxes are
+    counted onto a grid by a 2-D running sum, and a point is in where its grid cell is."""
+    origin = lo.min(axis=0)
+    i0 = np.floor((lo - origin) / grid_m).astype(np.int64)
+    i1 = np.floor((hi - origin) / grid_m).astype(np.int64)
+    nx, ny = i1.max(axis=0) + 2
+    count = np.zeros((ny, nx), dtype=np.int32)
+    for (ox, oy), sign in (((i0[:, 0], i0[:, 1]), 1), ((i1[:, 0] + 1, i0[:, 1]), -1),
+                           ((i0[:, 0], i1[:, 1] + 1), -1), ((i1[:, 0] + 1, i1[:, 1] + 1), 1)):
+        np.add.at(count, (oy, ox), sign)
+    covered = count.cumsum(axis=0).cumsum(axis=1) > 0
+    ij = np.floor((pts - origin) / grid_m).astype(np.int64)
+    ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < nx) & (ij[:, 1] < ny)
+    out = np.zeros(len(pts), dtype=bool)
+    out[ok] = covered[ij[ok, 1], ij[ok, 0]]
     return out
 
 
