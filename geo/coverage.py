@@ -26,8 +26,9 @@ def public_zones(study_area, claimed: np.ndarray, footprints: np.ndarray, carria
     cw_tree = shapely.STRtree(carriageway)
     boxes = grid_boxes(study_area.bounds, tile_m) if cells is None else cells
     out = []
+    shapely.prepare(study_area)
     for box in boxes:
-        cell = shapely.intersection(box, study_area)
+        cell = box if shapely.contains(study_area, box) else shapely.intersection(box, study_area)
         if shapely.is_empty(cell):
             continue
         taken = [claimed[i] for i in claimed_tree.query(cell, predicate="intersects")]

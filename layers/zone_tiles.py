@@ -383,8 +383,11 @@ def tile_check(zones: np.ndarray, counted: np.ndarray, has_unit, inside) -> dict
     zone of a neighbouring tile is drawn here only as a neighbour). Gaps are left to `zones
     check` on what was stored: inside a tile the public zones fill every gap by
     construction, and the seams between tiles are only seen in the stored whole."""
-    res = check_geometry(zones, np.array([], dtype=object), has_unit, inside=inside, counted=counted,
-                         gaps=False)
+    shapely.prepare(inside)
+    # an overlap whose inner point lies in the tile is between zones that meet the tile
+    keep = np.asarray(counted, dtype=bool) | shapely.intersects(inside, zones)
+    res = check_geometry(zones[keep], np.array([], dtype=object), np.asarray(has_unit)[keep], inside=inside,
+                         counted=np.asarray(counted, dtype=bool)[keep], gaps=False)
     return {k: res[k] for k in ("zones", "overlaps", "overlap_m2", "slivers", "invalid", "without_unit")}
 
 
