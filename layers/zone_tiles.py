@@ -1,15 +1,15 @@
 """`zones generate` tile by tile: the study area is cut into tiles of whole public-zone cells
-(lon/lat squares), each tile's base data is read from the store with a halo around it, and
-`run_tile` (pure of the store: it sees only what it is given) draws the zones that belong to
-the tile. Tiles run one after another in this process, or on Dask distributed (a LocalCluster
-of N worker processes, or a running cluster): the same function on the same data, so both
-give the same zones. Results come back in tile order, so that codes are numbered the same
-way whichever worker finished first.
+(lon/lat squares), and each tile goes through two passes, each a pure function of what it is
+given (the driver reads it from the store): `draw_tile` draws the zones of the owners
+anchored in the tile from its base data and a halo around it, `finish_tile` the public zones
+of its cells, with every owner zone of the first pass that comes near it. Tiles run one after
+another in this process, or on Dask distributed (a LocalCluster of N worker processes, or a
+running cluster): the same functions on the same data, so both give the same zones. Results
+come back in tile order, so that codes are numbered the same way whichever worker finished
+first.
 
 A zone belongs to the tile that holds its owner's anchor (the middle of the owner's box in
-degrees); public zones to the tile whose cells they fill. A tile also draws the zones of the
-owners in its halo that reach into it, only to know what of its cells is left public; those
-are drawn again, identically, by their own tile, which is the one that keeps them.
+degrees), and is drawn once, there; public zones belong to the tile whose cells they fill.
 """
 
 from __future__ import annotations
@@ -335,8 +335,8 @@ def finish_tile(data: FinishData, ctx: Context) -> TileResult:
     tile, metric, profile = data.tile, ctx.metric, ctx.profile
     b = data.buildings
     result = TileResult(tile, pd.DataFrame(), {})
-    if data.roads.empty:
-        return result
+    # no early return without roads: a tile of fields far from any road still has public
+    # cells to fill (the study area is covered exactly once)
     (core,) = boxes_in_metres([tile.box], ctx.study[:2], metric)
     cells = boxes_in_metres(cell_boxes(tile.box, ctx.study[:2]), ctx.study[:2], metric)
     streets = build_streets(in_metres(data.roads, metric), ctx.rules, profile.depth_to, profile.no_sidewalk)
