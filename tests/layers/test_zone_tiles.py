@@ -123,6 +123,33 @@ def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypa
     assert np.array_equal(after["fid"].to_numpy(), before["fid"].to_numpy())
 
 
+def test_a_failure_while_the_zones_move_in_leaves_the_store_as_it_was(city, tmp_path, monkeypatch):
+    db = str(tmp_path / "move.gpkg")
+    shutil.copy(city, db)
+    with open_store(db) as s:
+        zones.generate(s, valid_from=DAY)
+        before, units = s.read("zones"), s.count("units")
+    calls = {"n": 0}
+    real = zones._new_units
+
+    def store_lost_on_the_fifth_page(store, tx, page):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("disk full")
+        return real(store, tx, page)
+
+    monkeypatch.setattr(zones, "MOVE_ROWS", 200)  # several pages of zones are in when it fails
+    monkeypatch.setattr(zones, "_new_units", store_lost_on_the_fifth_page)
+    with open_store(db) as s, pytest.raises(RuntimeError):
+        zones.generate(s, "beijing-1999", valid_from=DAY + dt.timedelta(days=1))
+    with open_store(db) as s:
+        after = s.read("zones")
+        assert s.count("units") == units
+    assert calls["n"] == 5 and len(after) == len(before) and after["valid_to"].isna().all()
+    assert np.array_equal(after["fid"].to_numpy(), before["fid"].to_numpy())
+    assert not after["source"].str.startswith("generating").any()
+
+
 def test_a_report_sent_while_zones_are_generated_is_stored(city, tmp_path):
     """Generation holds the GeoPackage's write lock only for short moves at the end, so a
     report made meanwhile is stored, not refused with 503 when its wait runs out."""
