@@ -2,13 +2,14 @@
 """Benchmark of zone generation (run by hand: `.venv/bin/python scripts/bench/zones.py`).
 
 For each real OSM extract in ../shared/data and for synthetic grid cities of N buildings,
-measures `zones generate` (written for real, tile by tile, in one transaction), serially
+measures `zones generate` (written for real: staged tile by tile, then moved in), serially
 and on a Dask LocalCluster of 2 workers, and, in the same run as a baseline, one vectorised
 shapely buffer + union of the same roads (the cheapest thing any zone method must do).
 After each generation `zones check` measures overlaps and gaps of what was stored (timed
-apart). Each case runs in its own process so that its peak memory is its own: the
-process's max RSS, and for a Dask run also the largest worker's. Prints a table and, with
---json, the numbers.
+apart), with the process's CPU time (the driver's alone on a Dask run) and the longest the
+store's write lock was held. Each case runs in its own process so that its peak memory is
+its own: the process's max RSS, and for a Dask run also the largest worker's. Prints a table
+and, with --json, the numbers.
 
     scripts/bench/zones.py                           # real extracts + 10k and 100k, serial and 2 workers
     scripts/bench/zones.py --sizes 1000000 --no-real --workers 0   # the 1M city, by hand (serial)
@@ -116,9 +117,9 @@ def run_case(name: str, db: str, workers: int) -> dict:
     shapely.union_all(shapely.buffer(rm.geometry.to_numpy()[drivable], offsets[drivable]))
     baseline = time.perf_counter() - t
     del roads, rm
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     report = zones.generate(store, "beijing-2022", workers=workers or None)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     gen_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     checked = zones.check(store)
@@ -126,7 +127,8 @@ def run_case(name: str, db: str, workers: int) -> dict:
     store.close()
     return {"case": name, "workers": workers, "buildings": n_buildings,
             "zones": int(sum(report.counts.values())), "frontage": report.counts["frontage"],
-            "seconds": round(seconds, 2), "baseline_s": round(baseline, 3),
+            "seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "lock_s": report.lock_seconds,
+            "baseline_s": round(baseline, 3),
             "ratio": round(seconds / max(baseline, 1e-9), 1),
             "us_per_building": round(1e6 * seconds / max(n_buildings, 1), 0),
             "facade_share": round(report.facade.get("share", 0), 4),
@@ -175,7 +177,8 @@ def main():
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
                 print(f"{r['case']:<18} w={r['workers']} {r['buildings']:>7} bld {r['zones']:>7} zones "
-                      f"{r['seconds']:>8.1f} s  baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
+                      f"{r['seconds']:>8.1f} s (cpu {r['cpu_s']:.1f} s, lock {r['lock_s']} s)  "
+                      f"baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
                       f"{r['us_per_building']:>6.0f} µs/bld  facade {100 * r['facade_share']:.1f} %  "
                       f"overlaps {r['overlaps']} ({r['overlap_m2']} m²) gaps {r['gaps']} ({r['gap_m2']} m²) "
                       f"slivers {r['slivers']}  check {r['check_s']} s  peak {r['peak_mb']} MB "
