@@ -1,8 +1,8 @@
 """The staging file of one `zones generate` run: a temporary SQLite file (beside a GeoPackage
 store, else in the system's temporary folder) that holds what the tiles give back until the
-run moves it into the store in one short transaction at the end. So the store's write lock
-is held only for that move, never while tiles are drawn, and memory holds one tile's zones,
-not the city's; a run that fails leaves the store as it was and the file is removed.
+run moves it into the store at the end, in short transactions (`layers.zones._move_in`). So
+the store's write lock is held only for those moves, never while tiles are drawn, and memory
+holds one tile's zones, not the city's; the file is removed when the run ends.
 
 It holds the first pass's owner zones (metric WKB, with an R-tree of their boxes, so the
 second pass of a tile finds every zone that comes near it), the rows each tile will write

@@ -1,6 +1,7 @@
 """Zone generation, checking and history over a store (the flow of architecture.md §2):
 base layers → owners and units → geo.frontage under a rule profile → public remainder →
-四至 and measures → stable codes → a new zone version, written in one transaction.
+四至 and measures → stable codes → a new zone version, staged outside the store and moved in
+through short transactions (a failure leaves the store as it was).
 
 Nothing is hard-deleted: a zone that changes or disappears gets `valid_to`, and its new shape
 is a new row with the next version. A zone whose shape, unit and profile are unchanged keeps
@@ -318,8 +319,9 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
 
     The work goes tile by tile (layers.zone_tiles): serially here, on a LocalCluster of
     `workers` Dask processes, or on the Dask cluster at `scheduler`; the zones are the same.
-    Each tile's zones are written as it comes back, all in one transaction: a failure
-    anywhere leaves the store as it was."""
+    The tiles' zones are staged in a temporary file (layers.zone_stage) and moved into the
+    store at the end in short transactions (`_move_in`): a failure anywhere leaves the store
+    as it was."""
     t0 = time.time()
     kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
