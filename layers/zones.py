@@ -706,12 +706,16 @@ def to_storage(geoms: np.ndarray, metric: str, densify_m: float = 5.0) -> tuple[
     for i in np.flatnonzero(~shapely.is_valid(out)):
         want = shapely.area(geoms[i])
         plain = project(geoms[i], to_deg)
-        candidates = [shapely.make_valid(out[i], method="structure"), shapely.make_valid(out[i]),
-                      plain, shapely.make_valid(plain, method="structure"), shapely.make_valid(plain),
-                      shapely.buffer(out[i], 0)]
+        structure, linework = {"method": "structure"}, {"method": "linework"}
+        candidates = ((shapely.make_valid, out[i], structure), (shapely.make_valid, out[i], linework),
+                      (None, plain, {}), (shapely.make_valid, plain, structure),
+                      (shapely.make_valid, plain, linework), (shapely.buffer, out[i], {"distance": 0}))
         best, best_err = None, np.inf
-        for c in candidates:
-            c = polygonal(np.array([c], dtype=object))[0]
+        for repair, g, kw in candidates:
+            try:  # a repair may itself fail (make_valid raised a non-noded intersection on one)
+                c = polygonal(np.array([repair(g, **kw) if repair else g], dtype=object))[0]
+            except shapely.errors.GEOSException:
+                continue
             if not shapely.is_valid(c):
                 continue
             err = abs(shapely.area(project(c, to_m)) - want)

@@ -11,6 +11,7 @@ import pytest
 import shapely
 
 from geo.carriageway import build_streets
+from geo.crs import metric_crs
 from layers import zones
 from layers.importer import import_file, import_osm
 from layers.rules import load_curb_rules, load_profile, profile_names
@@ -293,3 +294,33 @@ def test_zones_in_force_on_a_date_before_any_version_was_closed():
     assert list(current(z, dt.date(2026, 6, 1))["code"]) == ["A", "B"]
     z["valid_to"] = [dt.date(2026, 6, 1), None]
     assert list(current(z, dt.date(2026, 6, 1))["code"]) == ["B"]
+
+
+# one zone (34 m²) of the 100k synthetic city (EPSG:4326 as reprojected from its tile's metric
+# CRS): GEOS's make_valid(method="structure") raised a TopologyException on it, which stopped
+# the whole generation
+RAISES_IN_MAKE_VALID = (
+    "MULTIPOLYGON (((120.0028538119725 32.0257197760953, "
+    "120.00286310795813 32.025750552351454, 120.00287240394998 32.02578132860676, "
+    "120.00288779073985 32.02579390153866, 120.00288779074664 32.025794117700215, "
+    "120.00288169938493 32.02579411783878, 120.00288170037408 32.0258257121457, "
+    "120.00288170136324 32.02585730645245, 120.00288170235238 32.02588890075906, "
+    "120.00291444091796 32.025888900756826, 120.00294118476668 32.025888900759284, "
+    "120.00294118437898 32.02587676807276, 120.00291448885936 32.025876768689045, "
+    "120.00288779333972 32.025876769299714, 120.0028877919583 32.02583273850373, "
+    "120.00288779057689 32.025788707707456, 120.00289552369084 32.02578870753113, "
+    "120.00289552367066 32.0257880659871, 120.00289162044677 32.025788066076146, "
+    "120.00288698033934 32.025747484423604, 120.00288234023601 32.02570690277061, "
+    "120.00285159404471 32.025706903465654, 120.0028538119725 32.0257197760953)))")
+
+
+def test_a_zone_whose_repair_raises_is_stored_by_the_next_repair():
+    deg = shapely.from_wkt(RAISES_IN_MAKE_VALID)
+    with pytest.raises(shapely.errors.GEOSException):
+        shapely.make_valid(deg, method="structure")
+    metric = metric_crs(deg.centroid.x, deg.centroid.y)
+    there = gpd.GeoSeries([deg], crs=4326).to_crs(metric).to_numpy()
+    stored, lost = zones.to_storage(there, metric)
+    assert lost == 0 and shapely.is_valid(stored[0])
+    back = gpd.GeoSeries(stored, crs=4326).to_crs(metric).area[0]
+    assert back == pytest.approx(shapely.area(there[0]), rel=1e-6)
