@@ -40,6 +40,7 @@ def _zones(db):
     return z.sort_values("code").reset_index(drop=True)
 
 
+@pytest.mark.slow  # a Dask LocalCluster of 2 workers
 def test_dask_gives_the_same_zones_as_the_serial_run(city, tmp_path):
     serial, parallel = str(tmp_path / "serial.gpkg"), str(tmp_path / "dask.gpkg")
     shutil.copy(city, serial)
