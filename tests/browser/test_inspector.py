@@ -169,6 +169,9 @@ def test_an_inspector_filters_opens_todays_list_sees_a_photo_and_moves_a_case(br
     panel.locator("button[data-action='verify']").click()
     expect(panel).to_have_attribute("data-status", "filed")
     expect(panel.locator("#zm-case-steps")).to_contain_text("现场核实属实")
+    # who did each step, in words: the anonymous reporter and the system are named, not ids
+    expect(panel.locator("#zm-case-steps tr").first.locator("td").nth(2)).to_have_text("公众（匿名）")
+    expect(panel.locator("#zm-case-steps")).not_to_contain_text("anonymous")
     page.screenshot(path=str(artefacts / "inspector-case.png"))
     assert errors == []
     context.close()
