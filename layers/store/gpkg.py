@@ -61,6 +61,12 @@ _HEADER = b"GP\x00\x03" + struct.pack("<i", _SRS_ID)
 _EMPTY_FLAG = 0x10
 
 
+# Appends of at least this many rows go around GDAL's per-row triggers (_bulk), which drops and
+# makes them again: a schema change, which a reader on another connection at that moment may
+# get as "database schema has changed". A report or an edit (a few rows) never does that.
+BULK_ROWS = 1000
+
+
 def gpkg_blobs(geoms: np.ndarray) -> list:
     """GeoPackage geometry blobs (header, envelope, ISO WKB) for an array of shapely geometries."""
     wkb = shapely.to_wkb(geoms, flavor="iso", byte_order=1)
@@ -117,7 +123,7 @@ class _GpkgTransaction(Transaction):
         values = [row + list(blob) for row, blob in zip(rows, blobs)]
         self.con.execute("SAVEPOINT zm_append")
         try:
-            if geoms is None or not self._bulk(layer, names, marks, values, geoms):
+            if geoms is None or len(values) < BULK_ROWS or not self._bulk(layer, names, marks, values, geoms):
                 self.con.executemany(sql, values)  # one statement for all rows (100k zones: ~1 s, not 25)
         except sqlite3.IntegrityError:
             self.con.execute("ROLLBACK TO zm_append")  # again row by row, to name the row
