@@ -368,8 +368,10 @@ class _Connections:
 
 
 def _busy(exc: sqlite3.Error) -> bool:
+    """A wait that ran out, or a schema changed under the statement by another connection (a
+    bulk append's triggers, see BULK_ROWS): a 503 to try again, nothing written."""
     return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+        "locked" in str(exc) or "busy" in str(exc) or "schema has changed" in str(exc))
 
 
 class GeoPackageStore(Store):
