@@ -196,7 +196,7 @@ def test_on_a_city_sized_view_the_cases_are_counted_per_cell(browser, serve, cit
     assert "red" in " ".join(c.get_attribute("class") for c in counted.all())
     zoom = page.evaluate("window.zmInspector.map.getZoom()")
     counted.first.click()
-    page.wait_for_function(f"window.zmInspector.map.getZoom() > {zoom}")
+    page.wait_for_function(f"() => window.zmInspector.map.getZoom() > {zoom}")
     assert errors == []
     context.close()
 
@@ -271,7 +271,7 @@ def test_the_pages_gcj02_shift_is_geo_crs(browser, server):
     be geo/crs.py's, both ways, over the whole country."""
     page = browser.new_page()
     page.goto(server)
-    page.wait_for_function("window.ZMMap !== undefined")
+    page.wait_for_function("() => window.ZMMap !== undefined")
     rng = np.random.default_rng(11)
     lon, lat = rng.uniform(73.5, 134.5, 300), rng.uniform(18.5, 53.0, 300)
     got = np.array(page.evaluate("(pts) => pts.map(p => ZMMap.wgsToGcj(p[0], p[1]))",
