@@ -143,10 +143,10 @@ def check_tile(layer: str, z: int, x: int, y: int) -> None:
         raise NotFound(f"no tile {z}/{x}/{y}: zoom is 0–{MAX_ZOOM} and x, y are 0–2^zoom−1")
 
 
-def shown(layer: str, z: int, zooms: Mapping[str, int] | None = None) -> bool:
-    """Whether any of `layer` is drawn at zoom `z` (below its first zoom its tiles are empty):
-    by `zooms` (TileCache.first_zooms of a store) or by MIN_ZOOM."""
-    return z >= (zooms or MIN_ZOOM)[layer]
+def shown(layer: str, z: int) -> bool:
+    """Whether any of `layer` is drawn at zoom `z` in every city (below its first zoom its
+    tiles are empty; a sparse city's may start earlier: TileCache.first_zoom)."""
+    return z >= MIN_ZOOM[layer]
 
 
 def _first_zoom(store: Store, name: str, early: int) -> int:
@@ -256,26 +256,29 @@ class TileCache:
         self._first: dict = {}  # (store url, layer) → first_zooms' memo
 
     def first_zooms(self, store: Store) -> dict[str, int]:
-        """The first zoom of each tiled layer in `store`: MIN_ZOOM's, earlier for the layers of
+        """The first zoom of each tiled layer in `store` (first_zoom's)."""
+        return {name: self.first_zoom(store, name) for name in MIN_ZOOM}
+
+    def first_zoom(self, store: Store, name: str) -> int:
+        """The first zoom of layer `name` in `store`: MIN_ZOOM's, earlier for a layer of
         SPARSE_ZOOM where the city is sparse enough (no tile over TILE_FEATURES_MAX features at
-        that zoom). Counted from every row's box centre (~2 s for 100,000 zones and their buildings; once, and again
-        when a write changed the layer's size by a tenth: an edit in one street changes no
-        tile's density, a new district's import may)."""
-        out = dict(MIN_ZOOM)
-        for name, early in SPARSE_ZOOM.items():
-            key, version = (store.url, name), layer_version(store, name)
+        that zoom). Counted from every row's box centre (~2 s for 100,000 zones and their
+        buildings; once, and again when a write changed the layer's size by a tenth: an edit in
+        one street changes no tile's density, a new district's import may)."""
+        if name not in SPARSE_ZOOM:
+            return MIN_ZOOM[name]
+        key, version = (store.url, name), layer_version(store, name)
+        with self._lock:
+            got = self._first.get(key)  # (layer version, first zoom, rows counted at)
+        if got is None or got[0] != version:
+            rows = store.count(name)
+            if got is None or abs(rows - got[2]) > 0.1 * max(got[2], 1):
+                got = (version, _first_zoom(store, name, SPARSE_ZOOM[name]), rows)
+            else:
+                got = (version, got[1], got[2])
             with self._lock:
-                got = self._first.get(key)  # (layer version, first zoom, rows counted at)
-            if got is None or got[0] != version:
-                rows = store.count(name)
-                if got is None or abs(rows - got[2]) > 0.1 * max(got[2], 1):
-                    got = (version, _first_zoom(store, name, early), rows)
-                else:
-                    got = (version, got[1], got[2])
-                with self._lock:
-                    self._first[key] = got
-            out[name] = got[1]
-        return out
+                self._first[key] = got
+        return got[1]
 
     def get(self, key) -> Tile | None:
         with self._lock:

@@ -52,7 +52,8 @@ def tile(layer: str, z: int, x: int, y: int):
     if crs not in ("wgs84", "gcj02"):
         raise InputError(f"crs must be wgs84 (the default) or gcj02 (tiles shifted onto an AMap basemap), not {crs!r}")
     svc = services()
-    if not tiles.shown(layer, z, cache().first_zooms(svc.store)):
+    # a sparse city's first zoom is looked up only below the zoom every city draws from
+    if not tiles.shown(layer, z) and z < cache().first_zoom(svc.store, layer):
         return Response(b"", mimetype=MVT)
     user = current_user()
     cols = tiles.tile_columns(layer, visible_columns(layer, None if user is ANONYMOUS else user.role))
