@@ -517,12 +517,14 @@ def _loop(settings: Settings, interval: float) -> None:
         time.sleep(interval)
 
 
-def start_loop(settings: Settings, interval: float = 15.0) -> threading.Thread | None:
-    """The sender as a daemon thread of this process (when ZONEMAP_NOTIFY is on). Call it in
-    every server process: a file lock lets one run and the others wait to take over."""
+def start_loop(settings: Settings) -> threading.Thread | None:
+    """The sender as a daemon thread of this process (when ZONEMAP_NOTIFY is on), looking for
+    notices every ZONEMAP_NOTIFY_EVERY_S. Call it in every server process: a file lock lets
+    one run and the others wait to take over."""
     if not settings.notify:
         return None
-    t = threading.Thread(target=_loop, args=(settings, interval), name="zonemap-notify", daemon=True)
+    t = threading.Thread(target=_loop, args=(settings, settings.notify_every_s), name="zonemap-notify",
+                         daemon=True)
     t.start()
     log.info("notice sender started in process %d", os.getpid())
     return t

@@ -82,6 +82,9 @@ class Settings:
     notify: bool = _setting(True, "ZONEMAP_NOTIFY",
                             "run the notice sender inside `serve` (one thread in one process); "
                             "off: run `zonemap notify run` yourself", "bool")
+    notify_every_s: float = _setting(15.0, "ZONEMAP_NOTIFY_EVERY_S",
+                                     "how often the notice sender inside `serve` looks for notices to send, "
+                                     "in seconds", "size")
     smtp_host: str | None = _setting(None, "ZONEMAP_SMTP_HOST",
                                      "the mail server notices are sent through (unset: e-mail notices wait "
                                      "in the outbox)", "text")

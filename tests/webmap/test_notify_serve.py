@@ -24,7 +24,8 @@ def test_serve_mails_the_unit_a_case_was_dispatched_to_once(tmp_path, smtp):  # 
         token = issue_token(s, "disp")
     port = free_port()
     env = {**os.environ, "ZONEMAP_SMTP_HOST": "127.0.0.1", "ZONEMAP_SMTP_PORT": str(smtp_port),
-           "ZONEMAP_SMTP_TLS": "none", "ZONEMAP_SMTP_FROM": "zonemap@example.cn", "ZONEMAP_ACCESS_LOG": "0"}
+           "ZONEMAP_SMTP_TLS": "none", "ZONEMAP_SMTP_FROM": "zonemap@example.cn", "ZONEMAP_ACCESS_LOG": "0",
+           "ZONEMAP_NOTIFY_EVERY_S": "2"}
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "--db", db, "serve",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -49,7 +50,7 @@ def test_serve_mails_the_unit_a_case_was_dispatched_to_once(tmp_path, smtp):  # 
         deadline = time.monotonic() + 60
         while not box.messages and time.monotonic() < deadline:
             time.sleep(0.5)
-        time.sleep(16)  # one more round of both workers' senders: nothing may come twice
+        time.sleep(5)  # two more rounds of both workers' senders (every 2 s): nothing may come twice
     finally:
         server.terminate()
         server.wait(20)
