@@ -34,6 +34,22 @@ def city(tmp_path_factory):
     return db
 
 
+@pytest.fixture(scope="module")
+def zoned_city(city, tmp_path_factory):
+    """The city with its zones drawn once at DAY (the default profile): (store path, report).
+    Tests that start from drawn zones copy it rather than each drawing them again."""
+    db = str(tmp_path_factory.mktemp("zoned") / "zoned.gpkg")
+    shutil.copy(city, db)
+    with open_store(db) as s:
+        return db, zones.generate(s, valid_from=DAY)
+
+
+def _copy(zoned, tmp_path, name):
+    db = str(tmp_path / name)
+    shutil.copy(zoned[0], db)
+    return db
+
+
 def _zones(db):
     with open_store(db) as s:
         z = zones.current(s.read("zones"))
@@ -41,12 +57,9 @@ def _zones(db):
 
 
 @pytest.mark.slow  # a Dask LocalCluster of 2 workers
-def test_dask_gives_the_same_zones_as_the_serial_run(city, tmp_path):
-    serial, parallel = str(tmp_path / "serial.gpkg"), str(tmp_path / "dask.gpkg")
-    shutil.copy(city, serial)
+def test_dask_gives_the_same_zones_as_the_serial_run(city, zoned_city, tmp_path):
+    (serial, a), parallel = zoned_city, str(tmp_path / "dask.gpkg")
     shutil.copy(city, parallel)
-    with open_store(serial) as s:
-        a = zones.generate(s, valid_from=DAY)
     with open_store(parallel) as s:
         b = zones.generate(s, valid_from=DAY, workers=2)
     assert a.counts == b.counts and a.counts["frontage"] > 400
@@ -61,11 +74,9 @@ def test_dask_gives_the_same_zones_as_the_serial_run(city, tmp_path):
     assert out.returncode == 0 and res["overlaps"] == 0 and res["gaps"] == 0, res
 
 
-def test_zones_cross_tile_seams_and_keep_their_codes_when_drawn_again(city, tmp_path):
-    db = str(tmp_path / "again.gpkg")
-    shutil.copy(city, db)
+def test_zones_cross_tile_seams_and_keep_their_codes_when_drawn_again(zoned_city, tmp_path):
+    db, first = _copy(zoned_city, tmp_path, "again.gpkg"), zoned_city[1]
     with open_store(db) as s:
-        first = zones.generate(s, valid_from=DAY)
         box = s.extent(["buildings"])
         again = zones.generate(s, valid_from=DAY + dt.timedelta(days=1))
         rows = s.count("zones")
@@ -100,11 +111,9 @@ def test_a_tile_far_from_any_road_is_still_covered_by_public_zones(city, tmp_pat
     assert far["area_m2"].sum() == pytest.approx(area, rel=1e-4)
 
 
-def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypatch):
-    db = str(tmp_path / "fail.gpkg")
-    shutil.copy(city, db)
+def test_a_failed_generation_leaves_the_store_as_it_was(zoned_city, tmp_path, monkeypatch):
+    db = _copy(zoned_city, tmp_path, "fail.gpkg")
     with open_store(db) as s:
-        zones.generate(s, valid_from=DAY)
         before = s.read("zones")
     calls = {"n": 0}
     real = zone_tiles.finish_tile
@@ -124,11 +133,9 @@ def test_a_failed_generation_leaves_the_store_as_it_was(city, tmp_path, monkeypa
     assert np.array_equal(after["fid"].to_numpy(), before["fid"].to_numpy())
 
 
-def test_a_failure_while_the_zones_move_in_leaves_the_store_as_it_was(city, tmp_path, monkeypatch):
-    db = str(tmp_path / "move.gpkg")
-    shutil.copy(city, db)
+def test_a_failure_while_the_zones_move_in_leaves_the_store_as_it_was(zoned_city, tmp_path, monkeypatch):
+    db = _copy(zoned_city, tmp_path, "move.gpkg")
     with open_store(db) as s:
-        zones.generate(s, valid_from=DAY)
         before, units = s.read("zones"), s.count("units")
     calls = {"n": 0}
     real = zones._new_units
@@ -151,13 +158,11 @@ def test_a_failure_while_the_zones_move_in_leaves_the_store_as_it_was(city, tmp_
     assert not after["source"].str.startswith("generating").any()
 
 
-def test_a_report_sent_while_zones_are_generated_is_stored(city, tmp_path):
+def test_a_report_sent_while_zones_are_generated_is_stored(zoned_city, tmp_path):
     """Generation holds the GeoPackage's write lock only for short moves at the end, so a
     report made meanwhile is stored, not refused with 503 when its wait runs out."""
-    db = str(tmp_path / "busy.gpkg")
-    shutil.copy(city, db)
+    db = _copy(zoned_city, tmp_path, "busy.gpkg")
     with open_store(db) as s:
-        zones.generate(s, valid_from=DAY)
         w, s_, e, n = s.extent(["buildings"])
     done, failed = threading.Event(), []
 
