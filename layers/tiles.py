@@ -18,7 +18,8 @@ a city's history) from z18. Below its first zoom a layer's tile is empty: zero b
 with no layers.
 
 Two ways to encode, one query. PostGIS clips, quantises and encodes in C (`ST_AsMVTGeom`,
-`ST_AsMVT`) over geometries transformed to EPSG:3857 in the query. The GeoPackage's rows come
+`ST_AsMVT`) from the EPSG:3857 copy of the geometries the store keeps for the tiled layers
+(store.base.MERCATOR_COLUMN, with its own index). The GeoPackage's rows come
 from SQLite through the R-tree (geometry blobs and the tile's columns only, unit names joined by
 SQLite), are projected, clipped, rounded to the tile grid and oriented by shapely on whole
 arrays, and encoded by `encode_layer`: geometry commands computed with numpy, written through
@@ -55,7 +56,7 @@ from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
-from .store.base import OPEN_INDEX
+from .store.base import MERCATOR_COLUMN, OPEN_INDEX
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -355,8 +356,7 @@ class TileQuery:
         if self.spec.unit is not None:
             props = [*props, self._unit_name()]
         if self._in_sql:
-            box = (f"t.geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {BUFFER / EXTENT}), "
-                   "4326)")
+            box = f"t.{MERCATOR_COLUMN} && ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {BUFFER / EXTENT})"
         elif self.kind == "postgis":
             box = "t.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
         else:
@@ -404,7 +404,7 @@ class TileQuery:
         """(fingerprint, the encoded tile; b"" when nothing of the layer is in it)."""
         if self._in_sql:
             props = [_pg_prop(self.layer, c) for c in self.cols]
-            rows = self._select(f"ST_AsMVTGeom(ST_Transform(t.geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
+            rows = self._select(f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
                                 f"{EXTENT}, {BUFFER}, true) AS geom", props)
             # MATERIALIZED: else the outer filter is pushed down and ST_AsMVTGeom runs twice a row
             sql = (f"WITH r AS MATERIALIZED ({rows}) SELECT {self._pg_digest()}, "

@@ -396,6 +396,12 @@ COUNTERS = "zonemap_counters"  # name TEXT PRIMARY KEY, value INTEGER: the last 
 OPEN_CASES = "status IS NULL OR status NOT IN ({})".format(", ".join(f"'{s}'" for s in (*FINAL, LINKED)))
 OPEN_INDEX = "problems_open_fid"
 
+# The layers a map draws as vector tiles (layers/tiles.py TILED). PostGIS keeps their geometry in
+# Web Mercator too (MERCATOR_COLUMN, a generated column with its own GiST index), so that a tile
+# is cut from it without transforming every row of the tile again.
+MERCATOR_LAYERS = ("zones", "buildings", "roads", "problems")
+MERCATOR_COLUMN = "geom_3857"
+
 
 def check_counter(name: str, count: int) -> None:
     if not isinstance(name, str) or not name:

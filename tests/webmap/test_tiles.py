@@ -11,13 +11,17 @@ import re
 import geopandas as gpd
 import mapbox_vector_tile
 import numpy as np
+import psycopg
 import pytest
 import shapely
+from shapely.geometry import mapping
 
 from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
+from layers.store.base import MERCATOR_COLUMN, MERCATOR_LAYERS
 from layers.users import add_user, issue_token
+from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, box, grid_city
 from webmap.app import create_app
 
@@ -74,6 +78,23 @@ def features_at(client, layer, point, z=16, token=None) -> list[dict]:
     return mapbox_vector_tile.decode(r.data).get(layer, {}).get("features", [])
 
 
+def drawn_as(feature, shape, z, x, y) -> bool:
+    """Whether a decoded tile feature is `shape` (lon/lat) where the tile math puts it: in tile
+    units, y up as the decoder gives them, clipped to the tile and its buffer; within 2 %."""
+    minx, miny, maxx, _ = tiles.tile_bounds(z, x, y)
+    k = tiles.EXTENT / (maxx - minx)
+    edge = tiles.BUFFER
+
+    def to_tile(lonlat):
+        mx, my = tiles.to_mercator(lonlat[:, 0], lonlat[:, 1])
+        return np.column_stack([(mx - minx) * k, (my - miny) * k])
+
+    want = shapely.transform(shape, to_tile).intersection(
+        shapely.box(-edge, -edge, tiles.EXTENT + edge, tiles.EXTENT + edge))
+    got = shapely.geometry.shape(feature["geometry"])
+    return got.is_valid and got.symmetric_difference(want).area < 0.02 * want.area
+
+
 def by(features, key="code") -> dict:
     return {f["properties"][key]: f for f in features}
 
@@ -89,17 +110,8 @@ def test_a_zone_is_in_the_tile_of_its_place_with_its_map_columns(app):
     assert zone["properties"] == {"code": "F000001", "kind": "frontage", "primary_unit": "U-A", "unit_name": "甲商店"}
     with open_store(url) as s:
         assert zone["id"] == int(s.read("zones", where={"code": "F000001"})["fid"].iloc[0])
-    # its corners land where the tile math puts them (tile units, y up as the decoder gives them)
-    x, y = tiles.tile_of(p.x, p.y, 16)
-    minx, miny, maxx, _ = tiles.tile_bounds(16, x, y)
-    w, s, e, n = box(0, 0, 1, 1).bounds
-    (x0, x1), (y0, y1) = tiles.to_mercator(np.array([w, e]), np.array([s, n]))
-    k = tiles.EXTENT / (maxx - minx)
-    edge = tiles.BUFFER
-    want = shapely.box((x0 - minx) * k, (y0 - miny) * k, (x1 - minx) * k, (y1 - miny) * k).intersection(
-        shapely.box(-edge, -edge, tiles.EXTENT + edge, tiles.EXTENT + edge))
-    got = shapely.geometry.shape(zone["geometry"])
-    assert got.is_valid and got.symmetric_difference(want).area < 0.02 * want.area
+    # its corners land where the tile math puts them
+    assert drawn_as(zone, box(0, 0, 1, 1), 16, *tiles.tile_of(p.x, p.y, 16))
 
 
 def test_the_popup_reads_the_rest_by_the_feature_s_key_with_the_role_s_columns(app):
@@ -202,6 +214,45 @@ def test_a_zone_edit_shows_in_the_next_tile_and_tiles_elsewhere_are_kept(app):
     with open_store(url) as s:  # a unit's new name reaches every tile of its zones
         units_edit.edit(s, "U-B", {"name": "乙商店"})
     assert by(features_at(client, "zones", here, z))["F000001"]["properties"]["unit_name"] == "乙商店"
+
+
+def test_a_redrawn_zone_and_its_undo_are_drawn_anew_in_the_next_tile(app):
+    """PostGIS cuts tiles from its EPSG:3857 copy of the zones: it follows a redraw, the
+    neighbour it trims and the undo (new versions written, old ones closed)."""
+    client, url, _ = app
+    z = 18
+    x, y = tiles.tile_of(middle(1, 0.5).x, middle(1, 0.5).y, z)
+
+    def drawn():
+        return by(mapbox_vector_tile.decode(fetch(client, "zones", z, x, y).data)["zones"]["features"])
+
+    assert drawn_as(drawn()["F000001"], box(0, 0, 1, 1), z, x, y)
+    with open_store(url) as s:  # F000001 takes the west half of F000002, which is trimmed
+        zone_edit.reshape(s, "F000001", mapping(box(0, 0, 1.5, 1)), note="扩大")
+    now = drawn()
+    assert drawn_as(now["F000001"], box(0, 0, 1.5, 1), z, x, y)
+    assert drawn_as(now["F000002"], box(1.5, 0, 2, 1), z, x, y)
+    with open_store(url) as s:
+        zone_edit.restore(s, "F000001", 1, note="撤销")
+    assert drawn_as(drawn()["F000001"], box(0, 0, 1, 1), z, x, y)
+
+
+def test_a_postgis_store_made_before_its_mercator_copy_gets_it_when_opened(pg_url):
+    schema, url = _pg_schema_url(pg_url)
+    try:
+        grid_city(url).close()
+        with psycopg.connect(url, autocommit=True) as con:  # the tables as the code before it made them
+            for name in MERCATOR_LAYERS:
+                con.execute(f'ALTER TABLE "{name}" DROP COLUMN {MERCATOR_COLUMN}')  # and its indexes
+        client = create_app({"db": url, "secret_key": "k" * 40}).test_client()
+        p = middle(0.5, 0.5)
+        zone = by(features_at(client, "zones", p))["F000001"]
+        assert drawn_as(zone, box(0, 0, 1, 1), 16, *tiles.tile_of(p.x, p.y, 16))
+        with psycopg.connect(url) as con:
+            indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
+        assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist"} <= indexes
+    finally:
+        _drop_schema(pg_url, schema)
 
 
 def test_no_private_column_reaches_a_tile(app):
