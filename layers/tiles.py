@@ -429,8 +429,11 @@ class TileQuery:
         return digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
 
     def _pg_digest(self) -> str:
+        """The rows' fingerprint in SQL: the exclusive or of each row's 64-bit hash, which
+        needs neither the rows as text nor their order (an md5 of the sorted rows' text took
+        ~10 % of a zones tile's statement)."""
         row = ", ".join(["r.fid", *(f'r."{n}"' for n in self._names)])
-        return f"md5(coalesce(string_agg(ROW({row})::text, ',' ORDER BY r.fid), ''))"
+        return f"coalesce(bit_xor(hash_record_extended(ROW({row}), 0)), 0)::text"
 
     def _pg(self, store, sql: str, x: int, y: int, tz, every: bool = False):
         """The one row of `sql` (`every`: all its rows) in a transaction set for tiles: the city's time zone for the
