@@ -314,6 +314,10 @@ class PostGISStore(Store):
             for col in ("geom", MERCATOR_COLUMN):
                 con.execute(f"CREATE INDEX IF NOT EXISTS problems_open_{col}_gist ON problems USING gist ({col}) "
                             f"WHERE {OPEN_CASES}")
+            # a unit's name by its id, as a tile of zones or cases looks up one a feature (~800 in a
+            # z16 tile): a hash index compares no text in the database's collation, which the unique
+            # btree does at every level (C.UTF-8 is not "C" to PostgreSQL); 3.7 → 2.1 ms for 800
+            con.execute("CREATE INDEX IF NOT EXISTS units_unit_id_hash ON units USING hash (unit_id)")
 
     # -- reading ----------------------------------------------------------------------------
     def count(self, layer, where=None, bbox=None, *, time=None, exclude=None):

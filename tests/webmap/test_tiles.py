@@ -237,20 +237,22 @@ def test_a_redrawn_zone_and_its_undo_are_drawn_anew_in_the_next_tile(app):
     assert drawn_as(drawn()["F000001"], box(0, 0, 1, 1), z, x, y)
 
 
-def test_a_postgis_store_made_before_its_mercator_copy_gets_it_when_opened(pg_url):
+def test_a_postgis_store_made_before_the_tiles_columns_and_indexes_gets_them_when_opened(pg_url):
     schema, url = _pg_schema_url(pg_url)
     try:
         grid_city(url).close()
         with psycopg.connect(url, autocommit=True) as con:  # the tables as the code before it made them
             for name in MERCATOR_LAYERS:
                 con.execute(f'ALTER TABLE "{name}" DROP COLUMN {MERCATOR_COLUMN}')  # and its indexes
+            con.execute("DROP INDEX units_unit_id_hash")
         client = create_app({"db": url, "secret_key": "k" * 40}).test_client()
         p = middle(0.5, 0.5)
         zone = by(features_at(client, "zones", p))["F000001"]
         assert drawn_as(zone, box(0, 0, 1, 1), 16, *tiles.tile_of(p.x, p.y, 16))
         with psycopg.connect(url) as con:
             indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
-        assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist"} <= indexes
+        assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist",
+                                                                         "units_unit_id_hash"} <= indexes
     finally:
         _drop_schema(pg_url, schema)
 
