@@ -278,6 +278,10 @@ class PostGISStore(Store):
             self._create(con)
 
     def _create(self, con):
+        version = int(con.execute("SHOW server_version_num").fetchone()[0])
+        if version < 140000:  # generated columns (12), hash_record_extended and bit_xor (14): the tiles'
+            raise StoreError(f"PostgreSQL 14 or later is needed, this server is {version // 10000}; "
+                             "upgrade it or use a GeoPackage store")
         with con.transaction():
             if not con.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone():
                 try:
