@@ -431,14 +431,14 @@ class TileQuery:
     def _pg_digest(self) -> str:
         """The rows' fingerprint in SQL: the exclusive or of each row's 64-bit hash, which
         needs neither the rows as text nor their order (an md5 of the sorted rows' text took
-        ~10 % of a zones tile's statement)."""
+        ~0.6 ms more of a z16 zones tile's ~12 ms statement)."""
         row = ", ".join(["r.fid", *(f'r."{n}"' for n in self._names)])
         return f"coalesce(bit_xor(hash_record_extended(ROW({row}), 0)), 0)::text"
 
     def _pg(self, store, sql: str, x: int, y: int, tz, every: bool = False):
         """The one row of `sql` (`every`: all its rows) in a transaction set for tiles: the city's time zone for the
-        times; no parallel workers and no JIT, whose start costs more than a tile (ST_Transform's
-        high cost makes the planner want both)."""
+        times; no parallel workers and no JIT, whose start costs more than a tile (the PostGIS
+        functions' high costs make the planner want both)."""
         def query(con):
             with con.transaction():  # SET LOCAL: these end with the transaction
                 con.execute("SELECT set_config('TimeZone', %s, true), set_config('jit', 'off', true), "
