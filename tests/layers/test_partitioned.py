@@ -155,7 +155,7 @@ def test_the_command_routes_on_a_local_cluster_of_its_own(zoned, reports, tmp_pa
     out.mkdir()
     shutil.copy(tmp_path / "memory.parquet", out / "part.00009.parquet")  # a part of an earlier, longer run
     done = run_cli("route", reports / "reports.parquet", "--out", out, "--engine", "dask", "--workers", 1,
-                   "--json", db=db, check=True)
+                   "--json", db=db, check=True, process=True)  # its own LocalCluster, as a user's run starts
     summary = json.loads(done.stdout)
     assert summary["workers"] == 1 and summary["rows"] == 3000 and summary["parts"] == PARTS
     assert summary["methods"] == memory["methods"]
