@@ -17,6 +17,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 
@@ -82,23 +83,24 @@ class Stage:
                                     geometry=gpd.GeoSeries([], crs=self.crs))
         return gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(geoms, crs=self.crs))
 
-    def add_rows(self, tile: int, rows: list[dict], units: dict) -> None:
-        """The rows a tile will write (EPSG:4326, settled codes and versions) and the units
-        they name."""
+    def add_rows(self, tile: int, rows: pd.DataFrame, units: dict) -> None:
+        """The rows a tile will write (a frame, EPSG:4326 shapes in `geometry`, settled codes
+        and versions) and the units they name."""
         self.con.execute("BEGIN")
-        if rows:  # the geometries as WKB in one call, not pickled one by one
-            wkb = shapely.to_wkb(np.array([r["geometry"] for r in rows], dtype=object))
-            plain = [{k: v for k, v in r.items() if k != "geometry"} for r in rows]
+        if len(rows):  # the geometries as WKB in one call, the rest as one frame
+            wkb = shapely.to_wkb(rows["geometry"].to_numpy())
+            plain = rows.drop(columns="geometry").reset_index(drop=True)
             self.con.execute("INSERT INTO rows VALUES (?, ?, ?)", (tile, len(rows), pickle.dumps((plain, wkb))))
         self.con.executemany("INSERT OR IGNORE INTO units VALUES (?, ?)",
                              [(k, pickle.dumps(u)) for k, u in units.items()])
         self.con.execute("COMMIT")
 
     def rows(self):
-        """Each tile's rows, in tile order (one tile in memory at a time)."""
+        """Each tile's rows as a frame, in tile order (one tile in memory at a time)."""
         for (data,) in self.con.execute("SELECT data FROM rows ORDER BY tile"):
             plain, wkb = pickle.loads(data)
-            yield [r | {"geometry": g} for r, g in zip(plain, shapely.from_wkb(wkb))]
+            plain["geometry"] = shapely.from_wkb(wkb)
+            yield plain
 
     def units(self, size: int = 5000):
         """The units named, in pages of `size` (in the order first met)."""

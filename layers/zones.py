@@ -79,6 +79,7 @@ class GenerateReport:
     dry_run: bool = False
     storage_area_changed: int = 0  # zones whose stored shape could not keep its area exactly
     lock_seconds: float = 0.0  # how long the store's write lock was held (the move at the end)
+    switch_seconds: float = 0.0  # of which the last transaction (switching the new rows on)
 
     def to_dict(self):
         return self.__dict__.copy()
@@ -94,7 +95,8 @@ class GenerateReport:
             f"{self.retired} retired; {self.new_units} new units",
             f"street-facing facade covered by its own zone: {100 * f.get('share', 0):.1f} % "
             f"({f.get('covered_m', 0):.0f} of {f.get('facing_m', 0):.0f} m)",
-            f"the store's write lock was held {self.lock_seconds:.2f} s at most at a time (moving the zones in)",
+            f"the store's write lock was held {self.lock_seconds:.2f} s at most at a time (moving the zones in; "
+            f"switching them on: {self.switch_seconds:.2f} s)",
             f"{self.set_back} buildings set back beyond the profile's depth (no frontage zone); "
             f"{self.buildings_in_parcels} buildings answered for by their parcel",
             f"check: {ck.get('overlaps')} overlaps ({ck.get('overlap_m2', 0):.2f} m²), "
@@ -349,7 +351,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     close: list[int] = []
     beside = getattr(store, "path", None)
     with zone_stage.Stage(beside.parent if beside is not None else None) as stage, \
-            zone_tiles.runner(workers, scheduler) as run:
+            zone_tiles.runner(workers, scheduler) as run, zone_tiles.few_collections():
         # first pass: each tile draws the zones of the owners anchored in it
         boxes = []
         for k, res in enumerate(run(zone_tiles.draw_tile, (zone_tiles.read_tile(store, t, ctx) for t in tiles),
@@ -400,7 +402,8 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
     reader, router or check sees them), then one short transaction switches them on, closes
     the versions they replace and checks that no other zone writer got in between. A
     failure anywhere removes the marked rows: the store is as it was. `report.lock_seconds`:
-    the longest any of these transactions held the store's write lock."""
+    the longest any of these transactions held the store's write lock; `report.switch_seconds`:
+    how long the last one did (it rewrites every new row, so it grows with the city)."""
     mark = f"generating:{uuid.uuid4().hex[:12]}"
     longest = 0.0
 
@@ -413,10 +416,9 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
                     tx.append("units", gpd.GeoDataFrame(
                         [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
                          | {"source": mark} for u in new_units], geometry=[None] * len(new_units), crs=STORAGE_CRS))
-                if rows:
-                    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=STORAGE_CRS)
-                    frame["valid_to"], frame["source"] = valid_from, mark
-                    tx.append("zones", frame)
+                if rows is not None:
+                    tx.append("zones", gpd.GeoDataFrame(rows.assign(valid_to=valid_from, source=mark),
+                                                        geometry="geometry", crs=STORAGE_CRS))
             longest = max(longest, time.perf_counter() - t)
             report.new_units += len(new_units)
         t = time.perf_counter()
@@ -427,7 +429,8 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
                 tx.update_where("zones", {"fid": chunk}, {"valid_to": valid_from})
             tx.update_where("zones", {"source": mark}, {"valid_to": None, "source": "generated"})
             tx.update_where("units", {"source": mark}, {"source": "derived"})
-        longest = max(longest, time.perf_counter() - t)
+        report.switch_seconds = round(time.perf_counter() - t, 2)
+        longest = max(longest, report.switch_seconds)
     except BaseException:
         with store.transaction() as tx:
             tx.delete_source("zones", mark)
@@ -437,18 +440,21 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
 
 
 def _pages_of(stage, size: int):
-    """(rows, units) in pages of about `size` rows: the staged rows in tile order, the units
-    alongside (first, in pages of their own)."""
+    """(rows, units) in pages of about `size` rows: the staged rows in tile order (a frame),
+    the units alongside (first, in pages of their own)."""
     for units in stage.units(size):
-        yield [], units
-    page: list[dict] = []
+        yield None, units
+    page: list[pd.DataFrame] = []
+    held = 0
     for rows in stage.rows():
-        page += rows
-        while len(page) >= size:
-            yield page[:size], []
-            page = page[size:]
-    if page:
-        yield page, []
+        page.append(rows)
+        held += len(rows)
+        while held >= size:
+            whole = pd.concat(page, ignore_index=True)
+            yield whole.iloc[:size], []
+            page, held = [whole.iloc[size:]], held - size
+    if held:
+        yield pd.concat(page, ignore_index=True), []
 
 
 class _Book:
@@ -487,33 +493,45 @@ class _Book:
     def settle(self, rows: pd.DataFrame, report: GenerateReport, valid_from, profile):
         """Codes and versions for one tile's zones (in the tile's order: north→south bands,
         west→east): the best old zone not yet continued keeps its code (and its row, when
-        unchanged), else the next number of the kind. Returns the rows to write and the
-        fids to close."""
+        unchanged), else the next number of the kind. Returns the rows to write (a frame,
+        geometry in its `geometry` column) and the fids to close. Only the choice of codes
+        goes zone by zone (each takes what the zones before it left); the columns are
+        built whole."""
         if rows.empty:
-            return [], []
-        out, close = [], []
+            return pd.DataFrame(), []
         order = np.lexsort((rows["order_x"].to_numpy(), rows["order_band"].to_numpy()))
-        for r in rows.iloc[order].to_dict("records"):
-            pick = next((m for m in r["match"] if m[0] not in self.used), None)
+        rows = rows.iloc[order].reset_index(drop=True)
+        kinds = rows["kind"].to_numpy()
+        codes = np.empty(len(rows), dtype=object)
+        versions = np.ones(len(rows), dtype=np.int64)
+        write = np.ones(len(rows), dtype=bool)
+        close = []
+        for i, matches in enumerate(rows["match"].to_numpy()):
+            pick = next((m for m in matches if m[0] not in self.used), None)
             if pick is not None:
-                fid, code, version, unchanged = pick
+                fid, codes[i], version, unchanged = pick
                 self.used.add(fid)
                 if unchanged:
-                    report.unchanged += 1
+                    write[i] = False
                     continue
                 close.append(fid)
                 self.closed.add(fid)
-                version += 1
+                versions[i] = version + 1
             else:
-                prefix = PREFIX[r["kind"]]
+                prefix = PREFIX[kinds[i]]
                 self.last[prefix] = self.last.get(prefix, 0) + 1
-                code, version = f"{prefix}{self.last[prefix]:06d}", 1
-            out.append({"code": code, "kind": r["kind"], "primary_unit": r["primary_unit"],
-                        "co_unit": _val(r["co_unit"]), "duties": profile.duties, "profile": profile.name,
-                        "area_m2": float(r["area_m2"]), "frontage_len_m": _val(r["frontage_len_m"]),
-                        "depth_m": _val(r["depth_m"]), "bounds_text": r["bounds_text"],
-                        "street": r["street"], "valid_from": valid_from, "version": version,
-                        "source": "generated", "geometry": r["geometry"]})
+                codes[i] = f"{prefix}{self.last[prefix]:06d}"
+        report.unchanged += int((~write).sum())
+        rows = rows[write]
+        out = pd.DataFrame({"code": codes[write], "kind": rows["kind"].to_numpy(),
+                            "primary_unit": rows["primary_unit"].to_numpy()})
+        for col in ("co_unit", "frontage_len_m", "depth_m"):
+            out[col] = [_val(v) for v in rows[col].to_numpy()]
+        out["duties"], out["profile"] = profile.duties, profile.name
+        out["area_m2"] = rows["area_m2"].to_numpy(dtype=float)
+        out["bounds_text"], out["street"] = rows["bounds_text"].to_numpy(), rows["street"].to_numpy()
+        out["valid_from"], out["version"], out["source"] = valid_from, versions[write], "generated"
+        out["geometry"] = rows["geometry"].to_numpy()
         report.new_versions += len(out)
         return out, close
 
