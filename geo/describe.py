@@ -46,18 +46,20 @@ def _road_names(points, centrelines, names, reach):
 
 def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndarray,
                 centrelines: np.ndarray, road_names: np.ndarray, buildings: np.ndarray,
-                building_labels: np.ndarray, probe_m: float = 1.5, reach_m: float = 25.0):
+                building_labels: np.ndarray, probe_m: float = 1.5, reach_m: float = 25.0, only=None):
     """(四至 text, streets) for each zone: "东至长江路；西至中央商场；南至…；北至…" and the road
     names found on any side, joined with 、. A neighbouring zone is named by its label; one whose
-    label is None (public space) is named by the road there instead."""
+    label is None (public space) is named by the road there instead. With `only` (indices),
+    for those zones alone, every zone still taking part as a neighbour."""
     zones = np.asarray(zones, dtype=object)
     ztree = shapely.STRtree(zones)
     ctree = shapely.STRtree(carriageway)
     btree = shapely.STRtree(buildings)
-    n = len(zones)
+    which = np.arange(len(zones)) if only is None else np.asarray(only, dtype=np.int64)
+    n = len(which)
     labels = np.empty((n, 4), dtype=object)
     is_road = np.zeros((n, 4), dtype=bool)
-    for k, ((_, axis, sign), xy) in enumerate(zip(SIDES, _extremes(zones))):
+    for k, ((_, axis, sign), xy) in enumerate(zip(SIDES, _extremes(zones[which]))):
         step = np.zeros(2)
         step[axis] = sign * probe_m
         probes = shapely.points(xy + step)
@@ -70,7 +72,7 @@ def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndar
         side[b[0]] = [building_labels[j] for j in b[1]]
         is_road[b[0], k] = False
         zz = ztree.query(probes, predicate="intersects")
-        other = (zz[0] != zz[1]) & (zone_labels[zz[1]] != None)  # noqa: E711 - public: say the road
+        other = (which[zz[0]] != zz[1]) & (zone_labels[zz[1]] != None)  # noqa: E711 - public: say the road
         side[zz[0][other]] = zone_labels[zz[1][other]]
         is_road[zz[0][other], k] = False
         cw = ctree.query(probes, predicate="intersects")

@@ -5,8 +5,9 @@ the store's write lock is held only for those moves, never while tiles are drawn
 holds one tile's zones, not the city's; the file is removed when the run ends.
 
 It holds the first pass's owner zones (metric WKB, with an R-tree of their boxes, so the
-second pass of a tile finds every zone that comes near it), the rows each tile will write
-(in tile order), and the units they name (each once)."""
+second pass of a tile finds every zone that comes near it; their other columns as one frame
+per tile), the rows each tile will write (a frame per tile, in tile order), and the units
+they name (each once)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ class Stage:
         self.con.execute("PRAGMA journal_mode = OFF")
         self.con.execute("PRAGMA synchronous = OFF")
         self.con.executescript("""
-            CREATE TABLE owners (id INTEGER PRIMARY KEY, tile INTEGER NOT NULL, geom BLOB NOT NULL,
-                                 data BLOB NOT NULL);
+            CREATE TABLE owners (id INTEGER PRIMARY KEY, tile INTEGER NOT NULL, pos INTEGER NOT NULL,
+                                 geom BLOB NOT NULL);
+            CREATE TABLE owner_data (tile INTEGER PRIMARY KEY, data BLOB NOT NULL);
             CREATE VIRTUAL TABLE owners_box USING rtree(id, minx, maxx, miny, maxy);
             CREATE TABLE rows (tile INTEGER PRIMARY KEY, n INTEGER NOT NULL, data BLOB NOT NULL);
             CREATE TABLE units (unit_id TEXT PRIMARY KEY, data BLOB NOT NULL);
@@ -51,37 +53,46 @@ class Stage:
         self._dir.cleanup()
 
     def add_owner_zones(self, tile: int, zones: gpd.GeoDataFrame) -> None:
-        """The owner zones a tile drew (metric), kept for the second pass of every tile."""
+        """The owner zones a tile drew (metric), kept for the second pass of every tile: each
+        zone's shape and box on a row of its own, the other columns as one frame per tile."""
         if zones.empty:
             return
         self.crs = zones.crs
         geoms = zones.geometry.to_numpy()
         wkb = shapely.to_wkb(geoms)
         b = shapely.bounds(geoms)
-        data = zones.drop(columns=zones.geometry.name).to_dict("records")
+        data = pd.DataFrame(zones.drop(columns=zones.geometry.name)).reset_index(drop=True)
         first = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM owners").fetchone()[0]
         ids = range(first, first + len(zones))
         self.con.execute("BEGIN")
+        self.con.execute("INSERT INTO owner_data VALUES (?, ?)", (tile, pickle.dumps(data)))
         self.con.executemany("INSERT INTO owners VALUES (?, ?, ?, ?)",
-                             [(i, tile, w, pickle.dumps(d)) for i, w, d in zip(ids, wkb, data)])
+                             [(i, tile, k, w) for k, (i, w) in enumerate(zip(ids, wkb))])
         self.con.executemany("INSERT INTO owners_box VALUES (?, ?, ?, ?, ?)",
                              [(i, x0, x1, y0, y1) for i, (x0, y0, x1, y1) in zip(ids, b.tolist())])
         self.con.execute("COMMIT")
 
     def owner_zones_near(self, bounds, tile: int) -> gpd.GeoDataFrame:
-        """The owner zones whose box meets `bounds` (minx, miny, maxx, maxy, metric), with
-        `mine`: whether the tile numbered `tile` drew it."""
+        """The owner zones whose box meets `bounds` (minx, miny, maxx, maxy, metric), in the
+        order they were added, with `mine`: whether the tile numbered `tile` drew it."""
         x0, y0, x1, y1 = bounds
         got = self.con.execute(
-            "SELECT o.tile, o.geom, o.data FROM owners_box b JOIN owners o ON o.id = b.id "
+            "SELECT o.tile, o.pos, o.geom FROM owners_box b JOIN owners o ON o.id = b.id "
             "WHERE b.maxx >= ? AND b.minx <= ? AND b.maxy >= ? AND b.miny <= ? ORDER BY o.id",
             (x0, x1, y0, y1)).fetchall()
-        rows = [pickle.loads(d) | {"mine": t == tile} for t, _, d in got]
-        geoms = shapely.from_wkb(np.array([g for _, g, _ in got], dtype=object))
-        if not rows:
+        if not got:
             return gpd.GeoDataFrame({"owner": [], "kind": [], "mine": np.array([], dtype=bool)},
                                     geometry=gpd.GeoSeries([], crs=self.crs))
-        return gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(geoms, crs=self.crs))
+        tiles = np.array([t for t, _, _ in got])
+        pos = np.array([k for _, k, _ in got])
+        parts = []
+        for t in np.unique(tiles):  # ascending, as the ids are
+            (data,) = self.con.execute("SELECT data FROM owner_data WHERE tile = ?", (int(t),)).fetchone()
+            parts.append(pickle.loads(data).iloc[pos[tiles == t]])
+        frame = pd.concat(parts, ignore_index=True)
+        frame["mine"] = tiles == tile
+        geoms = shapely.from_wkb(np.array([g for _, _, g in got], dtype=object))
+        return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=self.crs))
 
     def add_rows(self, tile: int, rows: pd.DataFrame, units: dict) -> None:
         """The rows a tile will write (a frame, EPSG:4326 shapes in `geometry`, settled codes

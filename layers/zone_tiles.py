@@ -383,19 +383,17 @@ def _finish_tile(data: FinishData, ctx: Context) -> TileResult:
         return result
     emitted = frame["mine"].to_numpy(dtype=bool) & frame["kind"].isin(ctx.kinds).to_numpy()
 
-    # 四至 with every zone near the tile as a neighbour, kept for the tile's own
-    b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
-    labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
-    texts, named = four_bounds(frame.geometry.to_numpy(), labels, streets.carriageway,
-                               streets.centrelines, streets.names,
-                               reproject(b.geometry.to_numpy(), STORAGE_CRS, metric), b_labels)
-    frame["bounds_text"], frame["street"] = texts, named
     result.check = tile_check(frame.geometry.to_numpy(), emitted, frame["primary_unit"].notna().to_numpy(), core)
-
     out = frame[emitted].copy()
     result.units = {r["unit_id"]: r for u in out["unit"] for r in [u, u.get("co")] if r}
     if out.empty:
         return result
+    # 四至 of the tile's own zones, with every zone near the tile as a neighbour
+    b_labels = np.array([n or "建筑物" for n in b["name"].to_numpy()], dtype=object)
+    labels = np.where(frame["kind"] == "public", None, frame["unit_name"].to_numpy())
+    out["bounds_text"], out["street"] = four_bounds(
+        frame.geometry.to_numpy(), labels, streets.carriageway, streets.centrelines, streets.names,
+        reproject(b.geometry.to_numpy(), STORAGE_CRS, metric), b_labels, only=np.flatnonzero(emitted))
     out["area_m2"] = shapely.area(out.geometry.to_numpy()).round(2)
     rep = shapely.get_coordinates(shapely.point_on_surface(out.geometry.to_numpy()))
     out["order_x"], out["order_band"] = rep[:, 0], -np.floor(rep[:, 1] / 100.0)
