@@ -6,8 +6,9 @@ measures `zones generate` (written for real: staged tile by tile, then moved in)
 and on a Dask LocalCluster of 2 workers, and, in the same run as a baseline, one vectorised
 shapely buffer + union of the same roads (the cheapest thing any zone method must do).
 After each generation `zones check` measures overlaps and gaps of what was stored (timed
-apart), with the process's CPU time (the driver's alone on a Dask run) and the longest the
-store's write lock was held. Each case runs in its own process so that its peak memory is
+apart), with the process's CPU time (the driver's alone on a Dask run), the longest the
+store's write lock was held, and how long the last transaction (switching the new zones on)
+held it. Each case runs in its own process so that its peak memory is
 its own: the process's max RSS, and for a Dask run also the largest worker's. Prints a table
 and, with --json, the numbers.
 
@@ -128,6 +129,7 @@ def run_case(name: str, db: str, workers: int) -> dict:
     return {"case": name, "workers": workers, "buildings": n_buildings,
             "zones": int(sum(report.counts.values())), "frontage": report.counts["frontage"],
             "seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "lock_s": report.lock_seconds,
+            "switch_s": report.switch_seconds,
             "baseline_s": round(baseline, 3),
             "ratio": round(seconds / max(baseline, 1e-9), 1),
             "us_per_building": round(1e6 * seconds / max(n_buildings, 1), 0),
@@ -177,7 +179,8 @@ def main():
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
                 print(f"{r['case']:<18} w={r['workers']} {r['buildings']:>7} bld {r['zones']:>7} zones "
-                      f"{r['seconds']:>8.1f} s (cpu {r['cpu_s']:.1f} s, lock {r['lock_s']} s)  "
+                      f"{r['seconds']:>8.1f} s (cpu {r['cpu_s']:.1f} s, lock {r['lock_s']} s, "
+                      f"switch {r['switch_s']} s)  "
                       f"baseline {r['baseline_s']:>6.2f} s  ×{r['ratio']:<7} "
                       f"{r['us_per_building']:>6.0f} µs/bld  facade {100 * r['facade_share']:.1f} %  "
                       f"overlaps {r['overlaps']} ({r['overlap_m2']} m²) gaps {r['gaps']} ({r['gap_m2']} m²) "
