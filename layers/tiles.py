@@ -203,10 +203,18 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
 
 # ---- the layer's version and the cache ----------------------------------------------------
 
-def _fids(store: Store, *layers: str) -> tuple:
-    """The first and last fid of each layer (indexed reads on both stores)."""
-    parts = ", ".join(f'(SELECT min(fid) FROM "{n}"), (SELECT max(fid) FROM "{n}")' for n in layers)
-    return tuple(store.query(f"SELECT {parts}", {})[0])
+def _version_sql(layer: str) -> str:
+    """The SELECT of `layer_version` (the same text for SQLite and PostgreSQL)."""
+    from .zone_edit import CHANGE_COUNT  # zone_edit imports the store layer; keep this module light
+
+    def fids(*names):  # the first and last fid of each (indexed reads on both stores)
+        return [f'(SELECT {f}(fid) FROM "{n}")' for n in names for f in ("min", "max")]
+
+    if layer == "zones":
+        return f"SELECT {CHANGE_COUNT}"
+    if layer == "problems":
+        return f"SELECT {', '.join([CHANGE_COUNT, *fids('problems', 'case_steps')])}"
+    return f"SELECT {', '.join(fids(layer))}"
 
 
 def layer_version(store: Store, layer: str) -> tuple:
@@ -214,13 +222,7 @@ def layer_version(store: Store, layer: str) -> tuple:
     "zones:versions" counter (every zone and unit writer does); a case's move adds a case_steps
     row and a report a problems row; base data is re-imported (delete, append), which moves its
     first or last fid. Indexed reads only (a count of 150,000 buildings would take 10–30 ms)."""
-    from .zone_edit import change_count  # zone_edit imports the store layer; keep this module light
-
-    if layer == "zones":
-        return (change_count(store),)
-    if layer == "problems":
-        return change_count(store), *_fids(store, "problems", "case_steps")
-    return _fids(store, layer)
+    return tuple(store.query(_version_sql(layer), ())[0])
 
 
 @dataclass
@@ -302,17 +304,19 @@ class TileCache:
         does not hold, times in zone `tz`, shifted onto a GCJ-02 basemap when `shift` is
         "gcj02": from the cache while it is current."""
         key = (store.url, layer, z, x, y, tuple(cols), str(tz), tuple(sorted(names.items())), shift)
-        version = layer_version(store, layer)
-        entry = self.get(key)
-        if entry is not None and entry.version == version:
-            return entry
         query = TileQuery(store.kind, layer, tuple(cols), z, tuple(sorted(names.items())), shift)
-        if entry is not None and entry.fingerprint == query.fingerprint(store, x, y, tz):
-            self.kept += 1
-        else:
-            self.made += 1
-            entry = Tile(version, *query.make(store, x, y, tz))
-        entry.version = version
+        entry = self.get(key)
+        if entry is not None:
+            version = layer_version(store, layer)
+            if entry.version == version:
+                return entry
+            if entry.fingerprint == query.fingerprint(store, x, y, tz):
+                self.kept += 1
+                entry.version = version
+                self.put(key, entry)
+                return entry
+        self.made += 1  # a new tile: its version is read with its rows (on PostGIS in one round trip)
+        entry = Tile(*query.make(store, x, y, tz))
         self.put(key, entry)
         return entry
 
@@ -400,8 +404,9 @@ class TileQuery:
         return store.query(self._select(geometry, [f't."{c}"' for c in self.cols]) + " ORDER BY t.fid",
                            self._params(x, y))
 
-    def make(self, store: Store, x: int, y: int, tz) -> tuple[str, bytes]:
-        """(fingerprint, the encoded tile; b"" when nothing of the layer is in it)."""
+    def make(self, store: Store, x: int, y: int, tz) -> tuple[tuple, str, bytes]:
+        """(the layer's version, read before the rows; the fingerprint; the encoded tile, b"" when
+        nothing of the layer is in it)."""
         if self._in_sql:
             props = [_pg_prop(self.layer, c) for c in self.cols]
             rows = self._select(f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
@@ -409,24 +414,25 @@ class TileQuery:
             # MATERIALIZED: else the outer filter is pushed down and ST_AsMVTGeom runs twice a row
             sql = (f"WITH r AS MATERIALIZED ({rows}) SELECT {self._pg_digest()}, "
                    f"ST_AsMVT(r.*, '{self.layer}', {EXTENT}, 'geom', 'fid') FILTER (WHERE r.geom IS NOT NULL) FROM r")
-            digest, body = self._pg(store, sql, x, y, tz)
-            return digest, bytes(body) if body is not None else b""
+            version, (digest, body) = self._pg(store, sql, x, y, tz, version=True)
+            return version, digest, bytes(body) if body is not None else b""
+        version = layer_version(store, self.layer)
         pg = self.kind == "postgis"
         rows = self._rows(store, "ST_AsBinary(t.geom)" if pg else "t.geom", x, y, tz)
         digest = _digest([(r[0], *r[2:]) for r in rows])
         if not rows:
-            return digest, b""
+            return version, digest, b""
         from .store.gpkg import geoms_from_blobs
 
         fids, blobs, *values = (list(c) for c in zip(*rows))
         decoded = shapely.from_wkb(np.array([bytes(b) for b in blobs], dtype=object)) if pg else geoms_from_blobs(blobs)
         geoms, keep = tile_geometries(decoded, self.z, x, y, self.shift)
         if not keep.any():
-            return digest, b""
+            return version, digest, b""
         at = np.flatnonzero(keep)
         props = {n: [v[i] for i in at] if pg else _values(self.layer, n, [v[i] for i in at], tz)
                  for n, v in zip(self._names, values)}
-        return digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
+        return version, digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
 
     def _pg_digest(self) -> str:
         """The rows' fingerprint in SQL: the exclusive or of each row's 64-bit hash, which
@@ -435,16 +441,22 @@ class TileQuery:
         row = ", ".join(["r.fid", *(f'r."{n}"' for n in self._names)])
         return f"coalesce(bit_xor(hash_record_extended(ROW({row}), 0)), 0)::text"
 
-    def _pg(self, store, sql: str, x: int, y: int, tz, every: bool = False):
-        """The one row of `sql` (`every`: all its rows) in a transaction set for tiles: the city's time zone for the
-        times; no parallel workers and no JIT, whose start costs more than a tile (the PostGIS
-        functions' high costs make the planner want both)."""
+    def _pg(self, store, sql: str, x: int, y: int, tz, every: bool = False, version: bool = False):
+        """The one row of `sql` (`every`: all its rows; `version`: (the layer's version, read
+        first, and that)) set for tiles: the city's time zone for the times; no parallel workers
+        and no JIT, whose start costs more than a tile (the PostGIS functions' high costs make
+        the planner want both). Sent as one pipeline, so one round trip to the server (BEGIN,
+        the settings, the statement, COMMIT one at a time took four, ~1 ms each at load 6): its
+        statements are one implicit transaction until the pipeline's Sync, which the settings
+        (set_config's is_local) end with."""
         def query(con):
-            with con.transaction():  # SET LOCAL: these end with the transaction
+            with con.pipeline():
+                got = con.execute(_version_sql(self.layer)) if version else None
                 con.execute("SELECT set_config('TimeZone', %s, true), set_config('jit', 'off', true), "
                             "set_config('max_parallel_workers_per_gather', '0', true)", (str(tz),))
-                got = con.execute(sql, self._params(x, y))
-                return got.fetchall() if every else got.fetchone()
+                rows = con.execute(sql, self._params(x, y))
+            result = rows.fetchall() if every else rows.fetchone()
+            return (tuple(got.fetchone()), result) if version else result
 
         return store._read(query)
 

@@ -93,16 +93,18 @@ def may_edit(user: User) -> None:
                         f"role {user.role})")
 
 
+# change_count's read as an SQL expression (the same text for SQLite and PostgreSQL), which a
+# map tile's statement reads with the tile (layers/tiles.py)
+CHANGE_COUNT = f"coalesce((SELECT value FROM {COUNTERS} WHERE name = '{LOCK}'), 0)"
+
+
 def change_count(store: Store) -> int:
     """How many zone-writing transactions the store has committed (the "zones:versions"
     counter; 0 before the first): one indexed read, cheap enough to ask every second."""
     reader = getattr(store, "counter", None)
     if reader is not None:
         return int(reader(LOCK))
-    # until Store has counter(): both backends' query(), each with its own parameter marker
-    mark = "?" if store.kind == "geopackage" else "%s"
-    got = store.query(f"SELECT value FROM {COUNTERS} WHERE name = {mark}", (LOCK,))
-    return int(got[0][0]) if got else 0
+    return int(store.query(f"SELECT {CHANGE_COUNT}", ())[0][0])  # until Store has counter()
 
 
 def _tz():
