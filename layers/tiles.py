@@ -56,7 +56,7 @@ from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
-from .store.base import MERCATOR_COLUMN, OPEN_INDEX
+from .store.base import MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -351,6 +351,8 @@ class TileQuery:
         """Who answers, by name: the units table's, else the rules' and fallbacks', else the id."""
         col = f't."{self.spec.unit}"'
         known = f"(SELECT u.name FROM units u WHERE u.unit_id = {col})"
+        if self.kind == "postgis" and self.layer == "zones":  # kept beside the zone (store.base)
+            known = f't."{UNIT_NAME_COLUMN}"'
         if not self.names:
             return f"COALESCE({known}, {col}) AS unit_name"
         cases = " ".join(f"WHEN {_literals([k])} THEN {_literals([v])}" for k, v in self.names)

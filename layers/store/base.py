@@ -401,6 +401,9 @@ OPEN_INDEX = "problems_open_fid"
 # is cut from it without transforming every row of the tile again.
 MERCATOR_LAYERS = ("zones", "buildings", "roads", "problems")
 MERCATOR_COLUMN = "geom_3857"
+# PostGIS keeps each zone's primary unit's name beside it too (triggers on both tables keep it in
+# step with units' renames, whoever writes), so that a zones tile looks up no unit a feature
+UNIT_NAME_COLUMN = "primary_unit_name"
 
 
 def check_counter(name: str, count: int) -> None:

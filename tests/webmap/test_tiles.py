@@ -19,7 +19,7 @@ from shapely.geometry import mapping
 from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
-from layers.store.base import MERCATOR_COLUMN, MERCATOR_LAYERS
+from layers.store.base import MERCATOR_COLUMN, MERCATOR_LAYERS, UNIT_NAME_COLUMN
 from layers.users import add_user, issue_token
 from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, box, grid_city
@@ -216,6 +216,37 @@ def test_a_zone_edit_shows_in_the_next_tile_and_tiles_elsewhere_are_kept(app):
     assert by(features_at(client, "zones", here, z))["F000001"]["properties"]["unit_name"] == "乙商店"
 
 
+def test_a_zone_tile_names_the_unit_as_a_re_imported_units_list_has_it(app):
+    """A units list imported anew (its rows deleted and written again in one transaction, as a
+    replace does), then withdrawn: a zone's tile names its unit as the units table has it now,
+    then by its id. (PostGIS keeps the name beside the zone, which its triggers keep in step;
+    the tile cache is emptied: what the store names is asked, not when the cache notices.)"""
+    client, url, _ = app
+    z = 21
+    here = middle(0.5, 0.5)  # F000001
+
+    def name():
+        client.application.extensions.pop("zonemap.tiles", None)
+        return by(features_at(client, "zones", here, z))["F000001"]["properties"]["unit_name"]
+
+    def units(name):
+        return gpd.GeoDataFrame({"unit_id": ["U-N"], "name": [name], "source": ["units.csv"]},
+                                geometry=[None], crs=4326)
+
+    with open_store(url) as s:
+        with s.transaction() as tx:
+            tx.append("units", units("丙商店"))
+        zone_edit.assign(s, "F000001", "U-N", note="换人")
+        assert name() == "丙商店"
+        with s.transaction() as tx:
+            tx.delete_source("units", "units.csv")
+            tx.append("units", units("丙商店(新)"))
+        assert name() == "丙商店(新)"
+        with s.transaction() as tx:
+            tx.delete_source("units", "units.csv")
+        assert name() == "U-N"
+
+
 def test_a_redrawn_zone_and_its_undo_are_drawn_anew_in_the_next_tile(app):
     """PostGIS cuts tiles from its EPSG:3857 copy of the zones: it follows a redraw, the
     neighbour it trims and the undo (new versions written, old ones closed)."""
@@ -237,7 +268,7 @@ def test_a_redrawn_zone_and_its_undo_are_drawn_anew_in_the_next_tile(app):
     assert drawn_as(drawn()["F000001"], box(0, 0, 1, 1), z, x, y)
 
 
-def test_a_postgis_store_made_before_the_tiles_columns_and_indexes_gets_them_when_opened(pg_url):
+def test_a_postgis_store_made_before_the_tiles_columns_indexes_and_triggers_gets_them_when_opened(pg_url):
     schema, url = _pg_schema_url(pg_url)
     try:
         grid_city(url).close()
@@ -245,10 +276,18 @@ def test_a_postgis_store_made_before_the_tiles_columns_and_indexes_gets_them_whe
             for name in MERCATOR_LAYERS:
                 con.execute(f'ALTER TABLE "{name}" DROP COLUMN {MERCATOR_COLUMN}')  # and its indexes
             con.execute("DROP INDEX units_unit_id_hash")
+            con.execute(f"ALTER TABLE zones DROP COLUMN {UNIT_NAME_COLUMN}")
+            for trigger, table in (("zones_unit_name", "zones"), *((f"units_named_{op}", "units")
+                                                                   for op in ("insert", "update", "delete"))):
+                con.execute(f"DROP TRIGGER {trigger} ON {table}")
         client = create_app({"db": url, "secret_key": "k" * 40}).test_client()
         p = middle(0.5, 0.5)
         zone = by(features_at(client, "zones", p))["F000001"]
         assert drawn_as(zone, box(0, 0, 1, 1), 16, *tiles.tile_of(p.x, p.y, 16))
+        assert zone["properties"]["unit_name"] == "甲商店"  # the names filled in for the zones there
+        with open_store(url) as s:  # and kept in step since
+            units_edit.edit(s, "U-A", {"name": "甲商店(新)"})
+        assert by(features_at(client, "zones", p))["F000001"]["properties"]["unit_name"] == "甲商店(新)"
         with psycopg.connect(url) as con:
             indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
         assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist",
