@@ -276,6 +276,7 @@ def test_a_postgis_store_made_before_the_tiles_columns_indexes_and_triggers_gets
             for name in MERCATOR_LAYERS:
                 con.execute(f'ALTER TABLE "{name}" DROP COLUMN {MERCATOR_COLUMN}')  # and its indexes
             con.execute("DROP INDEX units_unit_id_hash")
+            con.execute("DROP INDEX zones_primary_unit_hash")
             con.execute(f"ALTER TABLE zones DROP COLUMN {UNIT_NAME_COLUMN}")
             for trigger, table in (("zones_unit_name", "zones"), *((f"units_named_{op}", "units")
                                                                    for op in ("insert", "update", "delete"))):
@@ -291,7 +292,8 @@ def test_a_postgis_store_made_before_the_tiles_columns_indexes_and_triggers_gets
         with psycopg.connect(url) as con:
             indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
         assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist",
-                                                                         "units_unit_id_hash"} <= indexes
+                                                                         "units_unit_id_hash",
+                                                                         "zones_primary_unit_hash"} <= indexes
     finally:
         _drop_schema(pg_url, schema)
 
