@@ -15,6 +15,7 @@ or an empty pool is StoreUnavailable (503, try again).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from contextlib import contextmanager
@@ -251,18 +252,49 @@ def _add_unit_names(con) -> None:
     statement at load 2.5, ~4.5 at load 7-10). Kept in step by triggers, whoever writes: a
     zone written or given another unit takes the unit's name; a unit added, renamed or deleted
     (one statement's rows at a time, however many) gives its zones the name or NULL. Functions
-    and triggers are made anew each time the store is opened; a store made before gets the
-    column filled once (the zones rewritten: seconds for a city of 100,000), one transaction."""
+    and triggers are made anew when a store is opened without them or with another code's
+    (_complete); a store made before gets the column filled once (the zones rewritten:
+    seconds for a city of 100,000), one transaction."""
     with con.transaction():
         new = not con.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
                               "AND table_name = 'zones' AND column_name = %s", (UNIT_NAME_COLUMN,)).fetchone()
         con.execute(f"ALTER TABLE zones ADD COLUMN IF NOT EXISTS {UNIT_NAME_COLUMN} text")
         con.execute(_UNIT_NAME_SQL)
+        for fn in ("zonemap_zone_unit_name", "zonemap_units_named"):  # which code made them (_complete)
+            con.execute(f"COMMENT ON FUNCTION {fn}() IS '{_FUNCTIONS_TAG}'")
         # a unit's zones by its id, which a rename updates: without it every rename read all the
         # zones (64-200 ms for the bench city's 100,000 at load 5)
         con.execute("CREATE INDEX IF NOT EXISTS zones_primary_unit_hash ON zones USING hash (primary_unit)")
         if new:
             con.execute(f"UPDATE zones z SET {UNIT_NAME_COLUMN} = u.name FROM units u WHERE u.unit_id = z.primary_unit")
+
+
+# what _create makes beyond the layers' tables and columns: indexes, triggers (the schema's own)
+_INDEXES = {"problems_open_geom_gist", f"problems_open_{MERCATOR_COLUMN}_gist", "units_unit_id_hash",
+            "zones_primary_unit_hash", *(f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS)}
+_TRIGGERS = {"zones_unit_name", "units_named_insert", "units_named_update", "units_named_delete"}
+_FUNCTIONS_TAG = "zonemap " + hashlib.sha256(_UNIT_NAME_SQL.encode()).hexdigest()[:16]
+
+
+def _complete(con) -> bool:
+    """Whether the store has every table, column, index and trigger this code makes, with its
+    trigger functions as this code writes them: read-only, so that opening a complete store
+    takes no lock (an ALTER TABLE on every open took each table's exclusive lock, which waits
+    behind a long read and makes every read after it wait too)."""
+    have = {(t, c) for t, c in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()")}
+    want = {(n, c.name) for n, spec in LAYERS.items() for c in spec.columns}
+    want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS} | {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value")}
+    if not want <= have:
+        return False
+    indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+    triggers = {r[0] for r in con.execute(
+        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND NOT t.tgisinternal")}
+    tags = {r[0] for r in con.execute(
+        "SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND p.proname IN ('zonemap_zone_unit_name', 'zonemap_units_named')")}
+    return indexes >= _INDEXES and triggers >= _TRIGGERS and tags == {_FUNCTIONS_TAG}
 
 
 class PostGISStore(Store):
@@ -340,6 +372,16 @@ class PostGISStore(Store):
         if version < 140000:  # the tiles' fingerprint: hash_record_extended and bit_xor are 14's
             raise StoreError(f"PostgreSQL 14 or later is needed, this server is {version // 10000}; "
                              "upgrade it or use a GeoPackage store")
+        if _complete(con):
+            return
+        # One process at a time makes what is missing (two gunicorn workers, the notice sender,
+        # a command): concurrent CREATE OR REPLACE FUNCTION fails with "tuple concurrently
+        # updated". A session lock, released when this connection closes.
+        con.execute("SELECT pg_advisory_lock(hashtext('zonemap schema ' || current_schema()))")
+        if not _complete(con):
+            self._make(con)
+
+    def _make(self, con):
         with con.transaction():
             if not con.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone():
                 try:

@@ -243,3 +243,28 @@ def test_cells_count_points_per_cell_and_flag_like_pandas(store):
     assert np.allclose(got["lon"], want["lon"], atol=1e-6) and np.allclose(got["lat"], want["lat"], atol=1e-6)
     with pytest.raises(StoreError, match="cells counts points"):
         store.cells("zones", size)
+
+
+def test_opening_a_postgis_store_waits_for_no_long_read(pg_url):
+    """A store that has everything is opened without DDL: a command or a worker starting while
+    an export reads the zones is not held up (an ALTER TABLE would wait for the read to end,
+    and every read after it would wait behind the ALTER)."""
+    import threading
+
+    import psycopg
+
+    from tests.conftest import _drop_schema, _pg_schema_url
+
+    schema, url = _pg_schema_url(pg_url)
+    try:
+        open_store(url).close()
+        with psycopg.connect(url) as reader:  # a long read: its transaction holds the zones' share lock
+            reader.execute("SELECT count(*) FROM zones").fetchone()
+            opened = threading.Event()
+            t = threading.Thread(target=lambda: (open_store(url).close(), opened.set()), daemon=True)
+            t.start()
+            assert opened.wait(30), "opening the store waited for a read of the zones to end"
+            reader.rollback()
+        t.join(10)
+    finally:
+        _drop_schema(pg_url, schema)
