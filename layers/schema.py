@@ -194,7 +194,9 @@ LAYERS: dict[str, Layer] = {
                _c("changed_at", "datetime", "when this version was made"),
                _c("change_note", "text", "why: the planner's note"),
                _c("change_kind", "text", "assign, geometry, create, split, merge, restore, trim "
-                  "(a neighbour cut by another zone's edit), unit_merge, import or generate"))),
+                  "(a neighbour cut by another zone's edit), unit_merge, import or generate"),
+               _c("run", "text", "the `zones generate` run that wrote this row: while the run is "
+                  "listed in zonemap_runs (moving in), no reader sees the row", private=True))),
         Layer("grid", "单元网格", "MultiPolygon", True,
               "unit grid cells (万米网格) with their 15-digit codes",
               (_c("code", "text", "15 digits: 6 county + 3 street + 3 community + 3 sequence",

@@ -56,7 +56,7 @@ from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
-from .store.base import MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN
+from .store.base import MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN, shown_runs
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -92,7 +92,7 @@ class TileLayer:
     def where(self, z: int) -> list[str]:
         """SQL conditions (the same text for SQLite and PostgreSQL) on `t`, the layer's rows,
         for the features drawn at zoom `z`."""
-        out = ["t.valid_to IS NULL"] if self.name == "zones" else []
+        out = [IN_FORCE] if self.name == "zones" else []
         if self.by:
             col = f't."{self.by}"'
             later = [v for v, m in self.zoom_of.items() if m > z]
@@ -102,6 +102,9 @@ class TileLayer:
                 out.append(f"({col} IS NULL OR {col} NOT IN ({_literals(later)}))")
         return out
 
+
+# the zones a map draws: in force, and of no run of `zones generate` still moving in
+IN_FORCE = "t.valid_to IS NULL AND " + shown_runs("t")
 
 TILED = {layer.name: layer for layer in (
     TileLayer("zones", ("code", "kind", "primary_unit"), 16, unit="primary_unit"),
@@ -151,7 +154,7 @@ def shown(layer: str, z: int) -> bool:
 
 
 def _first_zoom(store: Store, name: str, early: int) -> int:
-    where = " WHERE t.valid_to IS NULL" if name == "zones" else ""
+    where = f" WHERE {IN_FORCE}" if name == "zones" else ""
     rows = store.query(_CENTRES[store.kind].format(n=name, w=where), ())
     if not rows:
         return early

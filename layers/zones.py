@@ -394,19 +394,32 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
 #: rows moved into the store per transaction before the switch (each holds the write lock
 #: for a fraction of a second, whatever the size of the city)
 MOVE_ROWS = 2000
+#: a run listed this long ago was killed (a run of a million buildings takes well under this):
+#: the next run deletes its hidden rows
+STALE_RUN = dt.timedelta(hours=24)
 
 
 def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list[int], valid_from) -> None:
-    """Move what the tiles staged into the store. The rows go in in short transactions of
-    MOVE_ROWS, marked as this run's and in force on no day (valid_to = valid_from: no
-    reader, router or check sees them), then one short transaction switches them on, closes
-    the versions they replace and checks that no other zone writer got in between. A
-    failure anywhere removes the marked rows: the store is as it was. `report.lock_seconds`:
-    the longest any of these transactions held the store's write lock; `report.switch_seconds`:
-    how long the last one did (it rewrites every new row, so it grows with the city)."""
-    mark = f"generating:{uuid.uuid4().hex[:12]}"
+    """Move what the tiles staged into the store. The run is listed in the store's runs table
+    first (store.base RUNS); its rows go in in short transactions of MOVE_ROWS, each row
+    marked with the run, which hides them from every reader, router, tile and check while the
+    run is listed. Then one short transaction closes the versions they replace, checks that no
+    other zone writer got in between and takes the run off the list: every new zone shows at
+    once, and no new row is written again (the switch does not grow with the number of new
+    zones; it does with the number of old versions it closes). A failure anywhere deletes the
+    run's rows: the store is as it was. A run killed outright (no failure to catch) leaves
+    hidden rows, which the first run started STALE_RUN later deletes. `report.lock_seconds`: the longest any of these
+    transactions held the store's write lock; `report.switch_seconds`: how long the last did."""
+    mark = f"generate:{uuid.uuid4().hex[:12]}"
     longest = 0.0
-
+    t = time.perf_counter()
+    with store.transaction() as tx:
+        now = dt.datetime.now(dt.UTC)
+        for stale in tx.runs_before(now - STALE_RUN):
+            tx.end_run(stale, "zones", keep=False)
+            tx.delete_source("units", stale)
+        tx.start_run(mark, now)
+    longest = time.perf_counter() - t
     try:
         for rows, units in _pages_of(stage, MOVE_ROWS):
             t = time.perf_counter()
@@ -417,23 +430,23 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
                         [{k: u.get(k) for k in ("unit_id", "name", "type", "address", "placeholder")}
                          | {"source": mark} for u in new_units], geometry=[None] * len(new_units), crs=STORAGE_CRS))
                 if rows is not None:
-                    tx.append("zones", gpd.GeoDataFrame(rows.assign(valid_to=valid_from, source=mark),
+                    tx.append("zones", gpd.GeoDataFrame(rows.assign(run=mark),
                                                         geometry="geometry", crs=STORAGE_CRS))
             longest = max(longest, time.perf_counter() - t)
             report.new_units += len(new_units)
         t = time.perf_counter()
         with store.transaction() as tx:
             if tx.next_number(LOCK) != seen + 1:  # another zone writer committed meanwhile
-                _verify_versions(tx, [r["code"] for r in tx.rows("zones", {"source": mark})], close)
+                _verify_versions(tx, [r["code"] for r in tx.rows("zones", {"run": mark})], close)
             for chunk in _chunks(close):
                 tx.update_where("zones", {"fid": chunk}, {"valid_to": valid_from})
-            tx.update_where("zones", {"source": mark}, {"valid_to": None, "source": "generated"})
+            tx.end_run(mark, "zones", keep=True)
             tx.update_where("units", {"source": mark}, {"source": "derived"})
         report.switch_seconds = round(time.perf_counter() - t, 2)
         longest = max(longest, report.switch_seconds)
     except BaseException:
         with store.transaction() as tx:
-            tx.delete_source("zones", mark)
+            tx.end_run(mark, "zones", keep=False)
             tx.delete_source("units", mark)
         raise
     report.lock_seconds = round(longest, 2)

@@ -46,6 +46,21 @@ class Transaction(ABC):
         is read and changed with no other writer in between)."""
 
     @abstractmethod
+    def start_run(self, run: str, started: dt.datetime) -> None:
+        """List `run` in the runs table: from the commit on, no reader of the store sees a
+        row whose `run` column is `run` (see `shown_runs`) until `end_run`."""
+
+    @abstractmethod
+    def end_run(self, run: str, layer: str, keep: bool) -> int:
+        """Take `run` off the runs table: its rows of `layer` are seen from the commit on
+        (`keep`), or deleted (not `keep`); returns how many were deleted. Either way one
+        statement on the runs table, whatever the number of rows (`keep`)."""
+
+    @abstractmethod
+    def runs_before(self, started: dt.datetime) -> list[str]:
+        """The runs listed as started before `started` (a run killed before it ended)."""
+
+    @abstractmethod
     def next_number(self, name: str, count: int = 1) -> int:
         """Reserve `count` consecutive numbers of the counter `name` (e.g. "case:20261130")
         and return the first. Counters start at 1. The reservation is part of this
@@ -388,6 +403,25 @@ def from_db(layer: Layer, cols: list[str], values) -> dict:
 
 
 COUNTERS = "zonemap_counters"  # name TEXT PRIMARY KEY, value INTEGER: the last number handed out
+
+# Runs of `zones generate` still moving their rows in: run TEXT PRIMARY KEY, started (a time).
+# A row of a layer with a RUN_COLUMN whose run is listed here is seen by no reader, router,
+# tile or check of zonemap; taking the run off the list shows all its rows at once, in one
+# statement however many they are (Transaction.start_run / end_run).
+RUNS = "zonemap_runs"
+RUN_COLUMN = "run"
+
+
+def shown_runs(alias: str = "") -> str:
+    """SQL (both stores) true for a row that no unfinished run hides."""
+    col = f'{alias}."{RUN_COLUMN}"' if alias else f'"{RUN_COLUMN}"'
+    return f"({col} IS NULL OR {col} NOT IN (SELECT run FROM {RUNS}))"
+
+
+def hides_runs(spec: Layer, where: dict | None) -> bool:
+    """Whether a read of `spec` leaves out the rows of unfinished runs: always for a layer
+    with a run column, unless the read asks for a run's rows by name (the run itself does)."""
+    return RUN_COLUMN in spec.column_names and RUN_COLUMN not in (where or {})
 
 # The open cases, as the problems tiles below z18 ask for them (layers/tiles.py TILED), in the
 # same text (for the planners to see that an index of them applies): both stores index them apart,

@@ -41,6 +41,8 @@ from .base import (
     COUNTERS,
     OPEN_CASES,
     OPEN_INDEX,
+    RUN_COLUMN,
+    RUNS,
     Store,
     Transaction,
     cell_options,
@@ -49,9 +51,11 @@ from .base import (
     column_type,
     empty_frame,
     from_db,
+    hides_runs,
     nulls_as_none,
     read_options,
     rows_for,
+    shown_runs,
     spatial,
     to_date_text,
     update_values,
@@ -187,6 +191,21 @@ class _GpkgTransaction(Transaction):
         check_layer(layer)
         return self.con.execute(f'DELETE FROM "{layer}" WHERE source = ?', (source,)).rowcount
 
+    def start_run(self, run, started):
+        self.con.execute(f"INSERT INTO {RUNS} (run, started) VALUES (?, ?)", (run, to_date_text(started)))
+
+    def end_run(self, run, layer, keep):
+        check_layer(layer)
+        gone = 0 if keep else self.con.execute(
+            f'DELETE FROM "{layer}" WHERE "{RUN_COLUMN}" = ?', (run,)).rowcount
+        self.con.execute(f"DELETE FROM {RUNS} WHERE run = ?", (run,))
+        return gone
+
+    def runs_before(self, started):
+        return [r[0] for r in self.con.execute(
+            f"SELECT run FROM {RUNS} WHERE julianday(started) < julianday(?) ORDER BY run",
+            (to_date_text(started),))]
+
     def next_number(self, name, count=1):
         # BEGIN IMMEDIATE holds SQLite's write lock, so no other connection reads or moves the
         # counter between this statement and our COMMIT.
@@ -209,7 +228,7 @@ def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
     """WHERE for equality (`where`), "none of these" (`exclude`) and time ranges (checked by
     read_options). Times compare through julianday(): the text a GeoPackage holds may come
     from QGIS or GDAL with another offset or precision than ours, and julianday reads them all."""
-    parts, params = [], []
+    parts, params = ([shown_runs()] if hides_runs(spec, where) else []), []
     for col, values in where_values(spec, where):
         parts.append(f'"{col}" IN ({", ".join("?" * len(values))})')
         params += [to_date_text(v) for v in values]
@@ -488,6 +507,8 @@ class GeoPackageStore(Store):
                         self._add_columns(tx.con, LAYERS[name], have)
                 tx.con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
                                "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+                tx.con.execute(f"CREATE TABLE IF NOT EXISTS {RUNS} "
+                               "(run TEXT PRIMARY KEY NOT NULL, started DATETIME NOT NULL)")
                 tx.con.execute(f'CREATE INDEX IF NOT EXISTS "{OPEN_INDEX}" ON problems (fid) WHERE {OPEN_CASES}')
         with self._reading() as con:  # persistent: set once for the file, kept by QGIS too
             if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -498,7 +519,7 @@ class GeoPackageStore(Store):
         no write lock, so it never waits for a running import)."""
         with self._reading() as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if COUNTERS not in tables or any(n not in tables for n in LAYERS):
+            if COUNTERS not in tables or RUNS not in tables or any(n not in tables for n in LAYERS):
                 return True
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
                                (OPEN_INDEX,)).fetchone():

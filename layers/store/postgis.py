@@ -32,6 +32,8 @@ from .base import (
     MERCATOR_COLUMN,
     MERCATOR_LAYERS,
     OPEN_CASES,
+    RUN_COLUMN,
+    RUNS,
     UNIT_NAME_COLUMN,
     Store,
     Transaction,
@@ -41,8 +43,10 @@ from .base import (
     column_type,
     frame_from_rows,
     from_db,
+    hides_runs,
     read_options,
     rows_for,
+    shown_runs,
     spatial,
     update_values,
     where_values,
@@ -123,6 +127,23 @@ class _PgTransaction(Transaction):
         with _lost(self.con):
             return self.con.execute(f'DELETE FROM "{layer}" WHERE source = %s', (source,)).rowcount
 
+    def start_run(self, run, started):
+        with _lost(self.con):
+            self.con.execute(f"INSERT INTO {RUNS} (run, started) VALUES (%s, %s)", (run, started))
+
+    def end_run(self, run, layer, keep):
+        check_layer(layer)
+        with _lost(self.con):
+            gone = 0 if keep else self.con.execute(
+                f'DELETE FROM "{layer}" WHERE "{RUN_COLUMN}" = %s', (run,)).rowcount
+            self.con.execute(f"DELETE FROM {RUNS} WHERE run = %s", (run,))
+        return gone
+
+    def runs_before(self, started):
+        with _lost(self.con):
+            return [r[0] for r in self.con.execute(
+                f"SELECT run FROM {RUNS} WHERE started < %s ORDER BY run", (started,))]
+
     def next_number(self, name, count=1):
         # One statement takes the row lock (or inserts the row) and moves the counter; a
         # concurrent transaction waits on that lock until we commit or roll back.
@@ -148,7 +169,7 @@ class _PgTransaction(Transaction):
 def _where_sql(spec, where, exclude=None, time=None) -> tuple[str, list]:
     """WHERE for equality (`where`), "none of these" (`exclude`) and time ranges (checked by
     read_options)."""
-    parts, params = [], []
+    parts, params = ([shown_runs()] if hides_runs(spec, where) else []), []
     for col, values in where_values(spec, where):
         parts.append(f'"{col}" = ANY(%s)')
         params.append(values)
@@ -284,7 +305,8 @@ def _complete(con) -> bool:
     have = {(t, c) for t, c in con.execute(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()")}
     want = {(n, c.name) for n, spec in LAYERS.items() for c in spec.columns}
-    want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS} | {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value")}
+    want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS}
+    want |= {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value"), (RUNS, "started")}
     if not want <= have:
         return False
     indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
@@ -392,6 +414,8 @@ class PostGISStore(Store):
         with con.transaction():
             con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTERS} "
                         "(name text PRIMARY KEY, value bigint NOT NULL)")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {RUNS} "
+                        "(run text PRIMARY KEY, started timestamptz NOT NULL)")
         existing = {r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
         for name, spec in LAYERS.items():

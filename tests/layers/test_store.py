@@ -268,3 +268,45 @@ def test_opening_a_postgis_store_waits_for_no_long_read(pg_url):
         t.join(10)
     finally:
         _drop_schema(pg_url, schema)
+
+
+def test_a_run_s_rows_are_seen_by_no_reader_until_the_run_ends(store):
+    """A run of `zones generate` moves its zones in over many transactions: until it ends,
+    no read, count or in-transaction read sees them, and ending it shows them all at once
+    without writing them again; a run given up, or killed and found stale, leaves nothing."""
+    from layers.tiles import IN_FORCE, TILED
+
+    def zones(codes, run):
+        return gpd.GeoDataFrame({"code": codes, "kind": "frontage", "run": run, "version": 1},
+                                geometry=[shapely.box(118.78 + i / 1e3, 32.04, 118.7805 + i / 1e3, 32.0405)
+                                          for i in range(len(codes))], crs="EPSG:4326")
+
+    store.append("zones", zones(["Z-OLD"], None))
+    started = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+    with store.transaction() as tx:
+        tx.start_run("generate:a", started)
+        tx.start_run("generate:killed", started - dt.timedelta(days=2))
+    for page in (["Z-1", "Z-2"], ["Z-3"]):
+        with store.transaction() as tx:
+            tx.append("zones", zones(page, "generate:a"))
+    store.append("zones", zones(["Z-K"], "generate:killed"))
+    box = (118.0, 32.0, 119.0, 33.0)
+    tile_sql = f'SELECT count(*) FROM "zones" t WHERE {IN_FORCE}'
+    assert TILED["zones"].where(16)[0] == IN_FORCE
+    assert store.read("zones")["code"].tolist() == ["Z-OLD"]
+    assert store.read("zones", bbox=box)["code"].tolist() == ["Z-OLD"]
+    assert store.count("zones") == 1 and store.count("zones", where={"kind": "frontage"}) == 1
+    assert store.query(tile_sql, ())[0][0] == 1
+    with store.transaction() as tx:
+        assert [r["code"] for r in tx.rows("zones", {"kind": "frontage"})] == ["Z-OLD"]
+        assert [r["code"] for r in tx.rows("zones", {"run": "generate:a"})] == ["Z-1", "Z-2", "Z-3"]
+        assert tx.runs_before(started) == ["generate:killed"]
+    with store.transaction() as tx:
+        assert tx.end_run("generate:a", "zones", keep=True) == 0
+    assert sorted(store.read("zones")["code"]) == ["Z-1", "Z-2", "Z-3", "Z-OLD"]
+    assert store.count("zones", bbox=box) == 4 and store.query(tile_sql, ())[0][0] == 4
+    with store.transaction() as tx:
+        assert tx.end_run("generate:killed", "zones", keep=False) == 1
+        assert tx.runs_before(started + dt.timedelta(days=9)) == []
+    assert store.count("zones", where={"code": "Z-K"}) == 0
+    assert sorted(store.read("zones")["code"]) == ["Z-1", "Z-2", "Z-3", "Z-OLD"]

@@ -14,6 +14,7 @@ import pytest
 import shapely
 
 from layers import cases, zone_tiles, zones
+from layers.routing import Router
 from layers.store import open_store
 from layers.store.gpkg import GeoPackageStore
 from layers.users import ANONYMOUS
@@ -155,7 +156,52 @@ def test_a_failure_while_the_zones_move_in_leaves_the_store_as_it_was(zoned_city
         assert s.count("units") == units
     assert calls["n"] == 5 and len(after) == len(before) and after["valid_to"].isna().all()
     assert np.array_equal(after["fid"].to_numpy(), before["fid"].to_numpy())
-    assert not after["source"].str.startswith("generating").any()
+    with open_store(db) as s:  # nothing hidden is left behind either: the pages in were deleted
+        assert s.query("SELECT count(*) FROM zones", ())[0][0] == len(before)
+        assert s.query("SELECT count(*) FROM zonemap_runs", ())[0][0] == 0
+
+
+def _routed(store, points) -> list:
+    router = Router(store)
+    return [router.route_one(x, y)["zone_code"] for x, y in points]
+
+
+def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_path, monkeypatch):
+    """The zones move in over many transactions, and the last one shows them all at once
+    without writing them again: between two pages, the map, the router and `zones check` see
+    the old zones only, whole. A run killed outright a day before left hidden rows: the new run
+    deletes them."""
+    db = _copy(zoned_city, tmp_path, "readers.gpkg")
+    with open_store(db) as s:
+        before = zones.current(s.read("zones"))
+        pts = [(p.x, p.y) for p in before.sample(40, random_state=3).representative_point()]
+        routed = _routed(s, pts)
+        killed = before.head(3).drop(columns="fid").assign(run="generate:killed", code=["K1", "K2", "K3"])
+        with s.transaction() as tx:
+            tx.start_run("generate:killed", dt.datetime.now(dt.UTC) - dt.timedelta(hours=25))
+            tx.append("zones", killed)
+        assert s.count("zones") == len(before)
+    seen, real = [], zones._new_units
+
+    def look_between_pages(store, tx, page):
+        with open_store(db) as other:  # another connection: what a reader sees at this moment
+            z = other.read("zones")
+            seen.append((len(z), set(z["profile"]), _routed(other, pts), zones.check(other)))
+        return real(store, tx, page)
+
+    monkeypatch.setattr(zones, "MOVE_ROWS", 300)
+    monkeypatch.setattr(zones, "_new_units", look_between_pages)
+    with open_store(db) as s:
+        report = zones.generate(s, "beijing-1999", valid_from=DAY + dt.timedelta(days=1))
+        after = zones.current(s.read("zones"))
+        assert s.query("SELECT count(*) FROM zonemap_runs", ())[0][0] == 0
+        assert s.count("zones", where={"code": ["K1", "K2", "K3"]}) == 0
+        assert s.query("SELECT count(*) FROM zones WHERE run = 'generate:killed'", ())[0][0] == 0
+    assert len(seen) > 5 and report.new_versions > 1000  # many pages were in while readers looked
+    for n, profiles, got, check in seen:
+        assert n == len(before) and profiles == {"beijing-2022"} and got == routed
+        assert check["overlaps"] == 0 and check["gaps"] == 0
+    assert set(after["profile"]) == {"beijing-1999"} and len(after) == sum(report.counts.values())
 
 
 def test_a_report_sent_while_zones_are_generated_is_stored(zoned_city, tmp_path):
@@ -194,3 +240,4 @@ def test_a_report_sent_while_zones_are_generated_is_stored(zoned_city, tmp_path)
         stored = s.read("problems")
         assert set(sent) <= set(stored["problem_id"])
         assert zones.current(s.read("zones"))["profile"].eq("beijing-1999").all()
+
