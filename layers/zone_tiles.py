@@ -40,13 +40,17 @@ TILE_CELLS = 4      # a tile is TILE_CELLS × TILE_CELLS cells: about 1 km
 READ_BATCH = 2      # tiles in flight per Dask worker (what bounds the memory of the run)
 
 
+def reach_m(profile: Profile) -> float:
+    """The farthest an owner's zone reaches from its outline: the lateral allowance plus a
+    mitred corner of the maximum depth."""
+    return profile.lateral_m + MITRE * profile.max_depth_m
+
+
 def halo_m(profile: Profile) -> float:
-    """How far around a tile its data is read: the farthest an owner's zone reaches from its
-    outline (lateral allowance plus a mitred corner of the maximum depth), twice over (the
-    Voronoi cells of a zone reaching into the tile need the outlines that far around it),
+    """How far around a tile its data is read: an owner zone's reach (`reach_m`) twice over
+    (the Voronoi cells of a zone reaching into the tile need the outlines that far around it),
     plus the depth the facing test looks along."""
-    reach = profile.lateral_m + MITRE * profile.max_depth_m
-    return 2 * reach + profile.max_depth_m + 20.0
+    return 2 * reach_m(profile) + profile.max_depth_m + 20.0
 
 
 @dataclass(frozen=True)

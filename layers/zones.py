@@ -312,6 +312,17 @@ def _verify_versions(tx, codes, closing) -> None:
                       "generate` at the same time); nothing was written: run it again")
 
 
+def study_box(store: Store, profile, bbox=None) -> tuple[float, float, float, float]:
+    """The box (W, S, E, N) zones are drawn in: `bbox`, or the buildings' extent grown by the
+    reach of a zone past its outline (zone_tiles.reach_m), so that the outermost buildings keep
+    their street-facing zones whole. InputError when there is nothing to draw from."""
+    box = tuple(bbox) if bbox is not None else store.extent(["buildings"])
+    if box is None or store.count("roads") == 0:
+        raise InputError("zones need buildings and roads in the store: run `zonemap import-osm` "
+                         "or `zonemap import … --as buildings/roads` first")
+    return box if bbox is not None else zone_tiles.grow_deg(box, zone_tiles.reach_m(profile))
+
+
 def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox=None,
              valid_from: dt.date | None = None, dry_run: bool = False,
              now: dt.datetime | None = None, workers: int | None = None,
@@ -332,10 +343,7 @@ def generate(store: Store, profile_name: str = "beijing-2022", kinds=KINDS, bbox
     profile = load_profile(profile_name)
     rules = load_curb_rules()
     valid_from = valid_from or city_today(now)
-    box = tuple(bbox) if bbox is not None else store.extent(["buildings"])
-    if box is None or store.count("roads") == 0:
-        raise InputError("zones need buildings and roads in the store: run `zonemap import-osm` "
-                         "or `zonemap import … --as buildings/roads` first")
+    box = study_box(store, profile, bbox)
     x0, y0, x1, y1 = box
     metric = metric_crs((x0 + x1) / 2, (y0 + y1) / 2)
     report = GenerateReport(profile=profile.name, crs=metric, dry_run=dry_run)

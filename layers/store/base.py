@@ -88,8 +88,9 @@ class Store(ABC):
              where: dict | None = None, *, limit: int | None = None, offset: int = 0,
              order: list[tuple[str, str]] | None = None, time: tuple | None = None,
              exclude: dict | None = None) -> gpd.GeoDataFrame:
-        """Rows of `layer` (EPSG:4326), optionally only those whose box meets `bbox`
-        (W, S, E, N in degrees), found through the spatial index, whose columns equal
+        """Rows of `layer` (EPSG:4326), optionally only those that meet the box `bbox`
+        (W, S, E, N in degrees; the geometry itself, not only its box), found through the
+        spatial index, whose columns equal
         `where`'s values (a list: any of them) and are none of `exclude`'s (a null is none
         of them). `time` = (datetime column, start, end): start <= value < end, each bound
         an aware datetime or None (open); a null time is outside every range; a list of

@@ -431,6 +431,27 @@ def _copy_template(path: Path) -> None:
         part.unlink(missing_ok=True)
 
 
+def _exact_extent(con, name: str) -> tuple[float, float, float, float] | None:
+    """(W, S, E, N) of layer `name`, exact as PostGIS gives it. The R-tree keeps boxes in
+    float32, rounded outward (~1 m at China's longitudes), which would move the study area
+    and the tile grid of `zones generate` by that much against a PostGIS store's; so the
+    rows whose R-tree box lies within a few float32 steps of an edge are read, and the edge
+    taken from their blobs' own (double) envelopes."""
+    rough = con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{name}_geom"').fetchone()
+    if rough[0] is None:
+        return None
+    tol = [4 * float(np.spacing(np.float32(abs(v)))) for v in rough]
+    w, s, e, n = rough
+    got = con.execute(f'SELECT t.geom FROM "{name}" t JOIN "rtree_{name}_geom" r ON r.id = t.fid '
+                      "WHERE r.minx <= ? OR r.miny <= ? OR r.maxx >= ? OR r.maxy >= ?",
+                      (w + tol[0], s + tol[1], e - tol[2], n - tol[3])).fetchall()
+    envs = np.array([env for (blob,) in got if blob is not None
+                     and (env := _envelope(bytes(blob))) is not None], dtype=float).reshape(-1, 4)
+    if not len(envs):
+        return tuple(rough)
+    return (float(envs[:, 0].min()), float(envs[:, 2].min()), float(envs[:, 1].max()), float(envs[:, 3].max()))
+
+
 class GeoPackageStore(Store):
     kind = "geopackage"
 
@@ -632,9 +653,8 @@ class GeoPackageStore(Store):
     def extent(self, layers=None):
         names = [check_layer(n).name for n in layers] if layers else [n for n in LAYERS if spatial(n)]
         with self._reading() as con:
-            boxes = [con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) '
-                                 f'FROM "rtree_{name}_geom"').fetchone() for name in names]
-        boxes = [b for b in boxes if b[0] is not None]
+            boxes = [_exact_extent(con, name) for name in names]
+        boxes = [b for b in boxes if b is not None]
         if not boxes:
             return None
         return (min(b[0] for b in boxes), min(b[1] for b in boxes),

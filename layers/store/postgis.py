@@ -203,10 +203,11 @@ def _page_sql(limit, offset) -> tuple[str, list]:
 
 
 def _select(spec, names, where, exclude, span, bbox) -> tuple[str, list]:
-    """SELECT `names` with the filters; a bbox meets the geometries' boxes (GiST index)."""
+    """SELECT `names` with the filters; a bbox meets the geometries themselves (through the
+    GiST index), as the GeoPackage's exact test after its R-tree does."""
     sql, params = _where_sql(spec, where, exclude, span)
     if bbox is not None:
-        sql += (" AND" if sql else " WHERE") + " geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+        sql += (" AND" if sql else " WHERE") + " ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))"
         params = [*params, *map(float, bbox)]
     return f'SELECT {names} FROM "{spec.name}"{sql}', params
 
