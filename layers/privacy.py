@@ -17,7 +17,7 @@ STAFF = ("inspector", "dispatcher", "planner", "admin")
 # who edited a zone and why: a planner's login and words, for staff only
 _EDITS = ("changed_by", "change_note")
 _BASE = {  # base data: what the source published, less the attrs JSON (OSM phone tags live there)
-    name: [c for c in LAYERS[name].column_names if c != "attrs" and c not in _EDITS]
+    name: [c for c in LAYERS[name].public_columns if c != "attrs" and c not in _EDITS]
     for name in ("buildings", "roads", "pois", "areas", "sites", "zones", "grid")}
 
 PUBLIC = {

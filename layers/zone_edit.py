@@ -42,7 +42,7 @@ from . import audit
 from .errors import Forbidden, InputError, NotFound, Refused
 from .schema import STORAGE_CRS
 from .store import Store
-from .store.base import COUNTERS
+from .store.base import COUNTERS, RUNS
 from .users import CLI, User
 from .workflow import FINAL, LINKED, STATE_ZH, Workflow
 from .zones import LOCK, PREFIX, _hold_versions, city_today, current
@@ -300,7 +300,12 @@ def _last_versions(store: Store, codes) -> dict[str, int]:
 def _new_codes(store: Store, kind: str, n: int) -> list[str]:
     """`n` unused codes of `kind` (the next numbers after the highest ever used, in any version)."""
     prefix = PREFIX[kind]
-    every = store.read("zones", where={"kind": kind})["code"]
+    every = store.read("zones", where={"kind": kind})["code"].tolist()
+    # and those of a `zones generate` still moving in, hidden from readers till it ends: a code
+    # taken here and there would make that run refuse itself at its end
+    runs = [r[0] for r in store.query(f"SELECT run FROM {RUNS}", ())]
+    if runs:
+        every += store.read("zones", where={"kind": kind, "run": runs})["code"].tolist()
     nums = [int(c[1:]) for c in every if isinstance(c, str) and c[:1] == prefix and c[1:].isdigit()]
     top = max(nums, default=0)
     return [f"{prefix}{top + k:06d}" for k in range(1, n + 1)]

@@ -316,7 +316,7 @@ def study_box(store: Store, profile, bbox=None) -> tuple[float, float, float, fl
     """The box (W, S, E, N) zones are drawn in: `bbox`, or the buildings' extent grown by the
     reach of a zone past its outline (zone_tiles.reach_m), so that the outermost buildings keep
     their street-facing zones whole. InputError when there is nothing to draw from."""
-    box = tuple(bbox) if bbox is not None else store.extent(["buildings"])
+    box = tuple(bbox) if bbox is not None else store.extent(["buildings"], exact=True)
     if box is None or store.count("roads") == 0:
         raise InputError("zones need buildings and roads in the store: run `zonemap import-osm` "
                          "or `zonemap import … --as buildings/roads` first")
@@ -416,16 +416,23 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
     once, and no new row is written again (the switch does not grow with the number of new
     zones; it does with the number of old versions it closes). A failure anywhere deletes the
     run's rows: the store is as it was. A run killed outright (no failure to catch) leaves
-    hidden rows, which the first run started STALE_RUN later deletes. `report.lock_seconds`: the longest any of these
-    transactions held the store's write lock; `report.switch_seconds`: how long the last did."""
+    hidden rows, which the first run started STALE_RUN later deletes (with what a run killed
+    before the runs table left: rows marked `generating:…`). `report.lock_seconds`: the
+    longest any of these transactions held the store's write lock; `report.switch_seconds`:
+    how long the last did."""
     mark = f"generate:{uuid.uuid4().hex[:12]}"
     longest = 0.0
     t = time.perf_counter()
+    unlisted = [r[0] for r in store.query(  # substr: a LIKE's % means a placeholder to psycopg
+        "SELECT DISTINCT source FROM zones WHERE substr(source, 1, 11) = 'generating:'", ())]
     with store.transaction() as tx:
         now = dt.datetime.now(dt.UTC)
         for stale in tx.runs_before(now - STALE_RUN):
             tx.end_run(stale, "zones", keep=False)
-            tx.delete_source("units", stale)
+            _drop_units(tx, stale)
+        for stale in unlisted:
+            tx.delete_source("zones", stale)
+            _drop_units(tx, stale)
         tx.start_run(mark, now)
     longest = time.perf_counter() - t
     try:
@@ -455,9 +462,22 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
     except BaseException:
         with store.transaction() as tx:
             tx.end_run(mark, "zones", keep=False)
-            tx.delete_source("units", mark)
+            _drop_units(tx, mark)
         raise
     report.lock_seconds = round(longest, 2)
+
+
+def _drop_units(tx, run: str) -> None:
+    """Delete the units run `run` added (its zones deleted first), except those a zone names:
+    a run after it found them in the store and used them, so they stay, as derived ones."""
+    ids = [r["unit_id"] for r in tx.rows("units", {"source": run})]
+    used = set()
+    for chunk in _chunks(ids):
+        for col in ("primary_unit", "co_unit"):
+            used |= {r[col] for r in tx.rows("zones", {col: chunk})}
+    for chunk in _chunks(sorted(used & set(ids))):
+        tx.update_where("units", {"unit_id": chunk}, {"source": "derived"})
+    tx.delete_source("units", run)
 
 
 def _pages_of(stage, size: int):

@@ -124,9 +124,12 @@ class Store(ABC):
         """True when `layer`'s geometry column has a spatial index."""
 
     @abstractmethod
-    def extent(self, layers: list[str] | None = None) -> tuple[float, float, float, float] | None:
+    def extent(self, layers: list[str] | None = None, *, exact: bool = False
+               ) -> tuple[float, float, float, float] | None:
         """(W, S, E, N) of everything stored (or of `layers`), from the spatial indexes; None
-        when empty."""
+        when empty. A GeoPackage's index keeps float32 boxes rounded outward (~1 m): `exact`
+        reads the geometries at its edges for the box PostGIS gives (zones generate's study
+        area); a map page's view needs no more than the index's."""
 
     @abstractmethod
     def check(self) -> dict:

@@ -431,15 +431,15 @@ def _copy_template(path: Path) -> None:
         part.unlink(missing_ok=True)
 
 
-def _exact_extent(con, name: str) -> tuple[float, float, float, float] | None:
-    """(W, S, E, N) of layer `name`, exact as PostGIS gives it. The R-tree keeps boxes in
-    float32, rounded outward (~1 m at China's longitudes), which would move the study area
-    and the tile grid of `zones generate` by that much against a PostGIS store's; so the
-    rows whose R-tree box lies within a few float32 steps of an edge are read, and the edge
-    taken from their blobs' own (double) envelopes."""
+def _extent(con, name: str, exact: bool) -> tuple[float, float, float, float] | None:
+    """(W, S, E, N) of layer `name` from its R-tree; `exact`: as PostGIS gives it. The R-tree
+    keeps boxes in float32, rounded outward (~1 m at China's longitudes), which would move the
+    study area and the tile grid of `zones generate` by that much against a PostGIS store's;
+    so the rows whose R-tree box lies within a few float32 steps of an edge are read, and the
+    edge taken from their blobs' own (double) envelopes."""
     rough = con.execute(f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{name}_geom"').fetchone()
-    if rough[0] is None:
-        return None
+    if rough[0] is None or not exact:
+        return None if rough[0] is None else tuple(rough)
     tol = [4 * float(np.spacing(np.float32(abs(v)))) for v in rough]
     w, s, e, n = rough
     got = con.execute(f'SELECT t.geom FROM "{name}" t JOIN "rtree_{name}_geom" r ON r.id = t.fid '
@@ -650,10 +650,10 @@ class GeoPackageStore(Store):
         with self._reading() as con:
             return con.execute(sql, params).fetchall()
 
-    def extent(self, layers=None):
+    def extent(self, layers=None, *, exact=False):
         names = [check_layer(n).name for n in layers] if layers else [n for n in LAYERS if spatial(n)]
         with self._reading() as con:
-            boxes = [_exact_extent(con, name) for name in names]
+            boxes = [_extent(con, name, exact) for name in names]
         boxes = [b for b in boxes if b is not None]
         if not boxes:
             return None

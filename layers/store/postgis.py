@@ -484,7 +484,7 @@ class PostGISStore(Store):
         rows = self.query(f"{sql} GROUP BY {groups}", [size, size, *(t for *_, t in flagged), *params])
         return pd.DataFrame(rows, columns=["ix", "iy", *(f[0] for f in flagged), "n", "lon", "lat"])
 
-    def extent(self, layers=None):
+    def extent(self, layers=None, *, exact=False):  # ST_Extent is exact whatever `exact` says
         names = [check_layer(n).name for n in layers] if layers else [n for n in LAYERS if spatial(n)]
         union = " UNION ALL ".join(f'SELECT ST_Extent(geom)::geometry AS g FROM "{n}"' for n in names)
         row = self.query(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "

@@ -263,3 +263,18 @@ def test_the_command_line_assigns_imports_twice_and_restores(city, store_url, tm
     assert bad.returncode == 1 and "has no version 9" in bad.stderr
     merged = run_cli("units", "merge", "U-P", "--into", "U-A", "--json", db=store_url, check=True)
     assert json.loads(merged.stdout)["zones_moved"] == ["F000003", "F000006", "F000009"]
+
+
+def test_a_zone_drawn_while_zones_generate_moves_in_takes_a_code_the_run_does_not_hold(city):
+    """A generation's rows are hidden from readers until it ends; a planner's new zone meanwhile
+    still takes a code after theirs (the same code in both would make the run refuse itself
+    at its end, throwing the whole run away)."""
+    held = gpd.GeoDataFrame({"code": ["F000010", "F000011"], "kind": "frontage", "primary_unit": "U-A",
+                             "version": 1, "run": "generate:moving"},
+                            geometry=[box(5, 0, 6, 1), box(6, 0, 7, 1)], crs=4326)
+    with city.transaction() as tx:
+        tx.start_run("generate:moving", dt.datetime.now(dt.UTC))
+        tx.append("zones", held)
+    assert "F000011" not in set(in_force(city)["code"])
+    made = zone_edit.create(city, mapping(box(3, 0, 4, 1)), "frontage", "U-A", PLAN, note="新店")
+    assert made.codes == ["F000012"]

@@ -178,10 +178,19 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
         pts = [(p.x, p.y) for p in before.sample(40, random_state=3).representative_point()]
         routed = _routed(s, pts)
         killed = before.head(3).drop(columns="fid").assign(run="generate:killed", code=["K1", "K2", "K3"])
+        # a run of the old scheme, killed: its rows in force on no day, marked by their source
+        old_scheme = before.iloc[3:5].drop(columns="fid").assign(
+            source="generating:0ld", valid_to=DAY, code=["G1", "G2"], primary_unit="U-GONE")
+        used_unit = before["primary_unit"].dropna().iloc[0]  # a killed run's unit a later run used
         with s.transaction() as tx:
             tx.start_run("generate:killed", dt.datetime.now(dt.UTC) - dt.timedelta(hours=25))
             tx.append("zones", killed)
-        assert s.count("zones") == len(before)
+            tx.append("zones", old_scheme)
+            tx.append("units", gpd.GeoDataFrame({"unit_id": ["U-KILLED", "U-GONE"], "name": ["甲", "乙"],
+                                                 "source": ["generate:killed", "generating:0ld"]},
+                                                geometry=[None, None], crs=4326))
+            tx.update_where("units", {"unit_id": used_unit}, {"source": "generate:killed"})
+        assert s.count("zones") == len(before) + 2 and len(zones.current(s.read("zones"))) == len(before)
     seen, real = [], zones._new_units
 
     def look_between_pages(store, tx, page):
@@ -198,6 +207,10 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
         assert s.query("SELECT count(*) FROM zonemap_runs", ())[0][0] == 0
         assert s.count("zones", where={"code": ["K1", "K2", "K3"]}) == 0
         assert s.query("SELECT count(*) FROM zones WHERE run = 'generate:killed'", ())[0][0] == 0
+        assert s.count("zones", where={"code": ["G1", "G2"]}) == 0
+        units = s.read("units").set_index("unit_id")
+        assert "U-KILLED" not in units.index and "U-GONE" not in units.index
+        assert units.loc[used_unit, "source"] == "derived"  # the zones that name it keep their unit
     assert len(seen) > 5 and report.new_versions > 1000  # many pages were in while readers looked
     for n, profiles, got, check in seen:
         assert n == len(before) and profiles == {"beijing-2022"} and got == routed
@@ -257,7 +270,7 @@ def test_generating_into_postgis_gives_the_geopackage_s_zones(city, zoned_city, 
             for name in LAYERS:
                 if name != "zones" and src.count(name):
                     pg.append(name, src.read(name).drop(columns="fid"))
-            assert pg.extent(["buildings"]) == src.extent(["buildings"])
+            assert pg.extent(["buildings"]) == src.extent(["buildings"], exact=True) != src.extent(["buildings"])
             report = zones.generate(pg, valid_from=DAY)
             got = zones.current(pg.read("zones")).sort_values("code").reset_index(drop=True)
         want = _zones(zoned_city[0])
