@@ -422,9 +422,9 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
     how long the last did."""
     mark = f"generate:{uuid.uuid4().hex[:12]}"
     longest = 0.0
-    t = time.perf_counter()
     unlisted = [r[0] for r in store.query(  # substr: a LIKE's % means a placeholder to psycopg
         "SELECT DISTINCT source FROM zones WHERE substr(source, 1, 11) = 'generating:'", ())]
+    t = time.perf_counter()  # the lock's hold: the read above takes none
     with store.transaction() as tx:
         now = dt.datetime.now(dt.UTC)
         for stale in tx.runs_before(now - STALE_RUN):
