@@ -414,10 +414,12 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
     run is listed. Then one short transaction closes the versions they replace, checks that no
     other zone writer got in between and takes the run off the list: every new zone shows at
     once, and no new row is written again (the switch does not grow with the number of new
-    zones; it does with the number of old versions it closes). A failure anywhere deletes the
-    run's rows: the store is as it was. A run killed outright (no failure to catch) leaves
-    hidden rows, which the first run started STALE_RUN later deletes (with what a run killed
-    before the runs table left: rows marked `generating:…`). `report.lock_seconds`: the
+    zones; it does with the number of old versions it closes). The run's new units carry its
+    mark as their `source` for good (which run derived them), so the switch rewrites none of
+    them either; they are not hidden (a unit no zone names yet is harmless to a reader).
+    A failure anywhere deletes the run's rows: the store is as it was. A run killed outright
+    (no failure to catch) leaves hidden rows, which the first run started STALE_RUN later
+    deletes (with what a run killed before the runs table left: rows marked `generating:…`). `report.lock_seconds`: the
     longest any of these transactions held the store's write lock; `report.switch_seconds`:
     how long the last did."""
     mark = f"generate:{uuid.uuid4().hex[:12]}"
@@ -455,8 +457,7 @@ def _move_in(store: Store, stage, report: GenerateReport, seen: int, close: list
                 _verify_versions(tx, [r["code"] for r in tx.rows("zones", {"run": mark})], close)
             for chunk in _chunks(close):
                 tx.update_where("zones", {"fid": chunk}, {"valid_to": valid_from})
-            tx.end_run(mark, "zones", keep=True)
-            tx.update_where("units", {"source": mark}, {"source": "derived"})
+            tx.end_run(mark, "zones", keep=True)  # its units keep `source` = the run: no rewrite
         report.switch_seconds = round(time.perf_counter() - t, 2)
         longest = max(longest, report.switch_seconds)
     except BaseException:

@@ -170,6 +170,10 @@ def test_units_are_derived_and_a_planner_fills_them_from_a_table(tmp_path, nanji
     assert "南京图书馆" in set(named["name"]) and "金陵中学" in set(named["name"])
     assert units["placeholder"].astype(bool).sum() > 0  # unnamed frontages, named by id, flagged
     assert set(z["primary_unit"]) <= set(units["unit_id"])
+    # which generation derived each of them stays on it (its run, long ended: no unit is hidden)
+    assert units["source"].str.fullmatch(r"generate:[0-9a-f]{12}").all()
+    with open_store(db) as s:
+        assert s.query("SELECT count(*) FROM zonemap_runs", ())[0][0] == 0
     table = tmp_path / "责任人.xlsx"
     pd.DataFrame({"单位名称": ["南京图书馆", "金陵中学"], "责任人": ["张三", "李四"],
                   "联系电话": ["025-84356000", "025-83301234"], "邮箱": ["lib@example.org", None],
