@@ -3,9 +3,9 @@
 `docs/layers.md` is generated from this module (`scripts/zonemap layers --schema --markdown`)
 and a test fails when the two differ. Every layer is stored in EPSG:4326 (WGS 84 / CGCS2000
 longitude–latitude); lengths and areas are computed in a metric CRS (see geo.crs).
-Every layer also has `source` (where the row came from: file and row, or "osm") and `attrs`
-(a JSON object holding the source file's other fields under their own names, Chinese ones
-included), so nothing a planner imports is lost.
+Every layer also has `source` (where the row came from: file and row, "osm", or the zone generation
+that made it) and `attrs` (a JSON object holding the source file's other fields under their
+own names, Chinese ones included), so nothing a planner imports is lost.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ _ADDR = (_c("addr_street", "text", "street of the address", aliases=("街道名"
 _RAW = (_c("raw_x", "real", "x (longitude) exactly as received, before conversion"),
         _c("raw_y", "real", "y (latitude) exactly as received, before conversion"),
         _c("raw_crs", "text", "the system of raw_x/raw_y: EPSG code, or wgs84/gcj02/bd09/cgcs2000"))
-_TAIL = (_c("source", "text", "origin of the row: file name and row number, or osm"),
+_TAIL = (_c("source", "text", "origin of the row: file name and row number, osm, generated (a generated "
+                  "zone), or generate:<run> (a unit that zone generation derived)"),
          _c("attrs", "text", "JSON object of the source's other fields, under their own names"))
 
 LAYERS: dict[str, Layer] = {
