@@ -19,7 +19,9 @@ with no layers.
 
 Two ways to encode, one query. PostGIS clips, quantises and encodes in C (`ST_AsMVTGeom`,
 `ST_AsMVT`) from the EPSG:3857 copy of the geometries the store keeps for the tiled layers
-(store.base.MERCATOR_COLUMN, with its own index). The GeoPackage's rows come
+(store.base.MERCATOR_COLUMN, with its own index); a polygon wholly in the tile whose clearance
+(store.base.CLEARANCE_COLUMN) rounding cannot close is put on the grid without
+`ST_AsMVTGeom`'s repair (`TileQuery._pg_geometry`). The GeoPackage's rows come
 from SQLite through the R-tree (geometry blobs and the tile's columns only, unit names joined by
 SQLite), are projected, clipped, rounded to the tile grid and oriented by shapely on whole
 arrays, and encoded by `encode_layer`: geometry commands computed with numpy, written through
@@ -56,7 +58,7 @@ from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
-from .store.base import MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN, shown_runs
+from .store.base import CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN, shown_runs
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -379,8 +381,10 @@ class TileQuery:
         return f'SELECT {select} FROM "{self.layer}" t{index} WHERE {where}'
 
     def _params(self, x: int, y: int) -> dict:
-        if self._in_sql:
-            return {"z": self.z, "x": x, "y": y}
+        if self._in_sql:  # and the affine map from EPSG:3857 onto the tile's grid (y down)
+            minx, _, maxx, maxy = tile_bounds(self.z, x, y)
+            k = EXTENT / (maxx - minx)
+            return {"z": self.z, "x": x, "y": y, "k": k, "dx": -minx * k, "dy": maxy * k}
         w, s, e, n = lonlat_bbox(self.z, x, y)
         if self.shift:  # the WGS 84 box whose GCJ-02 image holds the tile (the shift varies little)
             lon, lat = gcj02_to_wgs84(np.array([w, e, e, w]), np.array([s, s, n, n]))
@@ -414,8 +418,7 @@ class TileQuery:
         nothing of the layer is in it)."""
         if self._in_sql:
             props = [_pg_prop(self.layer, c) for c in self.cols]
-            rows = self._select(f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), "
-                                f"{EXTENT}, {BUFFER}, true) AS geom", props)
+            rows = self._select(f"{self._pg_geometry()} AS geom", props)
             # MATERIALIZED: else the outer filter is pushed down and ST_AsMVTGeom runs twice a row
             sql = (f"WITH r AS MATERIALIZED ({rows}) SELECT {self._pg_digest()}, "
                    f"ST_AsMVT(r.*, '{self.layer}', {EXTENT}, 'geom', 'fid') FILTER (WHERE r.geom IS NOT NULL) FROM r")
@@ -438,6 +441,26 @@ class TileQuery:
         props = {n: [v[i] for i in at] if pg else _values(self.layer, n, [v[i] for i in at], tz)
                  for n, v in zip(self._names, values)}
         return version, digest, encode_layer(self.layer, np.asarray(fids)[keep], geoms, props)
+
+    def _pg_geometry(self) -> str:
+        """A row's geometry on the tile's grid, in SQL: `ST_AsMVTGeom` (clip, project, round,
+        and repair what rounding made invalid: wagyu, for every polygon, ~2 ms of a z16 zones
+        tile's ~10 ms statement); for a polygon that needs no cut (4 m inside the tile's buffer)
+        and whose clearance is at least two tile units (rounding moves a vertex at most 0.71 of
+        one, so no two parts of it can meet), the same without the repair: the affine map,
+        `ST_SnapToGrid` to whole units (which drops repeated points) and the outer rings
+        clockwise on screen (counter-clockwise in the grid's numbers, y pointing down). The two
+        give the same shapes (35,068 zones of the bench city's z16 view compared)."""
+        cut = f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, ST_TileEnvelope(%(z)s, %(x)s, %(y)s), {EXTENT}, {BUFFER}, true)"
+        if self.layer not in CLEARANCE_LAYERS:
+            return cut
+        # `@` compares boxes of 32-bit floats, each rounded outwards by up to 2 m (a float's step
+        # at 2e7 m): the box taken 4 m in, so that what passes is inside the tile and its buffer
+        whole = (f"t.{MERCATOR_COLUMN} @ ST_Expand(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => "
+                 f"{BUFFER / EXTENT}), -4) AND t.{CLEARANCE_COLUMN} * %(k)s >= 2")
+        grid = (f"ST_ForcePolygonCCW(ST_SnapToGrid(ST_Affine(t.{MERCATOR_COLUMN}, %(k)s, 0, 0, -%(k)s, "
+                "%(dx)s, %(dy)s), 1))")
+        return f"CASE WHEN {whole} THEN {grid} ELSE {cut} END"
 
     def _pg_digest(self) -> str:
         """The rows' fingerprint in SQL: the exclusive or of each row's 64-bit hash, which

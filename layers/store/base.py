@@ -439,6 +439,11 @@ OPEN_INDEX = "problems_open_fid"
 # is cut from it without transforming every row of the tile again.
 MERCATOR_LAYERS = ("zones", "buildings", "roads", "problems")
 MERCATOR_COLUMN = "geom_3857"
+# and, for the layers of polygons, how far a vertex of that geometry may move before it could
+# become invalid (ST_MinimumClearance, in metres; none for an invalid geometry): a tile whose grid
+# moves no vertex by half that much keeps the polygon valid without PostGIS's repair
+CLEARANCE_COLUMN = "geom_3857_clearance"
+CLEARANCE_LAYERS = ("zones", "buildings")
 # PostGIS keeps each zone's primary unit's name beside it too (triggers on both tables keep it in
 # step with units' renames, whoever writes), so that a zones tile looks up no unit a feature
 UNIT_NAME_COLUMN = "primary_unit_name"

@@ -28,6 +28,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, TYPES
 from .base import (
+    CLEARANCE_COLUMN,
+    CLEARANCE_LAYERS,
     COUNTERS,
     MERCATOR_COLUMN,
     MERCATOR_LAYERS,
@@ -213,20 +215,29 @@ def _select(spec, names, where, exclude, span, bbox) -> tuple[str, list]:
 
 
 def _add_mercator(con, name: str) -> None:
-    """Layer `name`'s geometry in EPSG:3857 (base.MERCATOR_COLUMN), which its map tiles are cut from:
-    a column PostgreSQL computes on every write (insert, COPY, update, whoever writes it) and
-    its GiST index. A store made before it gets both when it is opened (the table is written
-    anew: 18 s for the four tables of a city of 100,000 zones and 1,000,000 cases at load 3,
-    reads and writes of the table waiting meanwhile).
-    Rows beyond the poles (no Mercator image) get none. One transaction: a second process
-    opening the store at the same time waits on the table's lock, then finds the column there."""
+    """Layer `name`'s geometry in EPSG:3857 (base.MERCATOR_COLUMN), which its map tiles are cut from,
+    and for polygons its clearance there (base.CLEARANCE_COLUMN): columns PostgreSQL computes on
+    every write (insert, COPY, update, whoever writes it), and the geometry's GiST index. A store
+    made before them gets them when it is opened (the table is written anew: 18 s for the four
+    tables of a city of 100,000 zones and 1,000,000 cases at load 3, reads and writes of the table
+    waiting meanwhile). Rows beyond the poles (no Mercator image) get none. One transaction: a
+    second process opening the store at the same time waits on the table's lock, then finds the
+    columns there."""
+    mercator = "CASE WHEN ST_YMin(geom) >= -90 AND ST_YMax(geom) <= 90 THEN ST_Transform(geom, 3857) END"
     with con.transaction():
-        if con.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                       "AND table_name = %s AND column_name = %s", (name, MERCATOR_COLUMN)).fetchone():
+        have = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s", (name,))}
+        added = []
+        if MERCATOR_COLUMN not in have:
+            added.append(f"ADD COLUMN {MERCATOR_COLUMN} geometry(Geometry, 3857) "
+                         f"GENERATED ALWAYS AS ({mercator}) STORED")
+        if name in CLEARANCE_LAYERS and CLEARANCE_COLUMN not in have:  # ST_IsValid's flags form: no NOTICE a row
+            added.append(f"ADD COLUMN {CLEARANCE_COLUMN} double precision GENERATED ALWAYS AS "
+                         f"(CASE WHEN ST_IsValid({mercator}, 0) THEN ST_MinimumClearance({mercator}) END) STORED")
+        if not added:
             return
-        con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS {MERCATOR_COLUMN} geometry(Geometry, 3857) '
-                    "GENERATED ALWAYS AS (CASE WHEN ST_YMin(geom) >= -90 AND ST_YMax(geom) <= 90 "
-                    "THEN ST_Transform(geom, 3857) END) STORED")
+        con.execute(f'ALTER TABLE "{name}" ' + ", ".join(added))
         con.execute(f'CREATE INDEX IF NOT EXISTS "{name}_{MERCATOR_COLUMN}_gist" ON "{name}" '
                     f"USING gist ({MERCATOR_COLUMN})")
         con.execute(f'ANALYZE "{name}" ({MERCATOR_COLUMN})')  # the planner's statistics of the new column
@@ -306,7 +317,7 @@ def _complete(con) -> bool:
     have = {(t, c) for t, c in con.execute(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()")}
     want = {(n, c.name) for n, spec in LAYERS.items() for c in spec.columns}
-    want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS}
+    want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS} | {(n, CLEARANCE_COLUMN) for n in CLEARANCE_LAYERS}
     want |= {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value"), (RUNS, "started")}
     if not want <= have:
         return False
@@ -318,6 +329,16 @@ def _complete(con) -> bool:
         "SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = current_schema() AND p.proname IN ('zonemap_zone_unit_name', 'zonemap_units_named')")}
     return indexes >= _INDEXES and triggers >= _TRIGGERS and tags == {_FUNCTIONS_TAG}
+
+
+def _warm(con) -> None:
+    """A new pooled connection's server process made ready for map tiles before any request
+    uses it: PostGIS's library (and the GEOS, PROJ and protobuf ones it brings) is loaded into
+    a server process at its first PostGIS call, and the EPSG:4326 → 3857 transform is set up
+    at its first ST_Transform; the first tile a connection made paid that, 10–35 ms over a
+    z16 zones tile's ~15."""
+    con.execute("SELECT ST_AsMVT(q, 'warm') FROM (SELECT 1 AS id, ST_AsMVTGeom(ST_Transform("
+                "ST_MakeEnvelope(0, 0, 1, 1, 4326), 3857), ST_TileEnvelope(0, 0, 0)) AS geom) q")
 
 
 class PostGISStore(Store):
@@ -347,7 +368,7 @@ class PostGISStore(Store):
                 _INHERITED.append(self._pool)
             pool = ConnectionPool(
                 self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout_s,
-                check=ConnectionPool.check_connection, open=False, name="zonemap",
+                check=ConnectionPool.check_connection, configure=_warm, open=False, name="zonemap",
                 kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout_s))})
             pool.open(wait=False)
             self._pool, self._pool_pid = pool, os.getpid()

@@ -19,10 +19,10 @@ from shapely.geometry import mapping
 from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import open_store
-from layers.store.base import MERCATOR_COLUMN, MERCATOR_LAYERS, UNIT_NAME_COLUMN
+from layers.store.base import CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, MERCATOR_LAYERS, UNIT_NAME_COLUMN
 from layers.users import add_user, issue_token
 from tests.conftest import _drop_schema, _pg_schema_url
-from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, box, grid_city
+from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, D, box, grid_city
 from webmap.app import create_app
 
 PHONE = "13912345678"
@@ -156,6 +156,31 @@ def test_tiles_without_zones_are_empty_and_small(app):
     assert mapbox_vector_tile.decode(far.data) == {}
 
 
+def test_a_zone_whose_outline_rounding_would_close_on_itself_is_drawn_valid(app):
+    """A zone with a slit 1 mm wide (a cut a planner's redraw can leave): on the tile's grid its
+    two sides fall on one line, which a map must not get as a ring crossing itself. Repaired on
+    both stores, while a plain zone beside it is drawn as it is."""
+    client, url, _ = app
+    slit = 1e-8  # degrees, ~1 mm: far under a z16 tile unit (~0.13 m here)
+    cut = shapely.box(X0 + 5 * D, Y0 + 0.5 * D, X0 + 5.7 * D, Y0 + 0.5 * D + slit)
+    slitted = box(5, 0, 6, 1).difference(cut)
+    with open_store(url) as s, s.transaction() as tx:
+        tx.append("zones", gpd.GeoDataFrame(
+            {"code": ["F000010", "F000011"], "kind": ["frontage"] * 2, "primary_unit": ["U-A"] * 2,
+             "valid_from": [dt.date(2026, 1, 1)] * 2, "version": [1] * 2, "source": ["generated"] * 2},
+            geometry=[slitted, box(7, 0, 8, 1)], crs=4326))
+    p = middle(5.5, 0.5)
+    z, (x, y) = 16, tiles.tile_of(p.x, p.y, 16)
+    minx, miny, maxx, _ = tiles.tile_bounds(z, x, y)
+    k = tiles.EXTENT / (maxx - minx)
+    on_grid = shapely.transform(slitted, lambda c: np.column_stack(
+        [(a - b) * k for a, b in zip(tiles.to_mercator(c[:, 0], c[:, 1]), (minx, miny))]))
+    assert slitted.is_valid and not shapely.set_precision(on_grid, 1.0, mode="pointwise").is_valid  # the case
+    got = by(features_at(client, "zones", p))
+    assert drawn_as(got["F000010"], slitted, z, x, y)  # valid, and the zone's shape
+    assert drawn_as(got["F000011"], box(7, 0, 8, 1), z, x, y)
+
+
 def zone_zoom_on_the_page(client) -> int:
     """The first zoom of the zones layer as the map page hands it to zonemap-map.js."""
     html = client.get("/").get_data(as_text=True)
@@ -275,6 +300,8 @@ def test_a_postgis_store_made_before_the_tiles_columns_indexes_and_triggers_gets
         with psycopg.connect(url, autocommit=True) as con:  # the tables as the code before it made them
             for name in MERCATOR_LAYERS:
                 con.execute(f'ALTER TABLE "{name}" DROP COLUMN {MERCATOR_COLUMN}')  # and its indexes
+            for name in CLEARANCE_LAYERS:
+                con.execute(f'ALTER TABLE "{name}" DROP COLUMN {CLEARANCE_COLUMN}')
             con.execute("DROP INDEX units_unit_id_hash")
             con.execute("DROP INDEX zones_primary_unit_hash")
             con.execute(f"ALTER TABLE zones DROP COLUMN {UNIT_NAME_COLUMN}")
@@ -291,6 +318,8 @@ def test_a_postgis_store_made_before_the_tiles_columns_indexes_and_triggers_gets
         assert by(features_at(client, "zones", p))["F000001"]["properties"]["unit_name"] == "甲商店(新)"
         with psycopg.connect(url) as con:
             indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
+            clearance = con.execute(f"SELECT {CLEARANCE_COLUMN} FROM zones WHERE code = 'F000001'").fetchone()[0]
+        assert clearance == pytest.approx(22, rel=0.2)  # metres (a cell's side, in EPSG:3857)
         assert {f"{n}_{MERCATOR_COLUMN}_gist" for n in MERCATOR_LAYERS} | {"problems_open_geom_3857_gist",
                                                                          "units_unit_id_hash",
                                                                          "zones_primary_unit_hash"} <= indexes
