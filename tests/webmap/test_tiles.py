@@ -78,18 +78,23 @@ def features_at(client, layer, point, z=16, token=None) -> list[dict]:
     return mapbox_vector_tile.decode(r.data).get(layer, {}).get("features", [])
 
 
-def drawn_as(feature, shape, z, x, y) -> bool:
-    """Whether a decoded tile feature is `shape` (lon/lat) where the tile math puts it: in tile
-    units, y up as the decoder gives them, clipped to the tile and its buffer; within 2 %."""
+def on_tile(shape, z, x, y):
+    """`shape` (lon/lat) in the units of tile z/x/y, y up as the decoder gives them."""
     minx, miny, maxx, _ = tiles.tile_bounds(z, x, y)
     k = tiles.EXTENT / (maxx - minx)
-    edge = tiles.BUFFER
 
     def to_tile(lonlat):
         mx, my = tiles.to_mercator(lonlat[:, 0], lonlat[:, 1])
         return np.column_stack([(mx - minx) * k, (my - miny) * k])
 
-    want = shapely.transform(shape, to_tile).intersection(
+    return shapely.transform(shape, to_tile)
+
+
+def drawn_as(feature, shape, z, x, y) -> bool:
+    """Whether a decoded tile feature is `shape` (lon/lat) where the tile math puts it: in tile
+    units, y up as the decoder gives them, clipped to the tile and its buffer; within 2 %."""
+    edge = tiles.BUFFER
+    want = on_tile(shape, z, x, y).intersection(
         shapely.box(-edge, -edge, tiles.EXTENT + edge, tiles.EXTENT + edge))
     got = shapely.geometry.shape(feature["geometry"])
     return got.is_valid and got.symmetric_difference(want).area < 0.02 * want.area
@@ -171,11 +176,8 @@ def test_a_zone_whose_outline_rounding_would_close_on_itself_is_drawn_valid(app)
             geometry=[slitted, box(7, 0, 8, 1)], crs=4326))
     p = middle(5.5, 0.5)
     z, (x, y) = 16, tiles.tile_of(p.x, p.y, 16)
-    minx, miny, maxx, _ = tiles.tile_bounds(z, x, y)
-    k = tiles.EXTENT / (maxx - minx)
-    on_grid = shapely.transform(slitted, lambda c: np.column_stack(
-        [(a - b) * k for a, b in zip(tiles.to_mercator(c[:, 0], c[:, 1]), (minx, miny))]))
-    assert slitted.is_valid and not shapely.set_precision(on_grid, 1.0, mode="pointwise").is_valid  # the case
+    on_grid = shapely.set_precision(on_tile(slitted, z, x, y), 1.0, mode="pointwise")
+    assert slitted.is_valid and not on_grid.is_valid  # the case
     got = by(features_at(client, "zones", p))
     assert drawn_as(got["F000010"], slitted, z, x, y)  # valid, and the zone's shape
     assert drawn_as(got["F000011"], box(7, 0, 8, 1), z, x, y)
