@@ -183,16 +183,20 @@ class MapLayers(MacroElement):
     };
     ctl.addTo(map);
   }
-  // the small layers, for the view, from their zoom; the tiles tell when they are drawn
+  // the small layers, for the view, from their zoom; the page says it is drawn (for the tests)
+  // when every shown tile layer, the base's roads and buildings too, has its tiles, no reload
+  // is waiting on its timer and no GeoJSON answer is outstanding
   var pending = 0, timer = null;
+  var watched = Object.keys(tiled).map(function (n) { return tiled[n]; }).concat(
+    Object.keys(base.tiled).map(function (n) { return base.tiled[n]; }));
   function loaded() {
-    if (pending === 0 && !Object.keys(tiled).some(function (n) { return tiled[n].zmLoading; })) {
+    if (pending === 0 && timer === null && !watched.some(function (l) { return map.hasLayer(l) && l.zmLoading; })) {
       document.body.setAttribute("data-zm-loaded", "1");
     }
   }
-  Object.keys(tiled).forEach(function (n) {
-    tiled[n].on("loading", function () { tiled[n].zmLoading = true; document.body.removeAttribute("data-zm-loaded"); });
-    tiled[n].on("load", function () { tiled[n].zmLoading = false; loaded(); });
+  watched.forEach(function (l) {
+    l.on("loading", function () { l.zmLoading = true; document.body.removeAttribute("data-zm-loaded"); });
+    l.on("load", function () { l.zmLoading = false; loaded(); });
   });
   function load() {
     var truncated = false, far = map.getZoom() < cfg.geojson_from_zoom;
@@ -220,8 +224,14 @@ class MapLayers(MacroElement):
   // popup into view (a phone's narrow screen) waits until it is closed
   var popupOpen = false, stale = false;
   function later() {
-    if (popupOpen) { stale = true; return; }
-    clearTimeout(timer); timer = setTimeout(load, 150);
+    if (popupOpen) { stale = true; loaded(); return; }
+    clearTimeout(timer);
+    document.body.removeAttribute("data-zm-loaded");
+    timer = setTimeout(function () {
+      timer = null;
+      if (popupOpen) { stale = true; loaded(); return; }  // opened since: it stays open
+      load();
+    }, 150);
   }
   map.on("popupopen", function () { popupOpen = true; });
   map.on("popupclose", function () { popupOpen = false; if (stale) { stale = false; later(); } });

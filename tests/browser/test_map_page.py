@@ -93,6 +93,28 @@ def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
     page.close()
 
 
+def test_the_page_says_it_is_drawn_only_once_its_buildings_are(browser, server):
+    """A click right after the page says it is drawn reaches the building, even when the
+    buildings' tiles come last (a dense block's tile is the slowest to make): the page used to
+    wait for zones and problems only, and a tap then landed on an empty map."""
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors = watch(page)
+    page.add_init_script("""(() => {  // the buildings' tiles answer 0.8 s late
+        const real = window.fetch;
+        window.fetch = (url, opts) => String(url).includes("tiles/buildings/")
+            ? new Promise(done => setTimeout(done, 800)).then(() => real(url, opts)) : real(url, opts);
+    })()""")
+    page.goto(server)
+    page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
+    move(page, *EVIL_AT, 18)
+    click_at(page, *EVIL_AT)
+    popup = page.locator(".zm-popup")
+    popup.wait_for(timeout=5000)
+    assert EVIL in popup.inner_text()
+    assert errors == []
+    page.close()
+
+
 def test_a_reported_problem_shows_on_the_map_with_its_unit_and_its_text_kept_as_text(browser, server):
     import json
 

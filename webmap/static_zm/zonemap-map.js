@@ -163,7 +163,7 @@ window.ZMMap = (function () {
   // the base of every map: the basemap, roads and buildings (from their zooms), a metric scale,
   // the OSM credit; `extent` (W, S, E, N in WGS 84, or null) is fitted first unless the page has
   // set its view (undefined); `onClick(name, props, latlng)` makes roads and buildings clickable. Returns
-  // {bases, overlays} for a layer control
+  // {bases, overlays} for a layer control and {tiled: {roads, buildings}}
   function init(map, config, extent, onClick) {
     cfg = config;
     if (extent !== undefined) fitExtent(map, extent);  // null: the store is empty, a default view
@@ -177,7 +177,7 @@ window.ZMMap = (function () {
     roads.addTo(map); buildings.addTo(map);
     var overlays = {};
     overlays[cfg.labels.roads] = roads; overlays[cfg.labels.buildings] = buildings;
-    return {bases: bases, overlays: overlays};
+    return {bases: bases, overlays: overlays, tiled: {roads: roads, buildings: buildings}};
   }
 
   // "zoom in to see zones" while the view is below a layer's minimum zoom
