@@ -190,13 +190,16 @@ class MapLayers(MacroElement):
   var watched = Object.keys(tiled).map(function (n) { return tiled[n]; }).concat(
     Object.keys(base.tiled).map(function (n) { return base.tiled[n]; }));
   function loaded() {
-    if (pending === 0 && timer === null && !watched.some(function (l) { return map.hasLayer(l) && l.zmLoading; })) {
+    if (pending === 0 && timer === null && !watched.some(function (l) { return map.hasLayer(l) && l.isLoading(); })) {
       document.body.setAttribute("data-zm-loaded", "1");
     }
   }
+  // Leaflet's own state, not the events alone: a layer fires "loading" once until all its
+  // tiles are in, so a move while the last view still loads fires none (and the base's
+  // layers started loading before these listeners)
   watched.forEach(function (l) {
-    l.on("loading", function () { l.zmLoading = true; document.body.removeAttribute("data-zm-loaded"); });
-    l.on("load", function () { l.zmLoading = false; loaded(); });
+    l.on("loading", function () { document.body.removeAttribute("data-zm-loaded"); });
+    l.on("load", loaded);
   });
   function load() {
     var truncated = false, far = map.getZoom() < cfg.geojson_from_zoom;

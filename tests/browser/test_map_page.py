@@ -31,10 +31,13 @@ def server(nanjing_gpkg, serve):
     return serve(nanjing_gpkg)
 
 
-def open_map(browser, url, viewport=(1200, 800), at=None):
-    """The map page, waited for until every tile of the view is drawn; `at` = (lon, lat, zoom)."""
+def open_map(browser, url, viewport=(1200, 800), at=None, init_script=None):
+    """The map page, waited for until every tile of the view is drawn; `at` = (lon, lat, zoom);
+    `init_script` runs in the page before its own scripts."""
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     errors = watch(page)
+    if init_script:
+        page.add_init_script(init_script)
     page.goto(url)
     page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
     if at:
@@ -95,18 +98,13 @@ def test_untrusted_names_are_shown_as_text_in_popups(browser, server):
 
 def test_the_page_says_it_is_drawn_only_once_its_buildings_are(browser, server):
     """A click right after the page says it is drawn reaches the building, even when the
-    buildings' tiles come last (a dense block's tile is the slowest to make): the page used to
+    buildings' tiles come last, well after the rest (a dense block's tile is the slowest to make): the page used to
     wait for zones and problems only, and a tap then landed on an empty map."""
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    errors = watch(page)
-    page.add_init_script("""(() => {  // the buildings' tiles answer 0.8 s late
-        const real = window.fetch;
+    page, errors = open_map(browser, server, at=(*EVIL_AT, 18), init_script="""(() => {
+        const real = window.fetch;  // the buildings' tiles answer 3 s late
         window.fetch = (url, opts) => String(url).includes("tiles/buildings/")
-            ? new Promise(done => setTimeout(done, 800)).then(() => real(url, opts)) : real(url, opts);
+            ? new Promise(done => setTimeout(done, 3000)).then(() => real(url, opts)) : real(url, opts);
     })()""")
-    page.goto(server)
-    page.wait_for_selector("body[data-zm-loaded='1']", timeout=30000)
-    move(page, *EVIL_AT, 18)
     click_at(page, *EVIL_AT)
     popup = page.locator(".zm-popup")
     popup.wait_for(timeout=5000)
