@@ -453,7 +453,8 @@ class TileQuery:
         give the same shapes (35,068 zones of the bench city's z16 view compared)."""
         # the envelopes as sub-selects: PostgreSQL computes each once for the statement (an
         # InitPlan), where the bare call ran for every row (~1 ms of a z16 zones tile's ~10)
-        cut = f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s)), {EXTENT}, {BUFFER}, true)"
+        tile = "(SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s))"
+        cut = f"ST_AsMVTGeom(t.{MERCATOR_COLUMN}, {tile}, {EXTENT}, {BUFFER}, true)"
         if self.layer not in CLEARANCE_LAYERS:
             return cut
         # `@` compares boxes of 32-bit floats, each rounded outwards by up to 2 m (a float's step

@@ -5,6 +5,7 @@ except under CI (CI=true), where a missing server is a failure, not a skip."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -27,10 +28,16 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The files holding slow tests first (their order within a file kept): on two workers
-    that take a file at a time, the long files start at once instead of one of them last."""
+    """The files holding slow tests first, then the others by their number of tests, most
+    first (their order within a file kept): on two workers that take a file at a time (xdist's
+    `--dist loadfile`, told by scripts/test to keep this order with `--no-loadscope-reorder`;
+    its own order is by number of tests only, which put the gunicorn load tests last), the long
+    files start at once and short ones fill the end, instead of one long file running alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+    count: dict = {}
+    for item in items:
+        count[item.path] = count.get(item.path, 0) + 1
+    items.sort(key=lambda item: (item.path not in slow, -count[item.path]))
 
 
 def _need(what: str, why: str):
@@ -69,6 +76,18 @@ def store_url(request, tmp_path):
     """The URL of an empty store of each kind (the same tests run on both)."""
     if request.param == "gpkg":
         yield str(tmp_path / "store.gpkg")
+        return
+    pg = request.getfixturevalue("pg_url")
+    schema, url = _pg_schema_url(pg)
+    yield url
+    _drop_schema(pg, schema)
+
+
+@pytest.fixture(scope="module", params=["gpkg", "postgis"])
+def module_store_url(request, tmp_path_factory):
+    """`store_url` for a module's tests to share (a city they read, made once per store kind)."""
+    if request.param == "gpkg":
+        yield str(tmp_path_factory.mktemp("module_store") / "store.gpkg")
         return
     pg = request.getfixturevalue("pg_url")
     schema, url = _pg_schema_url(pg)
@@ -178,6 +197,43 @@ def _nanjing_master(tmp_path_factory, nanjing_osm):
     with open_store(str(path)) as s:
         import_osm(s, nanjing_osm, bbox=NANJING_BBOX_F)
     return path
+
+
+@pytest.fixture(scope="session")
+def _nanjing_zoned_master(request, tmp_path_factory, worker_id):
+    """The real Nanjing extract zoned with the default profile from 2026-01-01, once per run and
+    shared by the xdist workers (the first to need it draws it, under a file lock, as
+    `demo_city`): (store path, generation report)."""
+    import fcntl
+    import pickle
+    import shutil
+
+    from layers import zones
+
+    run = tmp_path_factory.getbasetemp()
+    run = run if worker_id == "master" else run.parent
+    db, saved = run / "nanjing-zoned.gpkg", run / "nanjing-zoned.report"
+    with open(run / "nanjing-zoned.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not saved.exists():
+            making = run / "nanjing-zoned.part.gpkg"
+            shutil.copy(request.getfixturevalue("_nanjing_master"), making)
+            with open_store(str(making)) as s:
+                report = zones.generate(s, "beijing-2022", valid_from=dt.date(2026, 1, 1))
+            making.rename(db)
+            saved.write_bytes(pickle.dumps(report))
+    return db, pickle.loads(saved.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def nanjing_zoned(_nanjing_zoned_master, tmp_path_factory):
+    """The real Nanjing extract with its zones drawn by the default profile from 2026-01-01 (a
+    fresh copy per test module): (store path, generation report)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("nanjing_zoned") / "z.gpkg"
+    shutil.copy(_nanjing_zoned_master[0], copy)
+    return str(copy), _nanjing_zoned_master[1]
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,7 @@ WEST = shapely.box(118.770, 32.030, 118.780, 32.050)  # unit A answers for the w
 EAST = shapely.box(118.780, 32.030, 118.790, 32.050)
 
 
-@pytest.fixture
-def city(store_url):
+def _city(store_url):
     """Zones of two units and 60 cases spread over them, reported over two days and moved to
     several states, so that at MON + 1 day their lights differ."""
     s = open_store(store_url)
@@ -56,6 +55,18 @@ def city(store_url):
             cases.transition(s, pid, "void", DISPATCHER, now=when)
     yield s, ids
     s.close()
+
+
+@pytest.fixture(scope="module")
+def city(module_store_url):
+    """The city, made once per store kind for the tests that only read it."""
+    yield from _city(module_store_url)
+
+
+@pytest.fixture
+def own_city(store_url):
+    """The city for a test that moves its cases."""
+    yield from _city(store_url)
 
 
 def lights_of(s, ids, now):
@@ -125,8 +136,8 @@ def test_todays_list_is_the_red_and_yellow_cases_nearest_first(city):
         case_map.due_near(s, INSPECTOR, 500.0, 32.0)
 
 
-def test_a_steps_photos_go_to_staff_and_the_cases_unit_only(city, tmp_path):
-    s, ids = city
+def test_a_steps_photos_go_to_staff_and_the_cases_unit_only(own_city, tmp_path):
+    s, ids = own_city
     west = next(p for p in ids if cases.get_case(s, p, INSPECTOR)["unit_id"] == "U-A"
                 and cases.get_case(s, p, INSPECTOR)["status"] == "dispatched")
     cases.transition(s, west, "accept", SHOP)

@@ -20,7 +20,7 @@ from layers.errors import InputError
 from layers.importer import import_file, import_osm
 from layers.schema import LAYERS
 from layers.store import open_store
-from tests.conftest import _drop_schema, _pg_schema_url, run_cli
+from tests.conftest import run_cli
 
 BBOX = (118.776, 32.038, 118.786, 32.046)  # a few blocks of Xinjiekou: ~330 zones
 PERSON, PHONE, CREDIT = "张三丰", "13912345678", "91320100MA1X2Y3Z4Q"
@@ -49,17 +49,11 @@ def _plant_unit_and_cases(s, tmp, code: str, unit_name: str, point) -> None:
     import_file(s, problems, "problems", crs="wgs84")
 
 
-@pytest.fixture(scope="module", params=["gpkg", "postgis"])
-def city(request, tmp_path_factory, nanjing_osm):
+@pytest.fixture(scope="module")
+def city(module_store_url, tmp_path_factory, nanjing_osm):
     """A store of each kind with real zones in two versions (beijing-2022 from 2026-01-01,
     beijing-1999 from 2026-03-01), one unit's person and phone, and four routed cases."""
-    tmp = tmp_path_factory.mktemp("export")
-    if request.param == "gpkg":
-        db = str(tmp / "c.gpkg")
-    else:
-        pg = request.getfixturevalue("pg_url")
-        schema, db = _pg_schema_url(pg)
-        request.addfinalizer(lambda: _drop_schema(pg, schema))
+    tmp, db = tmp_path_factory.mktemp("export"), module_store_url
     with open_store(db) as s:
         import_osm(s, nanjing_osm, bbox=BBOX)
         zones.generate(s, "beijing-2022", bbox=BBOX, valid_from=dt.date(2026, 1, 1))

@@ -34,10 +34,12 @@ def _font_names(reader: PdfReader) -> set[str]:
     return names
 
 
-@pytest.fixture
-def city(store_url, nanjing_osm):
+@pytest.fixture(scope="module")
+def city(module_store_url, nanjing_osm):
     """A store of each kind with the real extract's buildings and roads, zones in force from
-    2026-01-01, and one unit named with markup, with its person and phone filled in."""
+    2026-01-01, and one unit named with markup, with its person and phone filled in: made once
+    per store kind (printing a notice writes nothing to the store)."""
+    store_url = module_store_url
     with open_store(store_url) as s:
         import_osm(s, nanjing_osm, bbox=BBOX)
         zones.generate(s, "beijing-2022", valid_from=dt.date(2026, 1, 1))

@@ -26,17 +26,6 @@ DATASETS = {
 }
 
 
-@pytest.fixture(scope="module")
-def nanjing_zoned(nanjing_gpkg, tmp_path_factory):
-    """The real Nanjing extract zoned once with the default profile from 2026-01-01, for this
-    module's tests to copy: (store path, generation report)."""
-    db = str(tmp_path_factory.mktemp("nanjing_zoned") / "z.gpkg")
-    shutil.copy(nanjing_gpkg, db)
-    with open_store(db) as s:
-        report = zones.generate(s, "beijing-2022", valid_from=dt.date(2026, 1, 1))
-    return db, report
-
-
 @pytest.fixture(scope="module", params=[pytest.param(d, marks=pytest.mark.slow) if d != "nanjing" else d
                                         for d in DATASETS])
 def generated(request, shared_data, tmp_path_factory):

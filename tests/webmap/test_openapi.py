@@ -23,7 +23,6 @@ from schemathesis.specs.openapi.checks import (
 
 from layers.store import open_store
 from layers.users import add_user, issue_token
-from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_cases import IN_F1, city
 from webmap.app import create_app
 from webmap.open311 import FORMATS
@@ -37,17 +36,11 @@ NOT_JSON = ("pages", "auth_pages", "planner_pages", "field_pages", "inspector_pa
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
-@pytest.fixture(scope="module", params=["gpkg", "postgis"])
-def web(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def web(module_store_url, tmp_path_factory):
     """An app over a small city (two zones, two units) on each store, an admin's token and
     one case."""
-    tmp = tmp_path_factory.mktemp("openapi")
-    if request.param == "gpkg":
-        db = str(tmp / "c.gpkg")
-    else:
-        pg = request.getfixturevalue("pg_url")
-        schema_name, db = _pg_schema_url(pg)
-        request.addfinalizer(lambda: _drop_schema(pg, schema_name))
+    tmp, db = tmp_path_factory.mktemp("openapi"), module_store_url
     city(db).close()
     with open_store(db) as s:
         add_user(s, "boss", "admin", "correct horse 42")
