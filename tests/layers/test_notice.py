@@ -39,8 +39,7 @@ def city(module_store_url, nanjing_osm):
     """A store of each kind with the real extract's buildings and roads, zones in force from
     2026-01-01, and one unit named with markup, with its person and phone filled in: made once
     per store kind (printing a notice writes nothing to the store)."""
-    store_url = module_store_url
-    with open_store(store_url) as s:
+    with open_store(module_store_url) as s:
         import_osm(s, nanjing_osm, bbox=BBOX)
         zones.generate(s, "beijing-2022", valid_from=dt.date(2026, 1, 1))
         z = zones.current(s.read("zones"))
@@ -49,7 +48,7 @@ def city(module_store_url, nanjing_osm):
         with s.transaction() as tx:
             tx.update("units", int(units.loc[unit_id, "fid"]),
                       {"name": HOSTILE, "person": "王小明", "phone": "025-84001234"})
-    return store_url, unit_id, z
+    return module_store_url, unit_id, z
 
 
 def test_a_units_notice_has_its_map_words_and_seal_lines_in_chinese(city, tmp_path):
