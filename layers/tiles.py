@@ -58,7 +58,7 @@ from geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from .errors import NotFound
 from .schema import LAYERS
 from .store import Store
-from .store.base import CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, OPEN_INDEX, UNIT_NAME_COLUMN, shown_runs
+from .store.base import CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, OPEN_RTREE, UNIT_NAME_COLUMN, shown_runs
 from .workflow import FINAL, LINKED
 
 EXTENT = 4096  # tile units a side (the MVT default, and what Leaflet.VectorGrid expects)
@@ -76,16 +76,16 @@ FINISHED = (*FINAL, LINKED)  # cases a map shows only close up (the stores index
 class TileLayer:
     """What the tiles of one layer hold: `columns` (before the role's allow-list), from
     `min_zoom`; the features whose `by` column has a value in `zoom_of` from that value's zoom
-    instead; `unit` names the column whose unit's name is added as `unit_name`; `early_index`,
-    a GeoPackage index of the rows shown before every `zoom_of` value is (SQLite would rather
-    read every row the R-tree gives, PostgreSQL picks its own)."""
+    instead; `unit` names the column whose unit's name is added as `unit_name`; `early_rtree`,
+    a GeoPackage R-tree of the boxes of the rows shown before every `zoom_of` value is, read
+    instead of the layer's (PostgreSQL picks its partial index itself)."""
     name: str
     columns: tuple[str, ...]
     min_zoom: int
     unit: str | None = None
     by: str | None = None
     zoom_of: Mapping[str, int] = field(default_factory=dict)
-    early_index: str | None = None
+    early_rtree: str | None = None
 
     @property
     def first_zoom(self) -> int:
@@ -114,7 +114,7 @@ TILED = {layer.name: layer for layer in (
     TileLayer("roads", ("name", "highway"), 15, by="highway",
               zoom_of={**dict.fromkeys(MAIN_ROADS, 12), "tertiary": 14, "tertiary_link": 14}),
     TileLayer("problems", ("problem_id", "category", "status", "light_yellow_at", "light_red_after"), 16,
-              unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18), early_index=OPEN_INDEX),
+              unit="unit_id", by="status", zoom_of=dict.fromkeys(FINISHED, 18), early_rtree=OPEN_RTREE),
 )}
 MIN_ZOOM = {name: layer.first_zoom for name, layer in TILED.items()}
 # A city sparse enough draws these before their zoom: from the first zoom at which no tile holds
@@ -371,14 +371,14 @@ class TileQuery:
         elif self.kind == "postgis":
             box = "t.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
         else:
-            box = (f't.fid IN (SELECT id FROM "rtree_{self.layer}_geom" '
+            spec, rtree = self.spec, f"rtree_{self.layer}_geom"
+            if spec.early_rtree and spec.min_zoom <= self.z < max(spec.zoom_of.values()):
+                rtree = spec.early_rtree
+            box = (f't.fid IN (SELECT id FROM "{rtree}" '
                    "WHERE minx <= :e AND maxx >= :w AND miny <= :n AND maxy >= :s)")
         where = " AND ".join([box, *self.spec.where(self.z)])
         select = ", ".join(["t.fid", *([geometry] if geometry else []), *props])
-        spec, index = self.spec, ""
-        if self.kind != "postgis" and spec.early_index and spec.min_zoom <= self.z < max(spec.zoom_of.values()):
-            index = f' INDEXED BY "{spec.early_index}"'
-        return f'SELECT {select} FROM "{self.layer}" t{index} WHERE {where}'
+        return f'SELECT {select} FROM "{self.layer}" t WHERE {where}'
 
     def _params(self, x: int, y: int) -> dict:
         if self._in_sql:  # and the affine map from EPSG:3857 onto the tile's grid (y down)

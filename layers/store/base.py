@@ -430,9 +430,18 @@ def hides_runs(spec: Layer, where: dict | None) -> bool:
 # The open cases, as the problems tiles below z18 ask for them (layers/tiles.py TILED), in the
 # same text (for the planners to see that an index of them applies): both stores index them apart,
 # so that a tile reads the ~5 % of a city's cases that are open, not every case in its box.
-# PostGIS: a partial GiST index; GeoPackage: a partial index of their fids (OPEN_INDEX).
-OPEN_CASES = "status IS NULL OR status NOT IN ({})".format(", ".join(f"'{s}'" for s in (*FINAL, LINKED)))
-OPEN_INDEX = "problems_open_fid"
+# PostGIS: a partial GiST index; GeoPackage: an R-tree of their boxes alone (OPEN_RTREE), which
+# triggers keep in step with the cases whoever writes them.
+
+
+def open_cases(row: str = "") -> str:
+    """The condition that a case is open, on the row `row` ("NEW." in a trigger)."""
+    finished = ", ".join(f"'{s}'" for s in (*FINAL, LINKED))
+    return f"{row}status IS NULL OR {row}status NOT IN ({finished})"
+
+
+OPEN_CASES = open_cases()
+OPEN_RTREE = "problems_open_rtree"
 
 # The layers a map draws as vector tiles (layers/tiles.py TILED). PostGIS keeps their geometry in
 # Web Mercator too (MERCATOR_COLUMN, a generated column with its own GiST index), so that a tile

@@ -7,6 +7,8 @@ column reaches any tile."""
 
 import datetime as dt
 import re
+import subprocess
+import sys
 
 import geopandas as gpd
 import mapbox_vector_tile
@@ -18,8 +20,9 @@ from shapely.geometry import mapping
 
 from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
-from layers.store import open_store
-from layers.store.base import CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, MERCATOR_LAYERS, UNIT_NAME_COLUMN
+from layers.store import gpkg, open_store
+from layers.store.base import (CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, MERCATOR_LAYERS, OPEN_CASES,
+                                 OPEN_RTREE, UNIT_NAME_COLUMN)
 from layers.users import add_user, issue_token
 from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, D, box, grid_city
@@ -349,3 +352,83 @@ def test_an_unknown_layer_or_tile_is_404(app):
     client, _, _ = app
     assert fetch(client, "users", 16, 1, 1).status_code == 404
     assert fetch(client, "zones", 3, 8, 1).status_code == 404
+
+
+def _open_cases_at(client, point, z=16) -> set[str]:
+    """The case numbers of the problems tile at `point`, made anew (what the store holds now,
+    whatever the tile cache has noticed: some writes below are no case's move)."""
+    client.application.extensions.pop("zonemap.tiles", None)
+    return set(by(features_at(client, "problems", point, z), "problem_id"))
+
+
+def _cases(ids, status, point) -> gpd.GeoDataFrame:
+    at = dt.datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    return gpd.GeoDataFrame({"problem_id": list(ids), "category": ["06010"] * len(ids), "status": status,
+                             "reported_at": [at] * len(ids)}, geometry=[point] * len(ids), crs=4326)
+
+
+def test_a_case_closed_leaves_the_open_cases_tiles_and_comes_back_reopened(app):
+    """Below z18 the problems tiles read the open cases alone (PostGIS: a partial index; the
+    GeoPackage: an R-tree of their boxes kept by triggers): a case's status decides at once."""
+    client, url, _ = app
+    here = middle(1.5, 0.5)
+    assert "ZM-OPEN" in _open_cases_at(client, here)
+    with open_store(url) as s:
+        with s.transaction() as tx:
+            tx.update_where("problems", {"problem_id": "ZM-OPEN"}, {"status": "closed"})
+        assert "ZM-OPEN" not in _open_cases_at(client, here)
+        assert "ZM-OPEN" in _open_cases_at(client, here, z=18)  # finished cases close up
+        with s.transaction() as tx:
+            tx.update_where("problems", {"problem_id": "ZM-OPEN"}, {"status": "dispatched"})
+        assert "ZM-OPEN" in _open_cases_at(client, here)
+        with s.transaction() as tx:  # a bulk append (its own path past the triggers): the open ones
+            tx.append("problems", _cases([f"ZM-B{i:04d}" for i in range(1200)],
+                                         ["reported", "closed"] * 600, middle(2.5, 2.5)))
+    got = _open_cases_at(client, middle(2.5, 2.5))
+    assert {c for c in got if c.startswith("ZM-B")} == {f"ZM-B{i:04d}" for i in range(0, 1200, 2)}
+
+
+def test_a_geopackage_s_open_cases_tiles_follow_other_programs_and_an_older_file(tmp_path):
+    """The GeoPackage's R-tree of open cases is kept by triggers, so a case that another program
+    writes (GDAL, as QGIS does; plain SQL, as a database tool does) is drawn where it is now; a
+    file made before the R-tree gets it, filled, when it is opened."""
+    path = tmp_path / "city.gpkg"
+    grid_city(str(path)).close()
+    client = create_app({"db": str(path), "secret_key": "k" * 40}).test_client()
+    here, far = middle(1.5, 0.5), shapely.Point(X0 + 0.02, Y0 + 0.02)  # 2 km apart
+    frame = _cases(["ZM-GDAL"], ["reported"], here)
+    frame["reported_at"] = frame["reported_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    frame.to_file(tmp_path / "case.geojson")  # GDAL appends it in a process of its own
+    subprocess.run([sys.executable, "-c", "import sys, pyogrio; pyogrio.write_dataframe("
+                    "pyogrio.read_dataframe(sys.argv[1]), sys.argv[2], layer='problems', append=True)",
+                    str(tmp_path / "case.geojson"), str(path)], check=True, timeout=120)
+    assert "ZM-GDAL" in _open_cases_at(client, here)
+    con = gpkg._open(path, 5)
+    try:
+        blob = gpkg.gpkg_blobs(np.array([far]))[0]
+        con.execute("UPDATE problems SET geom = ? WHERE problem_id = 'ZM-GDAL'", (blob,))
+        con.commit()
+        assert "ZM-GDAL" not in _open_cases_at(client, here) and "ZM-GDAL" in _open_cases_at(client, far)
+        con.execute("UPDATE problems SET status = 'closed' WHERE problem_id = 'ZM-GDAL'")
+        con.commit()
+        assert "ZM-GDAL" not in _open_cases_at(client, far) and "ZM-GDAL" in _open_cases_at(client, far, z=18)
+        assert con.execute(f'SELECT count(*) FROM "{OPEN_RTREE}"').fetchone()[0] == 0  # it holds open ones alone
+        con.execute("UPDATE problems SET status = 'reported' WHERE problem_id = 'ZM-GDAL'")
+        con.execute("DELETE FROM problems WHERE problem_id = 'ZM-GDAL'")
+        con.commit()
+        assert "ZM-GDAL" not in _open_cases_at(client, far, z=18)
+        assert con.execute(f'SELECT count(*) FROM "{OPEN_RTREE}"').fetchone()[0] == 0
+        with open_store(str(path)) as s:  # then the file as the code before the R-tree left it
+            with s.transaction() as tx:
+                tx.append("problems", _cases(["ZM-OLD"], ["reported"], here))
+        con.execute(f'DROP TABLE "{OPEN_RTREE}"')
+        for name in gpkg.OPEN_TRIGGERS:
+            con.execute(f'DROP TRIGGER "{name}"')
+        con.execute(f'CREATE INDEX problems_open_fid ON problems (fid) WHERE {OPEN_CASES}')
+        con.commit()
+    finally:
+        con.close()
+    again = create_app({"db": str(path), "secret_key": "k" * 40}).test_client()
+    assert "ZM-OLD" in _open_cases_at(again, here)
+    with open_store(str(path)) as s:
+        assert s.query("SELECT count(*) FROM sqlite_master WHERE name = 'problems_open_fid'", ())[0][0] == 0
