@@ -42,6 +42,7 @@ import gzip
 import hashlib
 import itertools
 import math
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -493,7 +494,8 @@ class TileQuery:
 
 
 def _digest(rows: list[tuple]) -> str:
-    return hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
+    """A tile's rows' fingerprint, compared only in this process (pickled: a third of repr's time)."""
+    return hashlib.blake2b(pickle.dumps(rows, protocol=5), digest_size=16).hexdigest()
 
 
 def _pg_prop(layer: str, column: str) -> str:
@@ -557,7 +559,7 @@ def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int, shift: str | None
     local = shapely.clip_by_rect(shapely.transform(geoms, project), -BUFFER, -BUFFER,
                                  EXTENT + BUFFER, EXTENT + BUFFER)
     areal = np.isin(shapely.get_type_id(local), (3, 6))
-    grid = shapely.set_precision(local, 1.0, mode="pointwise")
+    grid = shapely.transform(local, _to_grid)
     bad = areal & ~shapely.is_valid(grid)
     if bad.any():
         try:
@@ -570,6 +572,13 @@ def tile_geometries(geoms: np.ndarray, z: int, x: int, y: int, shift: str | None
     if areal.any():
         grid = shapely.orient_polygons(grid, exterior_cw=False)  # y points down: this is clockwise on screen
     return grid, keep
+
+
+def _to_grid(coords: np.ndarray) -> np.ndarray:
+    """Coordinates rounded to whole tile units, halves up, as GEOS's pointwise precision
+    reduction rounds them (`set_precision(mode="pointwise")`, which took 3.6 ms of a z16 zones
+    tile where this takes 1.3)."""
+    return np.floor(coords + 0.5)
 
 
 _POINT, _LINE, _POLYGON = 1, 2, 3
@@ -675,9 +684,12 @@ def encode_layer(name: str, fids, geoms: np.ndarray, props: Mapping[str, list]) 
     layer.name, layer.version, layer.extent = name, 2, EXTENT
     keys = list(props)
     layer.keys.extend(keys)
-    index: dict = {}
+    index: dict = {}  # a value's key: text as itself, the rest as (type, value): 1, 1.0 and True differ
     columns = []
     for values in props.values():
+        if all(type(v) is str for v in values):  # most columns: text, none missing
+            columns.append([index.setdefault(v, len(index)) for v in values])
+            continue
         col = []
         for v in values:
             if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -687,9 +699,10 @@ def encode_layer(name: str, fids, geoms: np.ndarray, props: Mapping[str, list]) 
                 v = v.isoformat()
             elif isinstance(v, np.generic):
                 v = v.item()
-            col.append(index.setdefault((type(v), v), len(index)))
+            col.append(index.setdefault(v if type(v) is str else (type(v), v), len(index)))
         columns.append(col)
-    for (kind_of, v) in index:
+    for key in index:
+        kind_of, v = (str, key) if type(key) is str else key
         value = layer.values.add()
         if kind_of is bool:
             value.bool_value = v
@@ -699,8 +712,15 @@ def encode_layer(name: str, fids, geoms: np.ndarray, props: Mapping[str, list]) 
             value.double_value = v
         else:
             value.string_value = str(v)
-    tags = [[t for k, vi in enumerate(row) if vi is not None for t in (k, vi)] for row in zip(*columns)] \
-        if columns else [[] for _ in commands]
+    if not columns:
+        tags = [[] for _ in commands]
+    elif not any(None in col for col in columns):  # every feature has every key: (key, value) pairs by numpy
+        pairs = np.empty((len(commands), 2 * len(columns)), dtype=np.int64)
+        pairs[:, 0::2] = np.arange(len(columns))
+        pairs[:, 1::2] = np.array(columns, dtype=np.int64).T
+        tags = pairs.tolist()
+    else:
+        tags = [[t for k, vi in enumerate(row) if vi is not None for t in (k, vi)] for row in zip(*columns)]
     for fid, geometry, tag in zip(np.asarray(fids).tolist(), commands, tags):
         if not geometry:
             continue

@@ -29,6 +29,11 @@ Budgets (issue 11): tile p95 ≤ 50 ms on GeoPackage and ≤ 20 ms on PostGIS; t
 ≤ 1.5 MB; a pan redrawn within 1 s. The machine has 2 cores shared with others: the load
 average is printed with the figures.
 
+A PostgreSQL for it should hold the tables the tiles read in its shared_buffers, as a
+deployment's should (the bench prints both; 128 MB, the default, does not hold the cases):
+
+    ZONEMAP_PG_SHARED_BUFFERS=1GB scripts/pg-test-server start /tmp/pg-bench   # prints its URL
+
     scripts/bench/web.py                                   # builds the city (about 6 minutes)
     scripts/bench/web.py --gpkg /tmp/city.gpkg              # built there once, reused after
     scripts/bench/web.py --zones 20000 --problems 200000 --no-browser
@@ -103,6 +108,20 @@ def server_pids(db: str) -> list[int]:
     return [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
 
 
+def buffers(db: str) -> dict:
+    """A PostgreSQL server's shared_buffers beside the size of the tables the tiles read (with
+    their indexes and TOAST): a cold tile whose pages are not in the buffers waits for the OS's
+    page cache, which a VM's host may keep small (docs/web.md)."""
+    import psycopg
+
+    with psycopg.connect(db) as con:
+        got = {"shared_buffers": con.execute("SHOW shared_buffers").fetchone()[0]}
+        for layer in LAYERS:
+            mb = con.execute("SELECT pg_total_relation_size(%s::regclass)", (layer,)).fetchone()[0] / 2**20
+            got[f"{layer}_MB"] = round(mb)
+    return got
+
+
 def cpu_ms(pids: list[int]) -> float:
     """CPU time (user + system) of this process and of `pids`, in ms: what a request costs on a
     machine that others share, whose wall-clock times wait for CPUs."""
@@ -143,6 +162,9 @@ def bench_tiles(name: str, db: str, centre: tuple[float, float]) -> dict:
     client.get("/health")  # open the store before timing
     pids = server_pids(db)
     out = {}
+    if pids:
+        out["buffers"] = buffers(db)
+        print(f"{name:10s} {out['buffers']}", flush=True)
     for z in ZOOMS:
         tiles = view_tiles(*centre, z)
         for layer in LAYERS:
