@@ -40,7 +40,6 @@ from ..schema import LAYERS, STORAGE_CRS, TYPES
 from .base import (
     COUNTERS,
     OPEN_RTREE,
-    open_cases,
     RUN_COLUMN,
     RUNS,
     Store,
@@ -53,6 +52,7 @@ from .base import (
     from_db,
     hides_runs,
     nulls_as_none,
+    open_cases,
     read_options,
     rows_for,
     shown_runs,
@@ -202,7 +202,7 @@ class _GpkgTransaction(Transaction):
                     "WHERE lower(table_name) = lower(?)", (len(values), layer))
         if own:  # the open cases' boxes, from the layer's R-tree just written
             _fill_open_rtree(con, fids.start, fids.stop - 1)
-        for name, sql in [*((n, sqls[n]) for n in names_t), *own.items()]:
+        for sql in (*sqls.values(), *own.values()):
             con.execute(sql)
         return True
 

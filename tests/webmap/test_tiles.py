@@ -21,8 +21,15 @@ from shapely.geometry import mapping
 from geo.crs import wgs84_to_gcj02
 from layers import tiles, units_edit, zone_edit
 from layers.store import gpkg, open_store
-from layers.store.base import (CLEARANCE_COLUMN, CLEARANCE_LAYERS, MERCATOR_COLUMN, MERCATOR_LAYERS, OPEN_CASES,
-                                 OPEN_RTREE, UNIT_NAME_COLUMN)
+from layers.store.base import (
+    CLEARANCE_COLUMN,
+    CLEARANCE_LAYERS,
+    MERCATOR_COLUMN,
+    MERCATOR_LAYERS,
+    OPEN_CASES,
+    OPEN_RTREE,
+    UNIT_NAME_COLUMN,
+)
 from layers.users import add_user, issue_token
 from tests.conftest import _drop_schema, _pg_schema_url
 from tests.layers.test_zone_edit import CODES, X0, XSS, Y0, D, box, grid_city
@@ -418,9 +425,9 @@ def test_a_geopackage_s_open_cases_tiles_follow_other_programs_and_an_older_file
         con.commit()
         assert "ZM-GDAL" not in _open_cases_at(client, far, z=18)
         assert con.execute(f'SELECT count(*) FROM "{OPEN_RTREE}"').fetchone()[0] == 0
-        with open_store(str(path)) as s:  # then the file as the code before the R-tree left it
-            with s.transaction() as tx:
-                tx.append("problems", _cases(["ZM-OLD"], ["reported"], here))
+        # then the file as the code before the R-tree left it
+        with open_store(str(path)) as s, s.transaction() as tx:
+            tx.append("problems", _cases(["ZM-OLD"], ["reported"], here))
         con.execute(f'DROP TABLE "{OPEN_RTREE}"')
         for name in gpkg.OPEN_TRIGGERS:
             con.execute(f'DROP TRIGGER "{name}"')
