@@ -20,10 +20,9 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pyproj
 import shapely
 
-from geo.crs import metric_crs
+from geo.crs import metric_crs, transformer
 
 from .errors import InputError, ZonemapError
 
@@ -158,9 +157,9 @@ class Basemap:
 
 
 def _grown_lonlat_box(bounds, crs: str, margin_m: float) -> tuple[float, float, float, float]:
-    to_m = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_m = transformer("EPSG:4326", crs)
     x0, y0, x1, y1 = to_m.transform_bounds(*bounds)
-    back = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    back = transformer(crs, "EPSG:4326")
     return back.transform_bounds(x0 - margin_m, y0 - margin_m, x1 + margin_m, y1 + margin_m)
 
 
@@ -247,8 +246,8 @@ def _north_arrow(ax, box, crs: str) -> None:
     x0, y0, x1, y1 = box
     length = 0.1 * (y1 - y0)
     tx, ty = x1 - 0.06 * (x1 - x0), y1 - 0.1 * (y1 - y0) - length
-    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(tx, ty)
-    nx, ny = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat + 0.001)
+    lon, lat = transformer(crs, "EPSG:4326").transform(tx, ty)
+    nx, ny = transformer("EPSG:4326", crs).transform(lon, lat + 0.001)
     d = np.array([nx - tx, ny - ty])
     d = d / np.hypot(*d) * length
     ax.annotate("", xy=(tx + d[0], ty + d[1]), xytext=(tx, ty), zorder=7,

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyproj
 import shapely
 import shapely.ops
 from shapely.geometry import mapping, shape
 
 from geo._tiles import densify, polygonal
 from geo.coverage import MIN_AREA_M2
-from geo.crs import metric_crs
+from geo.crs import metric_crs, transformer
 
 from . import audit
 from .errors import Forbidden, InputError, NotFound, Refused
@@ -207,7 +206,7 @@ class _Metres:
 
     def __init__(self, geom):
         c = geom.centroid if not geom.is_empty else shapely.Point(0, 0)
-        self._t = pyproj.Transformer.from_crs(STORAGE_CRS, metric_crs(c.x, c.y), always_xy=True)
+        self._t = transformer(STORAGE_CRS, metric_crs(c.x, c.y))
 
     def project(self, geom):
         return shapely.transform(geom, lambda xy: np.column_stack(self._t.transform(xy[:, 0], xy[:, 1])))
@@ -673,7 +672,7 @@ def qa(store: Store, bbox=None) -> dict:
     for a, b in res["overlap_pairs"]:
         add("overlap", shapely.intersection(geoms[a], geoms[b]), [zones["code"][a], zones["code"][b]],
             float(shapely.area(shapely.intersection(z_m[a], z_m[b]))))
-    back = pyproj.Transformer.from_crs(metric, STORAGE_CRS, always_xy=True)
+    back = transformer(metric, STORAGE_CRS)
     for x, y in res["gap_places"]:
         add("gap", shapely.Point(*back.transform(x, y)), [], None)
     area = shapely.area(z_m)
