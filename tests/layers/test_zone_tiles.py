@@ -196,7 +196,9 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
     def look_between_pages(store, tx, page):
         with open_store(db) as other:  # another connection: what a reader sees at this moment
             z = other.read("zones")
-            seen.append((len(z), set(z["profile"]), _routed(other, pts), zones.check(other)))
+            # `zones check` (seconds on this city) between every third pair of pages, the rest each time
+            seen.append((len(z), set(z["profile"]), _routed(other, pts),
+                         zones.check(other) if len(seen) % 3 == 0 else None))
         return real(store, tx, page)
 
     monkeypatch.setattr(zones, "MOVE_ROWS", 300)
@@ -214,7 +216,7 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
     assert len(seen) > 5 and report.new_versions > 1000  # many pages were in while readers looked
     for n, profiles, got, check in seen:
         assert n == len(before) and profiles == {"beijing-2022"} and got == routed
-        assert check["overlaps"] == 0 and check["gaps"] == 0
+        assert check is None or (check["overlaps"] == 0 and check["gaps"] == 0)
     assert set(after["profile"]) == {"beijing-1999"} and len(after) == sum(report.counts.values())
 
 

@@ -99,17 +99,18 @@ def test_every_operation_documents_its_refusals(web):
             assert not op.get("security") or "401" in codes, f"{method.upper()} {path}: no 401"
 
 
-def served_document_schema():
-    """The document as an app serves it, loaded while tests are collected. That app's store is
-    never opened (the document needs only settings); the requests go to the test's app."""
-    app = create_app({"db": "/nonexistent/openapi-only.gpkg"})
-    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+@pytest.fixture
+def served_schema(web):
+    """The document as the test's app serves it. Loaded when the test runs, not while tests
+    are collected: building every operation's requests takes seconds, which each worker of a
+    parallel run would otherwise pay whether or not it runs this file."""
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", web[0])
     # the same requests every run: derandomized, and no stored failures replayed from .hypothesis/
     schema.config.generation.update(max_examples=EXAMPLES, deterministic=True, database="none")
     return schema
 
 
-schema = served_document_schema()
+schema = schemathesis.pytest.from_fixture("served_schema")
 
 
 TURNS = itertools.count()
@@ -127,7 +128,7 @@ def signs_in(case) -> bool:
     return (optional or "Authorization" in (case.headers or {})) and next(TURNS) % 4 != 0
 
 
-@pytest.mark.slow  # schemathesis: every operation against the running app, on both stores
+@pytest.mark.slow  # schemathesis: every operation (a subtest each) against the running app, on both stores
 @schema.parametrize()
 def test_the_app_keeps_its_document(case, web):
     app, token, problem_id = web
