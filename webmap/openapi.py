@@ -37,8 +37,19 @@ def document() -> dict:
         doc["components"]["parameters"]["LayerName"]["schema"]["enum"] = map_layers()
         _query(doc, "/api/layers/{name}.geojson", "limit")["maximum"] = s.max_features
         _query(doc, "/api/cases", "per_page")["maximum"] = s.page_max
+        _nul_refusals(doc)
         current_app.extensions["openapi"] = doc
     return doc
+
+
+def _nul_refusals(doc: dict) -> None:
+    """Every route refuses an address holding a NUL (webmap/app.py, before any view) with 400:
+    said here for each operation whose own refusals have no 400, in its format's words."""
+    for path, item in doc["paths"].items():
+        fmt = "O311Xml" if path.endswith(".xml") else "O311" if path.startswith("/open311/") else ""
+        for method, op in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                op["responses"].setdefault("400", {"$ref": f"#/components/responses/{fmt}BadRequest"})
 
 
 def _query(doc: dict, path: str, name: str) -> dict:

@@ -90,13 +90,15 @@ def test_the_document_names_every_json_route_and_only_those(web):
 
 def test_every_operation_documents_its_refusals(web):
     """The run below raises the rate limits, so it never sees a 429: the document must say it
-    anyway (everywhere but /health), and 401 wherever it asks for a token."""
+    anyway (everywhere but /health), 401 wherever it asks for a token, and 400 everywhere
+    (every route refuses an address with a NUL)."""
     doc = web[0].test_client().get("/api/openapi.json").json
     for path, item in doc["paths"].items():
         for method, op in item.items():
             codes = set(op["responses"])
             assert path == "/health" or "429" in codes, f"{method.upper()} {path}: no 429"
             assert not op.get("security") or "401" in codes, f"{method.upper()} {path}: no 401"
+            assert "400" in codes, f"{method.upper()} {path}: no 400 (an address with a NUL)"
 
 
 @pytest.fixture
