@@ -131,7 +131,8 @@ def check(zones: np.ndarray, footprints: np.ndarray, has_unit: np.ndarray, exten
 
 def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriageway: np.ndarray,
                     reach_m: float = 30.0, sample_m: float = 2.0, near_m: float = 0.5,
-                    min_cos: float = 0.5, parcels: np.ndarray | None = None) -> dict:
+                    min_cos: float = 0.5, parcels: np.ndarray | None = None,
+                    walls: np.ndarray | None = None) -> dict:
     """Share of street-facing facade covered by the building's own zone.
 
     Independent of how zones were drawn: the outline is cut into pieces of about `sample_m`;
@@ -161,8 +162,9 @@ def facade_coverage(buildings: np.ndarray, zone_of_building: np.ndarray, carriag
     vec = vec[:, 1] - vec[:, 0]
     cos = np.einsum("ij,ij->i", vec, normal[p_idx]) / np.maximum(np.hypot(*vec.T), 1e-9)
     blocked = cos < min_cos
-    for walls in (buildings, parcels if parcels is not None else np.array([], dtype=object)):
-        pairs = shapely.STRtree(walls).query(lines, predicate="intersects")
+    for block in (buildings if walls is None else walls,
+                  parcels if parcels is not None else np.array([], dtype=object)):
+        pairs = shapely.STRtree(block).query(lines, predicate="intersects")
         blocked[pairs[0]] = True
     facing = p_idx[~blocked]
     zones = zone_of_building[pt_owner[facing]]

@@ -76,7 +76,7 @@ def _streets(store: Store, p: pd.DataFrame) -> pd.Series:
     office = p["grid_code"].map(dict(zip(grid["code"], grid["street"])))
     zones = store.read("zones").drop_duplicates("code", keep="last")
     road = p["zone_code"].map({c: (split_names(s) or [None])[0] for c, s in zip(zones["code"], zones["street"])})
-    return office.fillna(road).fillna(UNKNOWN)
+    return office.astype(object).fillna(road).fillna(UNKNOWN)  # all-NaN without a grid
 
 
 def _evaluated(rows: list[dict]) -> pd.DataFrame:

@@ -283,7 +283,8 @@ def prepare(source: Source, layer: Layer, crs_option: str | None,
     report = Report(file=source.path.name, layer=layer.name, rows=len(source.frame),
                     warnings=list(source.warnings), reader=source.reader)
     frame = source.frame
-    has_geometry = frame.geometry.notna().any() or source.xy_columns is not None
+    # an empty geometry counts as one (a row error later), a missing one does not
+    has_geometry = bool((~frame.geometry.values.isna()).any()) or source.xy_columns is not None
     if layer.geometry_required and not has_geometry:
         raise InputError(f"{source.path.name} has no geometry and no coordinate columns; layer "
                          f"{layer.name!r} needs them (name them with --x and --y)")

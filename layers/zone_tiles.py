@@ -347,8 +347,11 @@ def _draw_tile(data: TileData, ctx: Context) -> OwnerZones:
     is_b = anchored & (owners["kind"] == "building").to_numpy() & ~owners.index.isin(fz.in_parcels)
     zone_of = pd.Series(fz.zones.geometry.to_numpy(), index=fz.zones["owner"].to_numpy())
     own_zone = np.array([zone_of.get(k) for k in owners.index[is_b]], dtype=object)
-    parcels = owners.geometry.to_numpy()[(owners["kind"] != "building").to_numpy()]
-    fc = facade_coverage(owners.geometry.to_numpy()[is_b], own_zone, streets.carriageway, parcels=parcels)
+    geoms, is_building = owners.geometry.to_numpy(), (owners["kind"] == "building").to_numpy()
+    # every building read with the halo blocks a line of sight, not only the tile's own: a
+    # neighbour across the seam hides the wall behind it from the street as much as any
+    fc = facade_coverage(geoms[is_b], own_zone, streets.carriageway, parcels=geoms[~is_building],
+                         walls=geoms[is_building])
     result.facade = (fc["facing_m"], fc["covered_m"])
     return result
 

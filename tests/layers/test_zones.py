@@ -73,7 +73,7 @@ def test_street_facing_facade_is_covered(generated):
     # the share of street-facing facade (buildings within 30 m of a carriageway) that has its
     # own building's zone in front of it
     assert report.facade["facing_m"] > 1000
-    assert report.facade["share"] >= 0.90, (name, report.facade)
+    assert report.facade["share"] >= 0.95, (name, report.facade)  # issue 12: at least 95 %
 
 
 def test_no_frontage_zone_crosses_a_carriageway_and_depths_are_in_range(generated):
