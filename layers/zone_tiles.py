@@ -322,22 +322,25 @@ def _draw_tile(data: TileData, ctx: Context) -> OwnerZones:
 
     pib = zm.pois_by_building(b, data.pois)
     who = owners[["kind", "src", "row"]].loc[fz.zones["owner"].to_numpy()]
-    # row dicts of the base rows that own a zone here (not of every row read with the halo)
+    kind, src, row = (who[c].to_numpy() for c in ("kind", "src", "row"))
+    # row dicts of the base rows that own a zone here (not of every row read with the halo),
+    # of the fields the unit rules read
     records = []
-    for src, f in (("buildings", b), ("areas", data.areas), ("sites", data.sites)):
-        used = np.unique(who["row"].to_numpy()[who["src"].to_numpy() == src])
-        records.append(dict(zip(used.tolist(), f.iloc[used].drop(columns=f.geometry.name).to_dict("records"))))
-    rows = []
-    for z, o in zip(fz.zones.itertuples(), who.itertuples()):
-        u = zm.owner_unit(o, *records, pib)
-        co = u.get("co")
-        rows.append({"owner": z.owner, "kind": zm.OWNER_TO_ZONE[o.kind], "primary_unit": u["unit_id"],
-                     "co_unit": co["unit_id"] if co else None, "unit_name": u["name"], "unit": u,
-                     "frontage_len_m": round(float(z.frontage_len_m), 2),
-                     "depth_m": round(float(z.depth_m), 2) if np.isfinite(z.depth_m) else None,
-                     "geometry": z.geometry})
-    if rows:
-        result.zones = gpd.GeoDataFrame(rows, geometry="geometry", crs=metric)
+    for name, f in (("buildings", b), ("areas", data.areas), ("sites", data.sites)):
+        used = np.unique(row[src == name])
+        fields = [c for c in zm.UNIT_FIELDS[name] if c in f.columns]
+        records.append(dict(zip(used.tolist(), f[fields].iloc[used].to_dict("records"))))
+    units = [zm.owner_unit(zm.Owner(*o), *records, pib) for o in zip(kind, src, row.tolist())]
+    if units:
+        co = [u.get("co") for u in units]
+        depth = fz.zones["depth_m"].to_numpy(dtype=float)
+        result.zones = gpd.GeoDataFrame({
+            "owner": fz.zones["owner"].to_numpy(), "kind": [zm.OWNER_TO_ZONE[k] for k in kind],
+            "primary_unit": [u["unit_id"] for u in units], "co_unit": [c["unit_id"] if c else None for c in co],
+            "unit_name": [u["name"] for u in units], "unit": units,
+            "frontage_len_m": [round(v, 2) for v in fz.zones["frontage_len_m"].to_numpy(dtype=float).tolist()],
+            "depth_m": [round(v, 2) if np.isfinite(v) else None for v in depth.tolist()]},
+            geometry=fz.zones.geometry.to_numpy(), crs=metric)
         x0, y0, x1, y1 = shapely.total_bounds(result.zones.geometry.to_numpy())
         corners = reproject(shapely.segmentize(np.array([shapely.box(x0, y0, x1, y1)]), 50.0), metric, STORAGE_CRS)
         w, s, e, n = shapely.total_bounds(corners)
@@ -345,7 +348,7 @@ def _draw_tile(data: TileData, ctx: Context) -> OwnerZones:
 
     # the tile's share of the facade report: its own buildings' street-facing sides
     is_b = anchored & (owners["kind"] == "building").to_numpy() & ~owners.index.isin(fz.in_parcels)
-    zone_of = pd.Series(fz.zones.geometry.to_numpy(), index=fz.zones["owner"].to_numpy())
+    zone_of = dict(zip(fz.zones["owner"].to_numpy(), fz.zones.geometry.to_numpy()))
     own_zone = np.array([zone_of.get(k) for k in owners.index[is_b]], dtype=object)
     geoms, is_building = owners.geometry.to_numpy(), (owners["kind"] == "building").to_numpy()
     # every building read with the halo blocks a line of sight, not only the tile's own: a

@@ -17,6 +17,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -168,7 +169,22 @@ def _address(r: dict) -> str | None:
     return " ".join(filter(None, [_val(r.get("addr_street")), _val(r.get("addr_housenumber"))])) or None
 
 
-def owner_unit(owner, buildings, areas, sites, pois_in_building: dict) -> dict:
+#: the fields of each base layer that `owner_unit` reads
+UNIT_FIELDS = {"buildings": ("fid", "osm_id", "name", "shop", "amenity", "office", "building",
+                             "addr_street", "addr_housenumber"),
+               "areas": ("fid", "osm_id", "name", "operator", "amenity", "leisure", "tourism", "landuse"),
+               "sites": ("fid", "code", "name", "contractor", "developer")}
+
+
+class Owner(NamedTuple):
+    """An owner as `owner_unit` takes it: its kind, the layer it came from and its row there."""
+
+    kind: str
+    src: str
+    row: int
+
+
+def owner_unit(owner: Owner, buildings, areas, sites, pois_in_building: dict) -> dict:
     """The responsible unit of an owner, derived from the data (placeholder when unnamed).
     The layers come as row dicts by row number (lists or dicts of `DataFrame.to_dict("records")`)."""
     if owner.src == "buildings":
