@@ -30,18 +30,28 @@ def _extremes(zones: np.ndarray):
     return out
 
 
-def _road_names(points, centrelines, names, reach):
-    """The nearest named road within `reach` of each point, else 无名道路 if any road is there."""
-    res = np.full(len(points), None, dtype=object)
-    (p, _c), _ = shapely.STRtree(centrelines).query_nearest(points, max_distance=reach,
-                                                           return_distance=True, all_matches=False)
-    res[p] = UNNAMED_ROAD
-    named = np.flatnonzero(names != None)  # noqa: E711
-    if len(named):
-        (p, c), _ = shapely.STRtree(centrelines[named]).query_nearest(
-            points, max_distance=reach, return_distance=True, all_matches=False)
-        res[p] = names[named[c]]
-    return res
+class _Roads:
+    """The centrelines' trees, made once for the four sides: all of them, and the named ones."""
+
+    def __init__(self, centrelines, names):
+        self.names = names
+        self.any_tree = shapely.STRtree(centrelines)
+        self.named = np.flatnonzero(names != None)  # noqa: E711
+        self.named_tree = shapely.STRtree(centrelines[self.named]) if len(self.named) else None
+
+    def near(self, points, reach):
+        """The nearest named road within `reach` of each point, else 无名道路 if any road is
+        there, else None."""
+        res = np.full(len(points), None, dtype=object)
+        if self.named_tree is not None:
+            (p, c), _ = self.named_tree.query_nearest(points, max_distance=reach, return_distance=True,
+                                                      all_matches=False)
+            res[p] = self.names[self.named[c]]
+        rest = np.flatnonzero(res == None)  # noqa: E711 - elementwise on an object array
+        if len(rest):  # any road at all there: a box query and a distance, not a nearest search
+            hit = self.any_tree.query(points[rest], predicate="dwithin", distance=reach)[0]
+            res[rest[np.unique(hit)]] = UNNAMED_ROAD
+        return res
 
 
 def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndarray,
@@ -55,6 +65,7 @@ def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndar
     ztree = shapely.STRtree(zones)
     ctree = shapely.STRtree(carriageway)
     btree = shapely.STRtree(buildings)
+    roads = _Roads(np.asarray(centrelines, dtype=object), np.asarray(road_names, dtype=object))
     which = np.arange(len(zones)) if only is None else np.asarray(only, dtype=np.int64)
     n = len(which)
     labels = np.empty((n, 4), dtype=object)
@@ -63,7 +74,7 @@ def four_bounds(zones: np.ndarray, zone_labels: np.ndarray, carriageway: np.ndar
         step = np.zeros(2)
         step[axis] = sign * probe_m
         probes = shapely.points(xy + step)
-        names = _road_names(probes, centrelines, road_names, reach_m)
+        names = roads.near(probes, reach_m)
         side = np.full(n, OPEN, dtype=object)
         roadish = names != None  # noqa: E711 - elementwise on an object array
         side[roadish] = names[roadish]
