@@ -334,6 +334,32 @@ def _corridors(facing, ring, owner, a, b, polys, all_sides, depth, lateral):
     return out
 
 
+#: a sample this near another owner's outline is on it (a shared wall), not inside it
+SHARED_M = 0.05
+
+
+def _inside_another(polys, pts, pts_owner):
+    """Which samples lie inside another owner's outline (deeper than SHARED_M) where the two
+    outlines only overlap, as buildings drawn over each other at a corner do: such a
+    sample's Voronoi cell reaches out between the other owner's samples as a thin wedge that
+    no corridor covers (a public sliver). An owner mostly (at least half its area) inside
+    the other keeps its samples: a shop drawn inside a mall answers for its own frontage.
+    Decided on the two outlines alone, so every tile decides alike."""
+    pp = shapely.points(pts)
+    hit = shapely.STRtree(polys).query(pp, predicate="within")
+    hit = hit[:, hit[1] != pts_owner[hit[0]]]
+    if not hit.size:
+        return np.zeros(len(pts), dtype=bool)
+    hit = hit[:, shapely.distance(shapely.boundary(polys[hit[1]]), pp[hit[0]]) > SHARED_M]
+    a, b = pts_owner[hit[0]], hit[1]
+    pair, inv = np.unique(np.column_stack([a, b]), axis=0, return_inverse=True)
+    share = shapely.area(shapely.intersection(polys[pair[:, 0]], polys[pair[:, 1]])) / \
+        np.maximum(shapely.area(polys[pair[:, 0]]), 1e-9)
+    out = np.zeros(len(pts), dtype=bool)
+    out[hit[0][share[inv.ravel()] < 0.5]] = True
+    return out
+
+
 def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     """Voronoi cells of outline samples dissolved per owner (an array over owners), for the
     active owners: one diagram over every sample near their corridors. Only the cells that
@@ -351,6 +377,7 @@ def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     np.minimum.at(lo, inv.ravel(), sample_owner)
     np.maximum.at(hi, inv.ravel(), sample_owner)
     first = np.sort(first[lo == hi])
+    first = first[~_inside_another(polys, samples[first], sample_owner[first])]
     pts, pts_owner = samples[first], sample_owner[first]
     cor = corridors[active]
     # a point of an owner's corridor has its nearest own sample at most this far (its

@@ -184,3 +184,16 @@ def test_two_units_sharing_a_street_corner_split_it_at_the_bisector():
     # and together they leave nothing of the wedge between the curbs and the chamfer
     wedge = shapely.Polygon([(7.2, 7.2), (16, 7.2), (16, 12), (14, 14), (12, 16), (7.2, 16)])
     assert shapely.difference(wedge, shapely.union_all([za, zb, cw])).area < 0.05
+
+
+def test_buildings_drawn_over_each_other_leave_no_wedge_of_public_pavement():
+    # two outlines drawn over each other at a corner, as OSM often has them: B's facade 9 cm
+    # in front of A's, A's wall running inside B for 5 m. A's samples there used to reach out
+    # between B's as thin wedges that neither corridor covers (8 m² of public slivers here)
+    a, b = shapely.box(0, 12, 20, 30), shapely.box(15, 11.91, 35, 25)
+    zones, cw, _ = run([a, b], MAIN)
+    pavement = shapely.box(0.5, 7.05, 34.5, 11.9)  # in front of both, facade to curb
+    assert shapely.difference(pavement, shapely.union_all([*zones.values(), cw])).area < 0.01
+    assert zones[1].covers(shapely.Point(17.5, 9.5))  # in front of B's own facade: B's
+    assert zones[0].covers(shapely.Point(5, 9.5))
+    assert shapely.intersection(zones[0], zones[1]).area < 0.01
