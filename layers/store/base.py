@@ -428,6 +428,19 @@ RUNS = "zonemap_runs"
 RUN_COLUMN = "run"
 
 
+# A view of the zones in force, for tools that read the store without zonemap (QGIS, ogr2ogr,
+# a SQL client): the current version of each zone, no row of an unfinished run, and none of
+# zonemap's private columns. The `zones` table itself also holds closed versions and, while a
+# generation moves its rows in, that run's rows.
+IN_FORCE_VIEW = "zones_in_force"
+
+
+def in_force_view_sql() -> str:
+    """The view's SELECT (both stores): the zones' own columns, for rows in force."""
+    cols = ", ".join(f'"{c}"' for c in ["fid", *LAYERS["zones"].column_names, "geom"] if c != RUN_COLUMN)
+    return f'SELECT {cols} FROM "zones" WHERE "valid_to" IS NULL AND {shown_runs()}'
+
+
 def shown_runs(alias: str = "") -> str:
     """SQL (both stores) true for a row that no unfinished run hides."""
     col = f'{alias}."{RUN_COLUMN}"' if alias else f'"{RUN_COLUMN}"'

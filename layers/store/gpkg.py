@@ -39,6 +39,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..schema import LAYERS, STORAGE_CRS, TYPES
 from .base import (
     COUNTERS,
+    IN_FORCE_VIEW,
     OPEN_RTREE,
     RUN_COLUMN,
     RUNS,
@@ -51,6 +52,7 @@ from .base import (
     empty_frame,
     from_db,
     hides_runs,
+    in_force_view_sql,
     nulls_as_none,
     open_cases,
     read_options,
@@ -462,6 +464,24 @@ def _copy_template(path: Path) -> None:
         part.unlink(missing_ok=True)
 
 
+def _view_sql() -> str:
+    return f'CREATE VIEW "{IN_FORCE_VIEW}" AS {in_force_view_sql()}'
+
+
+def _make_in_force_view(con) -> None:
+    """The zones in force as a layer of their own (base.IN_FORCE_VIEW), registered as the
+    GeoPackage standard allows a view to be, so that QGIS lists it beside `zones`: made again
+    whenever the schema changes, so it has the zones' columns."""
+    con.execute(f'DROP VIEW IF EXISTS "{IN_FORCE_VIEW}"')
+    con.execute(_view_sql())
+    con.execute("INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description, srs_id) "
+                "VALUES (?, 'features', ?, ?, 4326)",
+                (IN_FORCE_VIEW, IN_FORCE_VIEW, "责任区 in force: the current version of each zone, "
+                 "without the rows of a generation still running (zonemap's own reads show these)"))
+    con.execute("INSERT OR IGNORE INTO gpkg_geometry_columns (table_name, column_name, geometry_type_name, "
+                "srs_id, z, m) VALUES (?, 'geom', 'MULTIPOLYGON', 4326, 0, 0)", (IN_FORCE_VIEW,))
+
+
 def _extent(con, name: str, exact: bool) -> tuple[float, float, float, float] | None:
     """(W, S, E, N) of layer `name` from its R-tree; `exact`: as PostGIS gives it. The R-tree
     keeps boxes in float32, rounded outward (~1 m at China's longitudes), which would move the
@@ -568,6 +588,7 @@ class GeoPackageStore(Store):
                     tx.con.execute(f'DROP TRIGGER IF EXISTS "{name}"')
                     tx.con.execute(sql)
                 tx.con.execute('DROP INDEX IF EXISTS "problems_open_fid"')  # what the tiles read before
+                _make_in_force_view(tx.con)
         with self._reading() as con:  # persistent: set once for the file, kept by QGIS too
             if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 con.execute("PRAGMA journal_mode = WAL")
@@ -581,6 +602,9 @@ class GeoPackageStore(Store):
                 return True
             triggers = dict(con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
             if OPEN_RTREE not in tables or any(triggers.get(n) != sql for n, sql in OPEN_TRIGGERS.items()):
+                return True
+            if con.execute("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?",
+                           (IN_FORCE_VIEW,)).fetchone() != (_view_sql(),):
                 return True
             return any({c.name for c in spec.columns} - {r[1] for r in con.execute(f'PRAGMA table_info("{n}")')}
                        for n, spec in LAYERS.items())

@@ -31,6 +31,7 @@ from .base import (
     CLEARANCE_COLUMN,
     CLEARANCE_LAYERS,
     COUNTERS,
+    IN_FORCE_VIEW,
     MERCATOR_COLUMN,
     MERCATOR_LAYERS,
     OPEN_CASES,
@@ -46,6 +47,7 @@ from .base import (
     frame_from_rows,
     from_db,
     hides_runs,
+    in_force_view_sql,
     read_options,
     rows_for,
     shown_runs,
@@ -319,6 +321,7 @@ def _complete(con) -> bool:
     want = {(n, c.name) for n, spec in LAYERS.items() for c in spec.columns}
     want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS} | {(n, CLEARANCE_COLUMN) for n in CLEARANCE_LAYERS}
     want |= {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value"), (RUNS, "started")}
+    want |= {(IN_FORCE_VIEW, c) for c in ["fid", *LAYERS["zones"].column_names, "geom"] if c != RUN_COLUMN}
     if not want <= have:
         return False
     indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
@@ -469,6 +472,9 @@ class PostGISStore(Store):
             # btree does at every level (C.UTF-8 is not "C" to PostgreSQL); 3.7 → 2.1 ms for 800
             con.execute("CREATE INDEX IF NOT EXISTS units_unit_id_hash ON units USING hash (unit_id)")
         _add_unit_names(con)
+        with con.transaction():  # the zones in force for QGIS and SQL clients (base.IN_FORCE_VIEW)
+            con.execute(f'DROP VIEW IF EXISTS "{IN_FORCE_VIEW}"')
+            con.execute(f'CREATE VIEW "{IN_FORCE_VIEW}" AS {in_force_view_sql()}')
 
     # -- reading ----------------------------------------------------------------------------
     def count(self, layer, where=None, bbox=None, *, time=None, exclude=None):

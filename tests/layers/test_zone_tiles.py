@@ -5,11 +5,13 @@ along the seams between tiles."""
 import datetime as dt
 import json
 import shutil
+import sqlite3
 import threading
 import time
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import shapely
 
@@ -211,11 +213,16 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
                                                 geometry=[None, None], crs=4326))
             tx.update_where("units", {"unit_id": used_unit}, {"source": "generate:killed"})
         assert s.count("zones") == len(before) + 2 and len(zones.current(s.read("zones"))) == len(before)
-    seen, real = [], zones._new_units
+    seen, in_force, real = [], [], zones._new_units
 
     def look_between_pages(store, tx, page):
         with open_store(db) as other:  # another connection: what a reader sees at this moment
             z = other.read("zones")
+            # and what QGIS opens (the view; read through SQLite: GDAL in this process would
+            # close a descriptor of the file and drop the writer's locks)
+            with sqlite3.connect(db) as con:
+                in_force.append(con.execute('SELECT count(*), count(DISTINCT "profile") FROM "zones_in_force"')
+                                .fetchone())
             # `zones check` (seconds on this city) between every third pair of pages, the rest each time
             seen.append((len(z), set(z["profile"]), _routed(other, pts),
                          zones.check(other) if len(seen) % 3 == 0 else None))
@@ -238,6 +245,11 @@ def test_no_reader_sees_a_generation_s_zones_until_all_are_in(zoned_city, tmp_pa
         assert n == len(before) and profiles == {"beijing-2022"} and got == routed
         assert check is None or (check["overlaps"] == 0 and check["gaps"] == 0)
     assert set(after["profile"]) == {"beijing-1999"} and len(after) == sum(report.counts.values())
+    assert in_force == [(len(before), 1)] * len(seen)
+    # the view is a layer of the GeoPackage as GDAL (and so QGIS) reads it
+    view = pyogrio.read_dataframe(db, layer="zones_in_force")
+    assert len(view) == len(after) and set(view["profile"]) == {"beijing-1999"} and "run" not in view
+    assert sorted(view["code"]) == sorted(after["code"])
 
 
 def test_a_report_sent_while_zones_are_generated_is_stored(zoned_city, tmp_path):
@@ -295,6 +307,12 @@ def test_generating_into_postgis_gives_the_geopackage_s_zones(city, zoned_city, 
             assert pg.extent(["buildings"]) == src.extent(["buildings"], exact=True) != src.extent(["buildings"])
             report = zones.generate(pg, valid_from=DAY)
             got = zones.current(pg.read("zones")).sort_values("code").reset_index(drop=True)
+            # what QGIS or a SQL client opens: the zones in force, not a running run's rows
+            with pg.transaction() as tx:
+                tx.start_run("generate:running", dt.datetime.now(dt.UTC))
+                tx.append("zones", got.head(3).drop(columns="fid").assign(run="generate:running"))
+            assert pg.query('SELECT count(*) FROM "zones_in_force"', ())[0][0] == len(got)
+            assert pg.query('SELECT count(*) FROM "zones"', ())[0][0] == len(got) + 3
         want = _zones(zoned_city[0])
         assert report.counts == zoned_city[1].counts and report.counts["frontage"] == 512
         assert list(got["code"]) == list(want["code"])
