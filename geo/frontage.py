@@ -353,7 +353,7 @@ def _inside_another(polys, pts, pts_owner):
     hit = hit[:, shapely.distance(shapely.boundary(polys[hit[1]]), pp[hit[0]]) > SHARED_M]
     a, b = pts_owner[hit[0]], hit[1]
     pair, inv = np.unique(np.column_stack([a, b]), axis=0, return_inverse=True)
-    share = shapely.area(shapely.intersection(polys[pair[:, 0]], polys[pair[:, 1]])) / \
+    share = shapely.area(elementwise(shapely.intersection, polys[pair[:, 0]], polys[pair[:, 1]])) / \
         np.maximum(shapely.area(polys[pair[:, 0]]), 1e-9)
     out = np.zeros(len(pts), dtype=bool)
     out[hit[0][share[inv.ravel()] < 0.5]] = True
