@@ -265,7 +265,7 @@ def frontage_zones(owners: gpd.GeoDataFrame, streets: Streets, profile: Profile,
 
     corridors = _corridors(facing, ring, owner, a, b, polys, all_sides & facing_owner, depth, lateral)
     active = np.flatnonzero(facing_owner & candidate)
-    cells = _cells(polys, a, owner, active, corridors, sample_m)
+    cells = _cells(polys, owner_tree, a, owner, active, corridors, sample_m)
     zones = _clip(active, cells[active], corridors[active], polys, owner_tree, streets, study_area)
 
     # a parcel is its own zone (卫生责任区) even where it faces no street
@@ -338,7 +338,7 @@ def _corridors(facing, ring, owner, a, b, polys, all_sides, depth, lateral):
 SHARED_M = 0.05
 
 
-def _inside_another(polys, pts, pts_owner):
+def _inside_another(polys, owner_tree, pts, pts_owner):
     """Which samples lie inside another owner's outline (deeper than SHARED_M) where the two
     outlines only overlap, as buildings drawn over each other at a corner do: such a
     sample's Voronoi cell reaches out between the other owner's samples as a thin wedge that
@@ -346,7 +346,7 @@ def _inside_another(polys, pts, pts_owner):
     the other keeps its samples: a shop drawn inside a mall answers for its own frontage.
     Decided on the two outlines alone, so every tile decides alike."""
     pp = shapely.points(pts)
-    hit = shapely.STRtree(polys).query(pp, predicate="within")
+    hit = owner_tree.query(pp, predicate="within")
     hit = hit[:, hit[1] != pts_owner[hit[0]]]
     if not hit.size:
         return np.zeros(len(pts), dtype=bool)
@@ -360,7 +360,7 @@ def _inside_another(polys, pts, pts_owner):
     return out
 
 
-def _cells(polys, samples, sample_owner, active, corridors, sample_m):
+def _cells(polys, owner_tree, samples, sample_owner, active, corridors, sample_m):
     """Voronoi cells of outline samples dissolved per owner (an array over owners), for the
     active owners: one diagram over every sample near their corridors. Only the cells that
     meet their own owner's corridor are dissolved: the others cannot add to its zone."""
@@ -377,7 +377,7 @@ def _cells(polys, samples, sample_owner, active, corridors, sample_m):
     np.minimum.at(lo, inv.ravel(), sample_owner)
     np.maximum.at(hi, inv.ravel(), sample_owner)
     first = np.sort(first[lo == hi])
-    first = first[~_inside_another(polys, samples[first], sample_owner[first])]
+    first = first[~_inside_another(polys, owner_tree, samples[first], sample_owner[first])]
     pts, pts_owner = samples[first], sample_owner[first]
     cor = corridors[active]
     # a point of an owner's corridor has its nearest own sample at most this far (its

@@ -435,9 +435,14 @@ RUN_COLUMN = "run"
 IN_FORCE_VIEW = "zones_in_force"
 
 
+def in_force_view_columns() -> list[str]:
+    """The view's columns: the zones' own, without the private run column."""
+    return [c for c in ["fid", *LAYERS["zones"].column_names, "geom"] if c != RUN_COLUMN]
+
+
 def in_force_view_sql() -> str:
     """The view's SELECT (both stores): the zones' own columns, for rows in force."""
-    cols = ", ".join(f'"{c}"' for c in ["fid", *LAYERS["zones"].column_names, "geom"] if c != RUN_COLUMN)
+    cols = ", ".join(f'"{c}"' for c in in_force_view_columns())
     return f'SELECT {cols} FROM "zones" WHERE "valid_to" IS NULL AND {shown_runs()}'
 
 

@@ -47,6 +47,7 @@ from .base import (
     frame_from_rows,
     from_db,
     hides_runs,
+    in_force_view_columns,
     in_force_view_sql,
     read_options,
     rows_for,
@@ -321,7 +322,7 @@ def _complete(con) -> bool:
     want = {(n, c.name) for n, spec in LAYERS.items() for c in spec.columns}
     want |= {(n, MERCATOR_COLUMN) for n in MERCATOR_LAYERS} | {(n, CLEARANCE_COLUMN) for n in CLEARANCE_LAYERS}
     want |= {("zones", UNIT_NAME_COLUMN), (COUNTERS, "value"), (RUNS, "started")}
-    want |= {(IN_FORCE_VIEW, c) for c in ["fid", *LAYERS["zones"].column_names, "geom"] if c != RUN_COLUMN}
+    want |= {(IN_FORCE_VIEW, c) for c in in_force_view_columns()}
     if not want <= have:
         return False
     indexes = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
